@@ -1,0 +1,121 @@
+// longctx configuration: version, debug assert, configuration macros.
+// Layer 0: includes nothing from the library.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+
+#define LONGCTX_VERSION_MAJOR 0
+#define LONGCTX_VERSION_MINOR 1
+#define LONGCTX_VERSION_PATCH 0
+#define LONGCTX_VERSION_STRING "0.1.0"
+
+#define LONGCTX_CAT_IMPL(a, b) a##b
+#define LONGCTX_CAT(a, b) LONGCTX_CAT_IMPL(a, b)
+#define LONGCTX_STRINGIFY_IMPL(a) #a
+#define LONGCTX_STRINGIFY(a) LONGCTX_STRINGIFY_IMPL(a)
+
+// Internal invariants (not user input: that is checked with exceptions at the
+// API boundary, see error.hpp). Active when NDEBUG is not defined or when
+// LONGCTX_ENABLE_ASSERTS is; compiled out otherwise so kernels stay noexcept
+// and branch-free.
+#if !defined(NDEBUG) || defined(LONGCTX_ENABLE_ASSERTS)
+#define LONGCTX_ASSERT(cond)                                                          \
+  ((cond) ? static_cast<void>(0)                                                      \
+          : ::longctx::detail::assert_fail(#cond, __FILE__, __LINE__))
+#else
+#define LONGCTX_ASSERT(cond) static_cast<void>(0)
+#endif
+
+// ---- Instruction sets ------------------------------------------------------
+// ISA detection lives here (layer 0) because the ABI namespace below depends on
+// it; simd/arch.hpp turns these into arch tags. Nothing else tests ISA macros.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VL__) && defined(__FMA__)
+#define LONGCTX_HAS_AVX512 1
+#else
+#define LONGCTX_HAS_AVX512 0
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+#define LONGCTX_HAS_AVX2 1
+#else
+#define LONGCTX_HAS_AVX2 0
+#endif
+#if defined(__ARM_NEON) && defined(__aarch64__)
+#define LONGCTX_HAS_NEON 1
+#else
+#define LONGCTX_HAS_NEON 0
+#endif
+
+// -DLONGCTX_FORCE_ARCH=scalar|avx2|avx512|neon picks the default backend
+// (CMake: -DLONGCTX_FORCE_ARCH=...). A backend the flags cannot provide is a
+// hard error: silently falling back would benchmark the wrong code.
+#define LONGCTX_ARCH_ID_scalar 1
+#define LONGCTX_ARCH_ID_avx2 2
+#define LONGCTX_ARCH_ID_avx512 3
+#define LONGCTX_ARCH_ID_neon 4
+#if defined(LONGCTX_FORCE_ARCH)
+#define LONGCTX_FORCED_ARCH_ID LONGCTX_CAT(LONGCTX_ARCH_ID_, LONGCTX_FORCE_ARCH)
+#if LONGCTX_FORCED_ARCH_ID == 1
+#elif LONGCTX_FORCED_ARCH_ID == 2
+#if !LONGCTX_HAS_AVX2
+#error "LONGCTX_FORCE_ARCH=avx2 needs AVX2 and FMA enabled by the compiler flags (-mavx2 -mfma)"
+#endif
+#elif LONGCTX_FORCED_ARCH_ID == 3
+#if !LONGCTX_HAS_AVX512
+#error "LONGCTX_FORCE_ARCH=avx512 needs AVX-512 F/BW/DQ/VL and FMA enabled by the compiler flags"
+#endif
+#elif LONGCTX_FORCED_ARCH_ID == 4
+#if !LONGCTX_HAS_NEON
+#error "LONGCTX_FORCE_ARCH=neon needs an aarch64 target with NEON"
+#endif
+#else
+#error "LONGCTX_FORCE_ARCH must be one of scalar, avx2, avx512, neon"
+#endif
+#define LONGCTX_ISA_FORCED_SUFFIX LONGCTX_CAT(_default_, LONGCTX_FORCE_ARCH)
+#else
+#define LONGCTX_FORCED_ARCH_ID 0
+#define LONGCTX_ISA_FORCED_SUFFIX
+#endif
+
+// Every library symbol lives in an inline namespace named after the enabled
+// instruction set (and the forced backend), so translation units compiled with
+// different -m flags get distinct symbols: the linker cannot keep an AVX-512
+// copy of an inline function for a TU that must run on an AVX2-only CPU.
+#if LONGCTX_HAS_AVX512
+#define LONGCTX_ISA_BASE isa_avx512
+#elif LONGCTX_HAS_AVX2
+#define LONGCTX_ISA_BASE isa_avx2
+#elif LONGCTX_HAS_NEON
+#define LONGCTX_ISA_BASE isa_neon
+#else
+#define LONGCTX_ISA_BASE isa_generic
+#endif
+#define LONGCTX_ISA_NS LONGCTX_CAT(LONGCTX_ISA_BASE, LONGCTX_ISA_FORCED_SUFFIX)
+#define LONGCTX_NAMESPACE_BEGIN \
+  namespace longctx {           \
+  inline namespace LONGCTX_ISA_NS {
+#define LONGCTX_NAMESPACE_END \
+  }                           \
+  }
+
+LONGCTX_NAMESPACE_BEGIN
+
+struct version_info {
+  int major, minor, patch;
+  const char* string;
+};
+
+constexpr version_info version() noexcept {
+  return {LONGCTX_VERSION_MAJOR, LONGCTX_VERSION_MINOR, LONGCTX_VERSION_PATCH,
+          LONGCTX_VERSION_STRING};
+}
+
+namespace detail {
+[[noreturn]] inline void assert_fail(const char* cond, const char* file, int line) noexcept {
+  std::fprintf(stderr, "longctx: internal assertion failed: %s (%s:%d)\n", cond, file, line);
+  std::abort();
+}
+}  // namespace detail
+
+LONGCTX_NAMESPACE_END

@@ -1,0 +1,43 @@
+// Errors at the API boundary: an exception derived from std::invalid_argument
+// whose message names the function, the argument and the shapes involved.
+// Layer 0. Kernels never throw; policies and entry points check once, O(1).
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "config.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// Thrown for bad shapes, strides, parameters or corrupt snapshots.
+class invalid_argument : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+namespace detail {
+
+template <class... Parts>
+std::string concat(Parts&&... parts) {
+  std::ostringstream os;
+  (os << ... << std::forward<Parts>(parts));
+  return os.str();
+}
+
+}  // namespace detail
+
+// `where`: the public function, `argument`: the offending parameter; the rest
+// is streamed into the message, e.g. require(q.extent(1) == k.extent(1),
+// "attention", "k", "head dim ", k.extent(1), " != q head dim ", q.extent(1)).
+template <class... Parts>
+void require(bool ok, const char* where, const char* argument, Parts&&... parts) {
+  if (!ok) [[unlikely]] {
+    throw invalid_argument(detail::concat("longctx::", where, ": argument '", argument, "': ",
+                                          std::forward<Parts>(parts)...));
+  }
+}
+
+LONGCTX_NAMESPACE_END

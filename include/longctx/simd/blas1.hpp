@@ -1,0 +1,94 @@
+// BLAS-1 over contiguous float arrays, written once against vec<float, Arch>:
+// dot, axpy, scale, sum, max. Four independent accumulators hide FMA latency;
+// tails use partial loads, so any n >= 0 works and nothing is read past n.
+#pragma once
+
+#include <cstddef>
+#include <limits>
+
+#include "vec.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// sum_i a[i] * b[i]
+template <class Arch = default_arch>
+inline float dot(const float* a, const float* b, std::ptrdiff_t n) noexcept {
+  using V = vec<float, Arch>;
+  constexpr std::ptrdiff_t W = V::width;
+  V s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+  std::ptrdiff_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    s0 = fma(V::load(a + i), V::load(b + i), s0);
+    s1 = fma(V::load(a + i + W), V::load(b + i + W), s1);
+    s2 = fma(V::load(a + i + 2 * W), V::load(b + i + 2 * W), s2);
+    s3 = fma(V::load(a + i + 3 * W), V::load(b + i + 3 * W), s3);
+  }
+  for (; i + W <= n; i += W) s0 = fma(V::load(a + i), V::load(b + i), s0);
+  if (i < n) {
+    const int t = static_cast<int>(n - i);
+    s1 = fma(V::load_partial(a + i, t), V::load_partial(b + i, t), s1);
+  }
+  return reduce_add((s0 + s1) + (s2 + s3));
+}
+
+// y[i] += alpha * x[i]
+template <class Arch = default_arch>
+inline void axpy(float alpha, const float* x, float* y, std::ptrdiff_t n) noexcept {
+  using V = vec<float, Arch>;
+  constexpr std::ptrdiff_t W = V::width;
+  const V a = V::broadcast(alpha);
+  std::ptrdiff_t i = 0;
+  for (; i + W <= n; i += W) fma(a, V::load(x + i), V::load(y + i)).store(y + i);
+  if (i < n) {
+    const int t = static_cast<int>(n - i);
+    fma(a, V::load_partial(x + i, t), V::load_partial(y + i, t)).store_partial(y + i, t);
+  }
+}
+
+// x[i] *= alpha
+template <class Arch = default_arch>
+inline void scale(float alpha, float* x, std::ptrdiff_t n) noexcept {
+  using V = vec<float, Arch>;
+  constexpr std::ptrdiff_t W = V::width;
+  const V a = V::broadcast(alpha);
+  std::ptrdiff_t i = 0;
+  for (; i + W <= n; i += W) (a * V::load(x + i)).store(x + i);
+  if (i < n) {
+    const int t = static_cast<int>(n - i);
+    (a * V::load_partial(x + i, t)).store_partial(x + i, t);
+  }
+}
+
+// sum_i x[i]
+template <class Arch = default_arch>
+inline float sum(const float* x, std::ptrdiff_t n) noexcept {
+  using V = vec<float, Arch>;
+  constexpr std::ptrdiff_t W = V::width;
+  V s0 = V::zero(), s1 = V::zero();
+  std::ptrdiff_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    s0 = s0 + V::load(x + i);
+    s1 = s1 + V::load(x + i + W);
+  }
+  for (; i + W <= n; i += W) s0 = s0 + V::load(x + i);
+  if (i < n) s1 = s1 + V::load_partial(x + i, static_cast<int>(n - i));
+  return reduce_add(s0 + s1);
+}
+
+// max_i x[i]; -inf for n == 0. Whether a NaN element is returned depends on
+// the backend (x86 max keeps one operand): softmax does not rely on it, since
+// a NaN logit makes its exp, and so the row sum, NaN anyway.
+template <class Arch = default_arch>
+inline float max_value(const float* x, std::ptrdiff_t n) noexcept {
+  using V = vec<float, Arch>;
+  constexpr std::ptrdiff_t W = V::width;
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  V m = V::broadcast(ninf);
+  std::ptrdiff_t i = 0;
+  for (; i + W <= n; i += W) m = max(m, V::load(x + i));
+  float r = reduce_max(m);
+  for (; i < n; ++i) r = r > x[i] ? r : x[i];
+  return r;
+}
+
+LONGCTX_NAMESPACE_END

@@ -1,0 +1,103 @@
+// Shape vocabulary after std::mdspan (C++23, not in libstdc++ 12): extents with
+// a mix of static and dynamic sizes, so a later switch to std:: is mechanical.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <limits>
+#include <type_traits>
+
+#include "../error.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+using index_t = std::ptrdiff_t;
+inline constexpr std::size_t dynamic_extent = std::numeric_limits<std::size_t>::max();
+
+template <class IndexType, std::size_t... Exts>
+class extents {
+ public:
+  using index_type = IndexType;
+  using rank_type = std::size_t;
+
+  static constexpr rank_type rank() noexcept { return sizeof...(Exts); }
+  static constexpr rank_type rank_dynamic() noexcept {
+    return ((Exts == dynamic_extent ? 1 : 0) + ... + 0);
+  }
+  static constexpr std::size_t static_extent(rank_type r) noexcept { return statics_[r]; }
+
+  constexpr extents() noexcept = default;
+
+  // Either the dynamic extents only, or all extents (static ones must match).
+  template <class... Sizes>
+    requires(sizeof...(Sizes) > 0 &&
+             (sizeof...(Sizes) == rank_dynamic() || sizeof...(Sizes) == rank()) &&
+             (std::is_convertible_v<Sizes, index_type> && ...))
+  constexpr explicit extents(Sizes... sizes) {
+    const std::array<index_type, sizeof...(Sizes)> in{static_cast<index_type>(sizes)...};
+    for (std::size_t k = 0; k < in.size(); ++k)
+      require(in[k] >= 0, "extents", "sizes", "size ", k, " is negative (", in[k], ")");
+    if constexpr (sizeof...(Sizes) == rank_dynamic() && rank_dynamic() != rank()) {
+      for (std::size_t k = 0; k < in.size(); ++k) dyn_[k] = in[k];
+    } else {
+      for (rank_type r = 0; r < rank(); ++r) {
+        if (statics_[r] == dynamic_extent) {
+          dyn_[dyn_index(r)] = in[r];
+        } else {
+          require(static_cast<std::size_t>(in[r]) == statics_[r], "extents", "sizes", "extent ", r,
+                  " is ", in[r], " but the static extent is ", statics_[r]);
+        }
+      }
+    }
+  }
+
+  // Static -> dynamic is implicit; dynamic -> static is explicit and checked.
+  template <class OtherIndex, std::size_t... Other>
+    requires(sizeof...(Other) == sizeof...(Exts) &&
+             ((Exts == dynamic_extent || Other == dynamic_extent || Exts == Other) && ...))
+  constexpr explicit(((Exts != dynamic_extent && Other == dynamic_extent) || ...))
+      extents(const extents<OtherIndex, Other...>& other) {
+    for (rank_type r = 0; r < rank(); ++r) {
+      const auto v = static_cast<index_type>(other.extent(r));
+      if (statics_[r] == dynamic_extent) {
+        dyn_[dyn_index(r)] = v;
+      } else {
+        require(static_cast<std::size_t>(v) == statics_[r], "extents", "other", "extent ", r,
+                " is ", v, " but the static extent is ", statics_[r]);
+      }
+    }
+  }
+
+  constexpr index_type extent(rank_type r) const noexcept {
+    return statics_[r] == dynamic_extent ? dyn_[dyn_index(r)] : static_cast<index_type>(statics_[r]);
+  }
+
+  friend constexpr bool operator==(const extents& a, const extents& b) noexcept {
+    for (rank_type r = 0; r < rank(); ++r)
+      if (a.extent(r) != b.extent(r)) return false;
+    return true;
+  }
+
+ private:
+  static constexpr std::array<std::size_t, sizeof...(Exts)> statics_{Exts...};
+  static constexpr std::size_t dyn_index(rank_type r) noexcept {
+    std::size_t k = 0;
+    for (rank_type i = 0; i < r; ++i) k += statics_[i] == dynamic_extent ? 1 : 0;
+    return k;
+  }
+  std::array<index_type, rank_dynamic()> dyn_{};
+};
+
+namespace detail {
+template <class IndexType, class Seq>
+struct dextents_impl;
+template <class IndexType, std::size_t... I>
+struct dextents_impl<IndexType, std::index_sequence<I...>> {
+  using type = extents<IndexType, ((void)I, dynamic_extent)...>;
+};
+}  // namespace detail
+
+template <class IndexType, std::size_t Rank>
+using dextents = typename detail::dextents_impl<IndexType, std::make_index_sequence<Rank>>::type;
+
+LONGCTX_NAMESPACE_END
