@@ -1,0 +1,43 @@
+# Compile flags for longctx's own tests, benchmarks and examples.
+# Never applied to the longctx library target: a header-only library must not
+# impose -m flags or warnings on its consumers.
+
+# NEON is baseline on aarch64, and x86 -m flags mean nothing there.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
+  set(LONGCTX_TARGET_IS_AARCH64 TRUE)
+else()
+  set(LONGCTX_TARGET_IS_AARCH64 FALSE)
+endif()
+
+function(longctx_isa_flags out_var)
+  set(flags "")
+  if(NOT LONGCTX_TARGET_IS_AARCH64)
+    if(LONGCTX_ISA STREQUAL "native")
+      set(flags -march=native)
+    elseif(LONGCTX_ISA STREQUAL "avx2")
+      set(flags -mavx2 -mfma -mf16c)
+    elseif(LONGCTX_ISA STREQUAL "avx512")
+      set(flags -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c)
+    endif()
+  endif()
+  set(${out_var} ${flags} PARENT_SCOPE)
+endfunction()
+
+function(longctx_configure_target target)
+  longctx_isa_flags(isa)
+  target_compile_options(${target} PRIVATE ${isa})
+
+  # Eigen, Catch2 and benchmark come in through imported targets, whose
+  # include directories CMake passes as -isystem, so these warnings only
+  # report our own code.
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
+
+  if(LONGCTX_SANITIZE)
+    # float-divide-by-zero is not part of "undefined"; a NaN/Inf leaking out
+    # of a kernel by 0/0 is exactly the bug we want to catch.
+    set(san -fsanitize=${LONGCTX_SANITIZE},float-divide-by-zero
+            -fno-sanitize-recover=all -fno-omit-frame-pointer)
+    target_compile_options(${target} PRIVATE ${san})
+    target_link_options(${target} PRIVATE ${san})
+  endif()
+endfunction()
