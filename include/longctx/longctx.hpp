@@ -3,5 +3,6 @@
 
 #include "config.hpp"
 #include "error.hpp"
+#include "kernels.hpp"
 #include "simd.hpp"
 #include "tensor.hpp"

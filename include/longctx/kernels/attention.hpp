@@ -1,0 +1,196 @@
+// Exact multi-head softmax attention, O = softmax(scale Q K^T + mask) V:
+//   attention(): tiled prefill, tasks = (batch, head, block of query rows);
+//   decode():    split-KV for a few query rows over a long cache, tasks =
+//                (batch, KV head, key chunk), merged through the LSE.
+// Shapes (logical axes; any strides with a contiguous last axis, so both the
+// (b, h, n, d) and (b, n, h, d) memory layouts work without copies):
+//   q (b, h, n_q, d), k (b, h_kv, n_kv, d), v (b, h_kv, n_kv, d_v),
+//   o (b, h, n_q, d_v), lse (b, h, n_q) optional, logits (b, h, n_q, n_kv) optional.
+// GQA/MQA: h % h_kv == 0, query head i reads KV head i / (h / h_kv).
+// Fully masked rows give o = 0 and lse = -inf. Results are bit-identical for
+// any executor and thread count.
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "executor.hpp"
+#include "split_kv_decode.hpp"
+#include "tiled_attention.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+using lse_view = strided_view<float, dextents<index_t, 3>>;  // (b, h, n_q)
+
+namespace detail {
+
+// Per-thread scratch that grows and is reused across calls: kernels do not
+// allocate, the entry points own this.
+inline float* thread_scratch(index_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < std::size_t(floats)) buf.resize(std::size_t(floats));
+  return buf.data();
+}
+
+struct attention_dims {
+  index_t b, h, h_kv, n_q, n_kv, d, d_v, group;
+};
+
+template <class KV, class Mask>
+attention_dims check_attention(const char* where, const tensor4_view<const float>& q,
+                               const tensor4_view<const KV>& k, const tensor4_view<const KV>& v,
+                               const tensor4_view<float>& o, float scale, const Mask& mask,
+                               const lse_view& lse) {
+  const attention_dims a{q.extent(0), q.extent(1), k.extent(1), q.extent(2),
+                         k.extent(2), q.extent(3), v.extent(3), 0};
+  const auto shapes = [&] {
+    return concat("q ", shape_string(q), ", k ", shape_string(k), ", v ", shape_string(v), ", o ",
+                  shape_string(o));
+  };
+  require(k.extent(0) == a.b && v.extent(0) == a.b && o.extent(0) == a.b, where, "k/v/o",
+          "batch sizes differ: ", shapes());
+  require(a.d > 0, where, "q", "head dim d must be > 0: ", shapes());
+  require(k.extent(3) == a.d, where, "k", "head dim ", k.extent(3), " != q head dim ", a.d, ": ", shapes());
+  require(a.d_v > 0, where, "v", "value dim d_v must be > 0: ", shapes());
+  require(a.h_kv > 0 || a.h == 0, where, "k", "no KV heads: ", shapes());
+  require(a.h_kv == 0 || a.h % a.h_kv == 0, where, "k", "query heads ", a.h,
+          " not a multiple of KV heads ", a.h_kv, ": ", shapes());
+  require(v.extent(1) == a.h_kv && v.extent(2) == a.n_kv, where, "v",
+          "(h_kv, n_kv) must match k's: ", shapes());
+  require(o.extent(1) == a.h && o.extent(2) == a.n_q && o.extent(3) == a.d_v, where, "o",
+          "must be (b, h, n_q, d_v): ", shapes());
+  require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
+  require_unit_inner_stride(q, where, "q");
+  require_unit_inner_stride(k, where, "k");
+  require_unit_inner_stride(v, where, "v");
+  require_unit_inner_stride(o, where, "o");
+  require_data(q, where, "q");
+  require_data(k, where, "k");
+  require_data(v, where, "v");
+  require_data(o, where, "o");
+  if (lse.data()) {
+    require(lse.extent(0) == a.b && lse.extent(1) == a.h && lse.extent(2) == a.n_q, where, "lse",
+            "must be (b, h, n_q) = (", a.b, ", ", a.h, ", ", a.n_q, "), got ", shape_string(lse));
+  }
+  require_mask(mask, where);
+  attention_dims r = a;
+  r.group = a.h_kv > 0 ? a.h / a.h_kv : 1;
+  return r;
+}
+
+// Calls f.template operator()<D, DV>() with static head dims for the common
+// sizes, so the inner loops have compile-time trip counts.
+template <class F>
+void dispatch_head_dims(index_t d, index_t d_v, F&& f) {
+  if (d == 64 && d_v == 64) return f.template operator()<64, 64>();
+  if (d == 128 && d_v == 128) return f.template operator()<128, 128>();
+  return f.template operator()<dynamic_extent, dynamic_extent>();
+}
+
+}  // namespace detail
+
+// Tiled prefill. `scale` is explicit (usually 1/sqrt(d)).
+template <class Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
+          executor Exec = serial_executor>
+void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
+               std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
+               const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}) {
+  const auto a = detail::check_attention("attention", q, k, v, o, scale, mask, lse);
+  if (a.b * a.h * a.n_q == 0) return;
+  constexpr index_t BQ = attention_blocking<Arch>::block_q;
+  const index_t q_blocks = (a.n_q + BQ - 1) / BQ;
+  const auto bound = mask.bind(a.n_q, a.n_kv);
+  detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
+    exec.parallel_for(a.b * a.h * q_blocks, [&](index_t task) {
+      const index_t blk = task % q_blocks, bh = task / q_blocks;
+      const index_t bi = bh / a.h, hi = bh % a.h, hk = hi / a.group;
+      float* lse_row = lse.data() ? &lse(bi, hi, 0) : nullptr;
+      const index_t i0 = blk * BQ, i1 = std::min(a.n_q, i0 + BQ);
+      if (a.n_kv == 0) {  // nothing to attend to: every row is fully masked
+        for (index_t i = i0; i < i1; ++i) {
+          for (index_t c = 0; c < a.d_v; ++c) o(bi, hi, i, c) = 0.0f;
+          if (lse_row) lse_row[i * lse.stride(2)] = neg_inf;
+        }
+        return;
+      }
+      tiled_attention_block<Arch, KV>(
+          matrix_view<const float, D>(q.head(bi, hi)), matrix_view<const KV, D>(k.head(bi, hk)),
+          matrix_view<const KV, DV>(v.head(bi, hk)), matrix_view<float, DV>(o.head(bi, hi)), lse_row,
+          lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
+          detail::thread_scratch(tiled_attention_scratch<Arch>(a.d, a.d_v)));
+    });
+  });
+}
+
+// Split-KV decode for a few query rows (typically n_q = 1) per head over a
+// long cache. Same contract as attention(); results agree with it to rounding.
+// `logits`, if given, receives the scaled, masked logits (b, h, n_q, n_kv):
+// with lse, probabilities_from_logits() gives a row's softmax without a
+// second pass over K (TOVA scores).
+template <class Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
+          executor Exec = serial_executor>
+void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
+            std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
+            const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {},
+            tensor4_view<float> logits = {}) {
+  const auto a = detail::check_attention("decode", q, k, v, o, scale, mask, lse);
+  if (logits.data()) {
+    require(logits.extent(0) == a.b && logits.extent(1) == a.h && logits.extent(2) == a.n_q &&
+                logits.extent(3) == a.n_kv,
+            "decode", "logits", "must be (b, h, n_q, n_kv) = (", a.b, ", ", a.h, ", ", a.n_q, ", ", a.n_kv,
+            "), got ", shape_string(logits));
+    require_unit_inner_stride(logits, "decode", "logits");
+  }
+  if (a.b * a.h * a.n_q == 0) return;
+  const index_t rows = a.group * a.n_q;  // all query rows of one KV group share the K/V stream
+  const index_t chunk = decode_chunk_size<Arch>(a.n_kv);
+  const index_t n_chunks = std::max<index_t>(1, (a.n_kv + chunk - 1) / chunk);
+  const index_t dvp = round_up(a.d_v, Arch::width);
+  const auto bound = mask.bind(a.n_q, a.n_kv);
+  // Partials: (b, h_kv, chunk) x (rows x dvp) outputs and rows states.
+  std::vector<float> part_o(std::size_t(a.b * a.h_kv * n_chunks * rows * dvp), 0.0f);
+  std::vector<softmax_state> part_st(std::size_t(a.b * a.h_kv * n_chunks * rows));
+  detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
+    exec.parallel_for(a.b * a.h_kv * n_chunks, [&](index_t task) {
+      const index_t c = task % n_chunks, bk = task / n_chunks;
+      const index_t bi = bk / a.h_kv, hk = bk % a.h_kv;
+      std::vector<const float*> q_rows(static_cast<std::size_t>(rows));
+      std::vector<index_t> q_pos(static_cast<std::size_t>(rows));
+      std::vector<float*> l_rows(static_cast<std::size_t>(rows), nullptr);
+      for (index_t g = 0; g < a.group; ++g)
+        for (index_t i = 0; i < a.n_q; ++i) {
+          const std::size_t r = std::size_t(g * a.n_q + i);
+          q_rows[r] = &q(bi, hk * a.group + g, i, 0);
+          q_pos[r] = i;
+          if (logits.data()) l_rows[r] = &logits(bi, hk * a.group + g, i, 0);
+        }
+      decode_chunk<Arch, KV>(q_rows.data(), q_pos.data(), rows, matrix_view<const KV, D>(k.head(bi, hk)),
+                             matrix_view<const KV, DV>(v.head(bi, hk)), scale, bound, c * chunk,
+                             std::min(a.n_kv, (c + 1) * chunk), part_o.data() + task * rows * dvp,
+                             part_st.data() + task * rows, logits.data() ? l_rows.data() : nullptr,
+                             detail::thread_scratch(decode_chunk_scratch<Arch>(rows, a.d_v)));
+    });
+  });
+  // Merge in chunk order (deterministic), normalise, write o and lse.
+  using V = vec<float, Arch>;
+  for (index_t bk = 0; bk < a.b * a.h_kv; ++bk) {
+    const index_t bi = bk / a.h_kv, hk = bk % a.h_kv;
+    float* base_o = part_o.data() + bk * n_chunks * rows * dvp;
+    softmax_state* base_st = part_st.data() + bk * n_chunks * rows;
+    for (index_t r = 0; r < rows; ++r) {
+      float* acc = base_o + r * dvp;
+      softmax_state st = base_st[r];
+      for (index_t c = 1; c < n_chunks; ++c)
+        merge_partial<Arch>(st, acc, base_st[c * rows + r], base_o + (c * rows + r) * dvp, a.d_v);
+      const index_t hi = hk * a.group + r / a.n_q, i = r % a.n_q;
+      const V inv = V::broadcast(st.inv_l());
+      float* orow = &o(bi, hi, i, 0);
+      index_t col = 0;
+      for (; col + Arch::width <= a.d_v; col += Arch::width) (V::load(acc + col) * inv).store(orow + col);
+      if (col < a.d_v) (V::load(acc + col) * inv).store_partial(orow + col, int(a.d_v - col));
+      if (lse.data()) lse(bi, hi, i) = st.lse();
+    }
+  }
+}
+
+LONGCTX_NAMESPACE_END

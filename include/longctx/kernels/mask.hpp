@@ -1,0 +1,152 @@
+// Mask descriptors: never materialised. A descriptor is bound to (n_q, n_kv)
+// and then answers, in O(1): which keys row i may see (one or two intervals),
+// whether a (rows x keys) tile is empty, full or partial, and visible(i, j).
+// Causal-family masks align the last query with the last key (bottom-right,
+// the decoding convention) unless alignment::top_left is asked for.
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+
+#include "../tensor/extents.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+enum class alignment { bottom_right, top_left };
+enum class tile_kind { empty, full, partial };
+
+// The keys row i may see: [lo, hi), plus the prefix [0, prefix) for sink masks
+// (prefix <= hi: a sink is never visible before the causal diagonal reaches it).
+struct key_interval {
+  index_t lo, hi, prefix = 0;
+};
+
+namespace detail {
+// Rows see a window [lo(i), hi(i)) that never moves left as i grows; every
+// causal-family mask is one of these (plus an optional sink prefix).
+template <class Derived>
+struct monotone_mask {
+  // Keys any row of [i0, i1) may see: loops run over this range only.
+  key_interval keys_for_rows(index_t i0, index_t i1) const noexcept {
+    const auto& d = static_cast<const Derived&>(*this);
+    const key_interval a = d.row(i0), b = d.row(i1 - 1);
+    return {a.lo, b.hi, b.prefix};
+  }
+  // Conservative where exactness would cost: "partial" is always safe.
+  tile_kind classify(index_t i0, index_t i1, index_t j0, index_t j1) const noexcept {
+    const auto& d = static_cast<const Derived&>(*this);
+    const key_interval first = d.row(i0), last = d.row(i1 - 1);
+    // lo, hi and prefix never decrease with i: the first row bounds the
+    // minimum, the last row the maximum.
+    if (j1 <= first.prefix) return tile_kind::full;
+    if (last.lo <= j0 && first.hi >= j1) return tile_kind::full;
+    const bool window_empty = last.hi <= j0 || first.lo >= j1;
+    const bool prefix_empty = j0 >= last.prefix;
+    return window_empty && prefix_empty ? tile_kind::empty : tile_kind::partial;
+  }
+  bool visible(index_t i, index_t j) const noexcept {
+    const key_interval r = static_cast<const Derived&>(*this).row(i);
+    return (j >= r.lo && j < r.hi) || j < r.prefix;
+  }
+};
+}  // namespace detail
+
+// ---- Descriptors (parameters) and their bound forms. -----------------------
+
+struct no_mask {
+  struct bound : detail::monotone_mask<bound> {
+    index_t n_kv;
+    key_interval row(index_t) const noexcept { return {0, n_kv}; }
+  };
+  bound bind(index_t, index_t n_kv) const noexcept { return {{}, n_kv}; }
+};
+
+namespace detail {
+inline index_t diagonal_offset(alignment a, index_t n_q, index_t n_kv) noexcept {
+  return a == alignment::bottom_right ? n_kv - n_q : 0;
+}
+// Row i's last visible key (inclusive) is i + off.
+struct causal_window_bound : monotone_mask<causal_window_bound> {
+  index_t n_kv, off, window, sinks;  // window <= 0: unbounded
+  key_interval row(index_t i) const noexcept {
+    const index_t hi = std::clamp<index_t>(i + off + 1, 0, n_kv);
+    const index_t lo = window > 0 ? std::clamp<index_t>(i + off + 1 - window, 0, hi) : 0;
+    return {lo, hi, std::min(sinks, hi)};
+  }
+};
+}  // namespace detail
+
+// Key j visible to query i iff j <= i + (n_kv - n_q) (bottom-right).
+struct causal {
+  alignment align = alignment::bottom_right;
+  detail::causal_window_bound bind(index_t n_q, index_t n_kv) const noexcept {
+    return {{}, n_kv, detail::diagonal_offset(align, n_q, n_kv), 0, 0};
+  }
+};
+
+// Causal, and at most `window` most recent keys (the query's own included).
+struct sliding_window {
+  index_t window = 0;
+  alignment align = alignment::bottom_right;
+  detail::causal_window_bound bind(index_t n_q, index_t n_kv) const noexcept {
+    return {{}, n_kv, detail::diagonal_offset(align, n_q, n_kv), window, 0};
+  }
+};
+
+// StreamingLLM: the first `sinks` keys plus a causal window of `window` keys.
+struct sinks_window {
+  index_t sinks = 4;
+  index_t window = 0;
+  alignment align = alignment::bottom_right;
+  detail::causal_window_bound bind(index_t n_q, index_t n_kv) const noexcept {
+    return {{}, n_kv, detail::diagonal_offset(align, n_q, n_kv), window, sinks};
+  }
+};
+
+// Causal inside consecutive chunks of `chunk` keys (chunk boundaries counted
+// on the key axis), nothing across chunks.
+struct chunk_local {
+  index_t chunk = 0;
+  alignment align = alignment::bottom_right;
+  struct bound : detail::monotone_mask<bound> {
+    index_t n_kv, off, chunk;
+    key_interval row(index_t i) const noexcept {
+      const index_t last = i + off;  // the row's own key position
+      const index_t hi = std::clamp<index_t>(last + 1, 0, n_kv);
+      const index_t lo = last < 0 ? hi : std::min(hi, (last / chunk) * chunk);
+      return {lo, hi};
+    }
+  };
+  bound bind(index_t n_q, index_t n_kv) const noexcept {
+    return {{}, n_kv, detail::diagonal_offset(align, n_q, n_kv), chunk};
+  }
+};
+
+// What the kernels need of a bound mask. New mask families (RMT's block
+// layouts) implement this; classify may answer partial when unsure.
+template <class B>
+concept bound_mask = requires(const B& b, index_t i) {
+  { b.keys_for_rows(i, i) } -> std::same_as<key_interval>;
+  { b.classify(i, i, i, i) } -> std::same_as<tile_kind>;
+  { b.visible(i, i) } -> std::convertible_to<bool>;
+};
+template <class M>
+concept mask_descriptor = requires(const M& m, index_t n) {
+  { m.bind(n, n) } -> bound_mask;
+};
+
+// Parameter checks shared by every entry point.
+template <class M>
+void require_mask(const M& m, const char* where) {
+  if constexpr (requires { m.window; }) {
+    require(m.window > 0, where, "mask", "window must be > 0, got ", m.window);
+  }
+  if constexpr (requires { m.chunk; }) {
+    require(m.chunk > 0, where, "mask", "chunk must be > 0, got ", m.chunk);
+  }
+  if constexpr (requires { m.sinks; }) {
+    require(m.sinks >= 0, where, "mask", "sinks must be >= 0, got ", m.sinks);
+  }
+}
+
+LONGCTX_NAMESPACE_END

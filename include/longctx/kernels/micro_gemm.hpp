@@ -1,0 +1,108 @@
+// Register-blocked GEMM micro-kernel, written once against vec<float, Arch>:
+//   C (mr x nv*W) = A (mr x k) B (k x nv*W)                      (overwrite)
+//   C (mr x nv*W) = diag(row_scale) C + A (mr x k) B (k x nv*W)   (accumulate)
+// A row-major (elements broadcast), B row-major and padded to whole vectors
+// (packed by the caller), C padded likewise. The same kernel computes Q K^T
+// (B = packed K^T) and P V (B = packed V), the two products of attention.
+#pragma once
+
+#include <algorithm>
+
+#include "../simd/vec.hpp"
+#include "../tensor/extents.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// Micro-tile per arch: mr rows x nr vectors of accumulators, chosen so that
+// mr*nr accumulators + nr B vectors + 1 broadcast fit the register file
+// (16 ymm on AVX2, 32 zmm / q registers on AVX-512 / NEON).
+template <class Arch>
+struct gemm_tile_traits {
+  static constexpr int mr = 4, nr = 4;  // scalar: 16 accumulators
+};
+template <>
+struct gemm_tile_traits<avx2> {
+  static constexpr int mr = 6, nr = 2;  // 12 + 2 + 1 = 15 of 16 ymm
+};
+template <>
+struct gemm_tile_traits<avx512> {
+  static constexpr int mr = 6, nr = 4;  // 24 + 4 + 1 = 29 of 32 zmm
+};
+template <>
+struct gemm_tile_traits<neon> {
+  static constexpr int mr = 6, nr = 4;  // 24 + 4 + 1 = 29 of 32 q registers
+};
+
+template <class Arch, int MR, int NV, bool Accumulate>
+inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, index_t ldb, float* c,
+                       index_t ldc, const float* row_scale) noexcept {
+  using V = vec<float, Arch>;
+  constexpr index_t W = V::width;
+  V acc[MR][NV];
+  for (int r = 0; r < MR; ++r) {
+    if constexpr (Accumulate) {
+      const V s = V::broadcast(row_scale[r]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::load(c + r * ldc + v * W) * s;
+    } else {
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
+    }
+  }
+  for (index_t p = 0; p < k; ++p) {
+    V bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * ldb + v * W);
+    for (int r = 0; r < MR; ++r) {
+      const V ar = V::broadcast(a[r * lda + p]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = fma(ar, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v].store(c + r * ldc + v * W);
+}
+
+namespace detail {
+// Tail dispatch: rows 1..MR and vectors 1..NR become compile-time constants.
+template <class Arch, int MR, int NV, bool Acc>
+inline void micro_gemm_rows(int rows, index_t k, const float* a, index_t lda, const float* b,
+                            index_t ldb, float* c, index_t ldc, const float* rs) noexcept {
+  if constexpr (MR > 0) {
+    if (rows == MR) return micro_gemm<Arch, MR, NV, Acc>(k, a, lda, b, ldb, c, ldc, rs);
+    return micro_gemm_rows<Arch, MR - 1, NV, Acc>(rows, k, a, lda, b, ldb, c, ldc, rs);
+  }
+}
+template <class Arch, int MR, int NV, bool Acc>
+inline void micro_gemm_tail(int rows, int nvec, index_t k, const float* a, index_t lda,
+                            const float* b, index_t ldb, float* c, index_t ldc,
+                            const float* rs) noexcept {
+  if constexpr (NV > 0) {
+    if (nvec == NV) return micro_gemm_rows<Arch, MR, NV, Acc>(rows, k, a, lda, b, ldb, c, ldc, rs);
+    return micro_gemm_tail<Arch, MR, NV - 1, Acc>(rows, nvec, k, a, lda, b, ldb, c, ldc, rs);
+  }
+}
+}  // namespace detail
+
+// C (m x n) (=|+=) A (m x k) B (k x n) for any m, n a multiple of W: the
+// micro-kernel swept over the tile, tails dispatched to smaller instances.
+// Accumulate scales C's row r by row_scale[r] first (the online-softmax rescale).
+template <class Arch, bool Accumulate>
+inline void block_gemm(index_t m, index_t n, index_t k, const float* a, index_t lda, const float* b,
+                       index_t ldb, float* c, index_t ldc, const float* row_scale = nullptr) noexcept {
+  using T = gemm_tile_traits<Arch>;
+  constexpr index_t W = Arch::width, MR = T::mr, NR = T::nr;
+  for (index_t j = 0; j < n; j += NR * W) {
+    const int nvec = static_cast<int>(std::min<index_t>(NR, (n - j) / W));
+    index_t i = 0;
+    if (nvec == NR) {
+      for (; i + MR <= m; i += MR)
+        micro_gemm<Arch, MR, NR, Accumulate>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc,
+                                             row_scale ? row_scale + i : nullptr);
+    }
+    for (; i < m; i += MR) {
+      const int rows = static_cast<int>(std::min<index_t>(MR, m - i));
+      detail::micro_gemm_tail<Arch, MR, NR, Accumulate>(rows, nvec, k, a + i * lda, lda, b + j, ldb,
+                                                        c + i * ldc + j, ldc,
+                                                        row_scale ? row_scale + i : nullptr);
+    }
+  }
+}
+
+LONGCTX_NAMESPACE_END

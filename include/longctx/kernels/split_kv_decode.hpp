@@ -1,0 +1,89 @@
+// Split-KV decode (flash-decoding) for a few query rows over a long cache:
+// the keys are cut into fixed-size chunks (a function of n_kv only, so the
+// result does not depend on the thread count); each chunk streams its K and V
+// once for all query rows of one KV group and leaves an unnormalised partial
+// output plus its softmax state; partials are merged in chunk order.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+
+#include "../simd/blas1.hpp"
+#include "tiled_attention.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// Keys per chunk: at least 512 (amortises the merge), and at most 64 chunks
+// per KV head; a multiple of block_kv.
+template <class Arch>
+constexpr index_t decode_chunk_size(index_t n_kv) noexcept {
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
+  return std::max<index_t>(round_up(512, BKV), round_up((n_kv + 63) / 64, BKV));
+}
+
+// Floats of scratch decode_chunk needs for `rows` query rows.
+template <class Arch>
+constexpr index_t decode_chunk_scratch(index_t rows, index_t d_v) noexcept {
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
+  return rows * BKV + BKV * round_up(d_v, Arch::width) + rows;
+}
+
+// One chunk [c0, c1) of keys for `rows` query rows. q_rows[r]: row r's query
+// (d floats, unscaled), q_pos[r]: its index for the mask. Accumulates into
+// acc (rows, dvp) and st[rows], which start zero / empty. logits_rows[r], if
+// not null, receives row r's scaled, masked logits for keys [c0, c1) at
+// logits_rows[r][j].
+template <class Arch, class KV, class BoundMask, std::size_t D, std::size_t DV>
+void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows,
+                  matrix_view<const KV, D> k, matrix_view<const KV, DV> v, float scale,
+                  const BoundMask& mask, index_t c0, index_t c1, float* acc, softmax_state* st,
+                  float* const* logits_rows, float* scratch) noexcept {
+  constexpr index_t W = Arch::width, BKV = attention_blocking<Arch>::block_kv;
+  const index_t d = k.extent(1), d_v = v.extent(1), dvp = round_up(d_v, W);
+  float* s = scratch;
+  float* vp = s + rows * BKV;
+  float* alpha = vp + BKV * dvp;
+  for (index_t j0 = c0; j0 < c1; j0 += BKV) {
+    const index_t nk = std::min(BKV, c1 - j0), nkp = round_up(nk, W);
+    bool any = false;
+    for (index_t r = 0; r < rows; ++r) any |= mask.classify(q_pos[r], q_pos[r] + 1, j0, j0 + nk) != tile_kind::empty;
+    if (!any) {
+      if (logits_rows)
+        for (index_t r = 0; r < rows; ++r)
+          if (logits_rows[r]) std::fill(logits_rows[r] + j0, logits_rows[r] + j0 + nk, neg_inf);
+      continue;
+    }
+    for (index_t r = 0; r < rows; ++r) {
+      float* sr = s + r * BKV;
+      const tile_kind kind = mask.classify(q_pos[r], q_pos[r] + 1, j0, j0 + nk);
+      if (kind == tile_kind::empty) {
+        for (index_t jj = 0; jj < nkp; ++jj) sr[jj] = neg_inf;
+      } else {
+        for (index_t jj = 0; jj < nk; ++jj) {
+          if constexpr (std::is_same_v<KV, float>) {
+            sr[jj] = scale * dot<Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), d);
+          } else {
+            float t = 0.0f;  // generic storage: convert element-wise
+            for (index_t p = 0; p < d; ++p)
+              t += q_rows[r][p] * kv_storage_traits<KV>::to_float(k.data()[(j0 + jj) * k.stride(0) + p]);
+            sr[jj] = scale * t;
+          }
+        }
+        detail::mask_row(mask, q_pos[r], j0, nk, nkp, kind == tile_kind::partial, sr);
+      }
+      if (logits_rows && logits_rows[r]) std::memcpy(logits_rows[r] + j0, sr, sizeof(float) * std::size_t(nk));
+      alpha[r] = softmax_block<Arch>(st[r], sr, nkp);
+    }
+    if constexpr (std::is_same_v<KV, float>) {
+      if (d_v % W == 0) {
+        block_gemm<Arch, true>(rows, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc, dvp,
+                               alpha);
+        continue;
+      }
+    }
+    detail::pack_v(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, nkp, vp);
+    block_gemm<Arch, true>(rows, dvp, nkp, s, BKV, vp, dvp, acc, dvp, alpha);
+  }
+}
+
+LONGCTX_NAMESPACE_END

@@ -1,0 +1,161 @@
+// Tiled softmax attention for one head and one block of query rows
+// (FlashAttention-2 order): for each key tile, S = (scale Q) K^T by the
+// micro-kernel against packed K^T, mask, online softmax, O = alpha O + P V.
+// Masked-out tiles are skipped, partial tiles masked exactly per element.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <type_traits>
+
+#include "kv_storage.hpp"
+#include "mask.hpp"
+#include "micro_gemm.hpp"
+#include "online_softmax.hpp"
+#include "../tensor/view.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// Query rows per block and keys per tile. block_kv is a multiple of every
+// arch's nr*W; block_q a multiple of mr. Chosen by bench/bench_attention.cpp
+// (48 x 64 keeps Q, K^T, S, P V operands in L2 at d = 128).
+template <class Arch>
+struct attention_blocking {
+  static constexpr index_t block_q = 48;
+  static constexpr index_t block_kv = 64;
+};
+
+constexpr index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
+
+// Floats of scratch tiled_attention_block needs.
+template <class Arch>
+constexpr index_t tiled_attention_scratch(index_t d, index_t d_v) noexcept {
+  constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
+  const index_t dvp = round_up(d_v, Arch::width);
+  return BQ * d + d * BKV + BQ * BKV + BKV * dvp + BQ * dvp + BQ;
+}
+
+namespace detail {
+// -inf over the keys row i may not see in tile [j0, j0 + nk), and over the
+// padding [nk, nkp).
+template <class BoundMask>
+inline void mask_row(const BoundMask& mask, index_t i, index_t j0, index_t nk, index_t nkp, bool partial,
+                     float* s) noexcept {
+  if (partial) {
+    if constexpr (requires { mask.row(i); }) {
+      const key_interval r = mask.row(i);
+      for (index_t jj = 0; jj < nk; ++jj) {
+        const index_t j = j0 + jj;
+        if (!((j >= r.lo && j < r.hi) || j < r.prefix)) s[jj] = neg_inf;
+      }
+    } else {
+      for (index_t jj = 0; jj < nk; ++jj)
+        if (!mask.visible(i, j0 + jj)) s[jj] = neg_inf;
+    }
+  }
+  for (index_t jj = nk; jj < nkp; ++jj) s[jj] = neg_inf;
+}
+
+// Copy keys [j0, j0 + nk) of K (n_kv, d) transposed into kt (d, ld), zero
+// columns [nk, nkp).
+template <class KV>
+inline void pack_kt(const KV* k, index_t ldk, index_t d, index_t nk, index_t nkp, float* kt,
+                    index_t ld) noexcept {
+  for (index_t jj = 0; jj < nk; ++jj) {
+    const KV* kr = k + jj * ldk;
+    for (index_t p = 0; p < d; ++p) kt[p * ld + jj] = kv_storage_traits<KV>::to_float(kr[p]);
+  }
+  for (index_t p = 0; p < d; ++p)
+    for (index_t jj = nk; jj < nkp; ++jj) kt[p * ld + jj] = 0.0f;
+}
+
+// Copy V rows [j0, j0 + nk) into vp (nkp, dvp), zero padding rows and columns.
+template <class KV>
+inline void pack_v(const KV* v, index_t ldv, index_t d_v, index_t dvp, index_t nk, index_t nkp,
+                   float* vp) noexcept {
+  for (index_t jj = 0; jj < nkp; ++jj) {
+    float* dst = vp + jj * dvp;
+    index_t c = 0;
+    if (jj < nk)
+      for (; c < d_v; ++c) dst[c] = kv_storage_traits<KV>::to_float(v[jj * ldv + c]);
+    for (; c < dvp; ++c) dst[c] = 0.0f;
+  }
+}
+}  // namespace detail
+
+// Rows [i0, i1) (at most block_q) of one head. q (n_q, d), k (n_kv, d),
+// v (n_kv, d_v), o (n_q, d_v); lse: n_q floats with stride lse_stride, or null.
+// Inner strides must be 1 (checked by the caller). scratch: see above.
+template <class Arch, class KV, class BoundMask, std::size_t D, std::size_t DV>
+void tiled_attention_block(matrix_view<const float, D> q, matrix_view<const KV, D> k,
+                           matrix_view<const KV, DV> v, matrix_view<float, DV> o, float* lse,
+                           index_t lse_stride, float scale, const BoundMask& mask, index_t i0,
+                           index_t i1, float* scratch) noexcept {
+  using V = vec<float, Arch>;
+  constexpr index_t W = V::width;
+  constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
+  const index_t d = q.extent(1), d_v = v.extent(1);
+  const index_t dvp = round_up(d_v, W);
+  const index_t nb = i1 - i0;
+  LONGCTX_ASSERT(nb > 0 && nb <= BQ);
+  // V is read in place when it is float with whole vectors per row; else packed.
+  constexpr bool direct_v_possible = std::is_same_v<KV, float>;
+  const bool direct_v = direct_v_possible && d_v % W == 0;
+
+  float* qs = scratch;
+  float* kt = qs + BQ * d;
+  float* s = kt + d * BKV;
+  float* vp = s + BQ * BKV;
+  float* acc = vp + BKV * dvp;
+  float* alpha = acc + BQ * dvp;
+  std::array<softmax_state, BQ> st{};
+
+  const V vscale = V::broadcast(scale);
+  for (index_t r = 0; r < nb; ++r) {
+    const float* qr = q.data() + (i0 + r) * q.stride(0);
+    float* dst = qs + r * d;
+    index_t p = 0;
+    for (; p + W <= d; p += W) (V::load(qr + p) * vscale).store(dst + p);
+    if (p < d) (V::load_partial(qr + p, int(d - p)) * vscale).store_partial(dst + p, int(d - p));
+  }
+  std::memset(acc, 0, sizeof(float) * std::size_t(nb * dvp));
+
+  const key_interval keys = mask.keys_for_rows(i0, i1);
+  const index_t start = (keys.prefix > 0 ? 0 : keys.lo) / BKV * BKV;
+  for (index_t j0 = start; j0 < keys.hi; j0 += BKV) {
+    const index_t j1 = std::min(j0 + BKV, keys.hi);
+    const tile_kind kind = mask.classify(i0, i1, j0, j1);
+    if (kind == tile_kind::empty) continue;
+    const index_t nk = j1 - j0, nkp = round_up(nk, W);
+
+    detail::pack_kt(k.data() + j0 * k.stride(0), k.stride(0), d, nk, nkp, kt, BKV);
+    block_gemm<Arch, false>(nb, nkp, d, qs, d, kt, BKV, s, BKV);
+    if (kind == tile_kind::partial || nk < nkp)
+      for (index_t r = 0; r < nb; ++r)
+        detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);
+    for (index_t r = 0; r < nb; ++r) alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
+
+    if constexpr (direct_v_possible) {
+      if (direct_v) {  // P's padding columns are 0: k = nk reads no row past the tile
+        block_gemm<Arch, true>(nb, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc,
+                               dvp, alpha);
+        continue;
+      }
+    }
+    detail::pack_v(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, nkp, vp);
+    block_gemm<Arch, true>(nb, dvp, nkp, s, BKV, vp, dvp, acc, dvp, alpha);
+  }
+
+  for (index_t r = 0; r < nb; ++r) {
+    const V inv = V::broadcast(st[std::size_t(r)].inv_l());
+    float* orow = o.data() + (i0 + r) * o.stride(0);
+    const float* arow = acc + r * dvp;
+    index_t c = 0;
+    for (; c + W <= d_v; c += W) (V::load(arow + c) * inv).store(orow + c);
+    if (c < d_v) (V::load(arow + c) * inv).store_partial(orow + c, int(d_v - c));
+    if (lse) lse[(i0 + r) * lse_stride] = st[std::size_t(r)].lse();
+  }
+}
+
+LONGCTX_NAMESPACE_END
