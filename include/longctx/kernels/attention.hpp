@@ -100,7 +100,16 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
   constexpr index_t BQ = attention_blocking<Arch>::block_q;
   const index_t q_blocks = (a.n_q + BQ - 1) / BQ;
   const auto bound = mask.bind(a.n_q, a.n_kv);
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
+  const index_t kv_tiles = (a.n_kv + BKV - 1) / BKV;
+  const index_t kt_head = packed_kt_floats<Arch>(a.n_kv, a.d);
+  std::vector<float> kt(static_cast<std::size_t>(a.b * a.h_kv * kt_head));
   detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
+    exec.parallel_for(a.b * a.h_kv * kv_tiles, [&](index_t task) {
+      const index_t bk = task / kv_tiles;
+      pack_kt_tile<Arch, KV>(matrix_view<const KV, D>(k.head(bk / a.h_kv, bk % a.h_kv)), task % kv_tiles,
+                             kt.data() + bk * kt_head);
+    });
     exec.parallel_for(a.b * a.h * q_blocks, [&](index_t task) {
       const index_t blk = task % q_blocks, bh = task / q_blocks;
       const index_t bi = bh / a.h, hi = bh % a.h, hk = hi / a.group;
@@ -114,7 +123,7 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
         return;
       }
       tiled_attention_block<Arch, KV>(
-          matrix_view<const float, D>(q.head(bi, hi)), matrix_view<const KV, D>(k.head(bi, hk)),
+          matrix_view<const float, D>(q.head(bi, hi)), kt.data() + (bi * a.h_kv + hk) * kt_head, a.n_kv,
           matrix_view<const KV, DV>(v.head(bi, hk)), matrix_view<float, DV>(o.head(bi, hi)), lse_row,
           lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
           detail::thread_scratch(tiled_attention_scratch<Arch>(a.d, a.d_v)));

@@ -39,24 +39,24 @@ inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, i
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
   V acc[MR][NV];
-  for (int r = 0; r < MR; ++r) {
+  LONGCTX_UNROLL for (int r = 0; r < MR; ++r) {
     if constexpr (Accumulate) {
       const V s = V::broadcast(row_scale[r]);
-      for (int v = 0; v < NV; ++v) acc[r][v] = V::load(c + r * ldc + v * W) * s;
+      LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = V::load(c + r * ldc + v * W) * s;
     } else {
-      for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
+      LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
     }
   }
   for (index_t p = 0; p < k; ++p) {
     V bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * ldb + v * W);
-    for (int r = 0; r < MR; ++r) {
+    LONGCTX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * ldb + v * W);
+    LONGCTX_UNROLL for (int r = 0; r < MR; ++r) {
       const V ar = V::broadcast(a[r * lda + p]);
-      for (int v = 0; v < NV; ++v) acc[r][v] = fma(ar, bv[v], acc[r][v]);
+      LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = fma(ar, bv[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v].store(c + r * ldc + v * W);
+  LONGCTX_UNROLL for (int r = 0; r < MR; ++r)
+    LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v].store(c + r * ldc + v * W);
 }
 
 namespace detail {

@@ -33,7 +33,17 @@ template <class Arch>
 constexpr index_t tiled_attention_scratch(index_t d, index_t d_v) noexcept {
   constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
   const index_t dvp = round_up(d_v, Arch::width);
-  return BQ * d + d * BKV + BQ * BKV + BKV * dvp + BQ * dvp + BQ;
+  return BQ * d + BQ * BKV + BKV * dvp + BQ * dvp + BQ;
+}
+
+// K^T packed per key tile: tile t is a (d, block_kv) row-major block holding
+// keys [t block_kv, (t + 1) block_kv) as columns, zero-padded. Packed once per
+// KV head and call, then read by every query block (and every query head of a
+// GQA group): the transpose is paid once, not once per query block.
+template <class Arch>
+constexpr index_t packed_kt_floats(index_t n_kv, index_t d) noexcept {
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
+  return (n_kv + BKV - 1) / BKV * d * BKV;
 }
 
 namespace detail {
@@ -84,11 +94,20 @@ inline void pack_v(const KV* v, index_t ldv, index_t d_v, index_t dvp, index_t n
 }
 }  // namespace detail
 
-// Rows [i0, i1) (at most block_q) of one head. q (n_q, d), k (n_kv, d),
-// v (n_kv, d_v), o (n_q, d_v); lse: n_q floats with stride lse_stride, or null.
-// Inner strides must be 1 (checked by the caller). scratch: see above.
+// Packs key tile `tile` of k (n_kv, d) into kt_tiles (see packed_kt_floats).
+template <class Arch, class KV, std::size_t D>
+void pack_kt_tile(matrix_view<const KV, D> k, index_t tile, float* kt_tiles) noexcept {
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
+  const index_t d = k.extent(1), j0 = tile * BKV, nk = std::min(BKV, k.extent(0) - j0);
+  detail::pack_kt(k.data() + j0 * k.stride(0), k.stride(0), d, nk, BKV, kt_tiles + tile * d * BKV, BKV);
+}
+
+// Rows [i0, i1) (at most block_q) of one head. q (n_q, d), kt: the head's
+// packed K^T (pack_kt_tile, n_kv keys), v (n_kv, d_v), o (n_q, d_v); lse: n_q
+// floats with stride lse_stride, or null. Inner strides must be 1 (checked
+// by the caller). scratch: tiled_attention_scratch floats.
 template <class Arch, class KV, class BoundMask, std::size_t D, std::size_t DV>
-void tiled_attention_block(matrix_view<const float, D> q, matrix_view<const KV, D> k,
+void tiled_attention_block(matrix_view<const float, D> q, const float* kt, index_t n_kv,
                            matrix_view<const KV, DV> v, matrix_view<float, DV> o, float* lse,
                            index_t lse_stride, float scale, const BoundMask& mask, index_t i0,
                            index_t i1, float* scratch) noexcept {
@@ -104,8 +123,7 @@ void tiled_attention_block(matrix_view<const float, D> q, matrix_view<const KV, 
   const bool direct_v = direct_v_possible && d_v % W == 0;
 
   float* qs = scratch;
-  float* kt = qs + BQ * d;
-  float* s = kt + d * BKV;
+  float* s = qs + BQ * d;
   float* vp = s + BQ * BKV;
   float* acc = vp + BKV * dvp;
   float* alpha = acc + BQ * dvp;
@@ -122,6 +140,7 @@ void tiled_attention_block(matrix_view<const float, D> q, matrix_view<const KV, 
   std::memset(acc, 0, sizeof(float) * std::size_t(nb * dvp));
 
   const key_interval keys = mask.keys_for_rows(i0, i1);
+  LONGCTX_ASSERT(keys.hi <= n_kv);
   const index_t start = (keys.prefix > 0 ? 0 : keys.lo) / BKV * BKV;
   for (index_t j0 = start; j0 < keys.hi; j0 += BKV) {
     const index_t j1 = std::min(j0 + BKV, keys.hi);
@@ -129,8 +148,7 @@ void tiled_attention_block(matrix_view<const float, D> q, matrix_view<const KV, 
     if (kind == tile_kind::empty) continue;
     const index_t nk = j1 - j0, nkp = round_up(nk, W);
 
-    detail::pack_kt(k.data() + j0 * k.stride(0), k.stride(0), d, nk, nkp, kt, BKV);
-    block_gemm<Arch, false>(nb, nkp, d, qs, d, kt, BKV, s, BKV);
+    block_gemm<Arch, false>(nb, nkp, d, qs, d, kt + (j0 / BKV) * d * BKV, BKV, s, BKV);
     if (kind == tile_kind::partial || nk < nkp)
       for (index_t r = 0; r < nb; ++r)
         detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);

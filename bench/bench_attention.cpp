@@ -1,0 +1,138 @@
+// Exact attention: tiled prefill (causal and not, d = 64 and 128, H = 8) and
+// split-KV decode (d = 128, H = 8), 1 and 2 threads; and, in the same binary,
+// the straightforward Eigen implementation (Q K^T GEMM, row softmax, P V GEMM)
+// a user would otherwise write, as the in-run baseline. Ratios: bench/compare.py.
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <longctx/kernels.hpp>
+
+#include "support/bench.hpp"
+
+using namespace longctx;
+
+namespace {
+
+constexpr index_t H = 8;
+
+std::vector<float> random_buffer(std::size_t n, unsigned seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// Useful FLOPs: 2 d per visible logit (Q K^T) + 2 d_v per visible weight (P V).
+double attention_flops(index_t n_q, index_t n_kv, index_t d, bool is_causal) {
+  const double visible = is_causal ? double(n_q) * double(n_kv) - double(n_q) * double(n_q - 1) / 2.0
+                                   : double(n_q) * double(n_kv);
+  return H * visible * 4.0 * double(d);
+}
+
+template <index_t D, bool Causal>
+void BM_prefill(benchmark::State& st) {
+  const index_t n = st.range(0);
+  const int threads = int(st.range(1));
+  auto q = random_buffer(std::size_t(H * n * D), 1), k = random_buffer(std::size_t(H * n * D), 2),
+       v = random_buffer(std::size_t(H * n * D), 3);
+  std::vector<float> o(std::size_t(H * n * D));
+  thread_pool pool{std::size_t(threads)};
+  const float scale = 1.0f / std::sqrt(float(D));
+  for (auto _ : st) {
+    if constexpr (Causal)
+      attention(from_bhnd<D>(q.data(), 1, H, n, D), from_bhnd<D>(k.data(), 1, H, n, D),
+                from_bhnd<D>(v.data(), 1, H, n, D), from_bhnd<D>(o.data(), 1, H, n, D), scale, causal{}, {}, pool);
+    else
+      attention(from_bhnd<D>(q.data(), 1, H, n, D), from_bhnd<D>(k.data(), 1, H, n, D),
+                from_bhnd<D>(v.data(), 1, H, n, D), from_bhnd<D>(o.data(), 1, H, n, D), scale, no_mask{}, {}, pool);
+    benchmark::DoNotOptimize(o.data());
+  }
+  bench::set_flops(st, attention_flops(n, n, D, Causal), threads);
+  bench::label(st, Causal ? "causal" : "full");
+}
+
+// The Eigen version a user would write: per head S = Q K^T * scale, masked
+// row softmax, O = P V; heads spread over the same pool.
+template <index_t D, bool Causal>
+void BM_prefill_eigen(benchmark::State& st) {
+  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const index_t n = st.range(0);
+  const int threads = int(st.range(1));
+  auto q = random_buffer(std::size_t(H * n * D), 1), k = random_buffer(std::size_t(H * n * D), 2),
+       v = random_buffer(std::size_t(H * n * D), 3);
+  std::vector<float> o(std::size_t(H * n * D));
+  thread_pool pool{std::size_t(threads)};
+  std::vector<Mat> s(std::size_t(H), Mat(n, n));
+  const float scale = 1.0f / std::sqrt(float(D));
+  for (auto _ : st) {
+    pool.parallel_for(H, [&](index_t h) {
+      Eigen::Map<const Mat> Q(q.data() + h * n * D, n, D), K(k.data() + h * n * D, n, D), V(v.data() + h * n * D, n, D);
+      Eigen::Map<Mat> O(o.data() + h * n * D, n, D);
+      Mat& S = s[std::size_t(h)];
+      S.noalias() = Q * K.transpose();
+      S *= scale;
+      for (index_t i = 0; i < n; ++i) {
+        const index_t visible = Causal ? i + 1 : n;
+        auto row = S.row(i).head(visible);
+        row = (row.array() - row.maxCoeff()).exp();
+        row /= row.sum();
+        if (Causal) S.row(i).tail(n - visible).setZero();
+      }
+      O.noalias() = S * V;
+    });
+    benchmark::DoNotOptimize(o.data());
+  }
+  bench::set_flops(st, attention_flops(n, n, D, Causal), threads);
+  st.SetLabel(Causal ? "eigen causal" : "eigen full");
+}
+
+void BM_decode(benchmark::State& st) {
+  constexpr index_t D = 128;
+  const index_t n_kv = st.range(0);
+  const int threads = int(st.range(1));
+  auto q = random_buffer(std::size_t(H * D), 1), k = random_buffer(std::size_t(H * n_kv * D), 2),
+       v = random_buffer(std::size_t(H * n_kv * D), 3);
+  std::vector<float> o(std::size_t(H * D));
+  thread_pool pool{std::size_t(threads)};
+  for (auto _ : st) {
+    decode(from_bhnd<D>(q.data(), 1, H, 1, D), from_bhnd<D>(k.data(), 1, H, n_kv, D),
+           from_bhnd<D>(v.data(), 1, H, n_kv, D), from_bhnd<D>(o.data(), 1, H, 1, D), 1.0f / std::sqrt(float(D)),
+           no_mask{}, {}, pool);
+    benchmark::DoNotOptimize(o.data());
+  }
+  bench::set_bytes(st, 2.0 * double(H * n_kv * D) * sizeof(float));
+  bench::set_flops(st, attention_flops(1, n_kv, D, false), threads);
+  bench::label(st, "decode");
+}
+
+void prefill_args(benchmark::internal::Benchmark* b) {
+  for (int t : {1, 2})
+    for (index_t n : {1024, 2048, 4096, 8192, 16384}) b->Args({n, t});
+  b->ArgNames({"n", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+void eigen_args(benchmark::internal::Benchmark* b) {  // S is n x n per head: cap n
+  for (int t : {1, 2})
+    for (index_t n : {1024, 2048, 4096}) b->Args({n, t});
+  b->ArgNames({"n", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+void decode_args(benchmark::internal::Benchmark* b) {
+  for (int t : {1, 2})
+    for (index_t n : {4096, 8192, 16384, 32768}) b->Args({n, t});
+  b->ArgNames({"n_kv", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(BM_prefill<128, true>)->Apply(prefill_args);
+BENCHMARK(BM_prefill<128, false>)->Apply(prefill_args);
+BENCHMARK(BM_prefill<64, true>)->Apply(prefill_args);
+BENCHMARK(BM_prefill<64, false>)->Apply(prefill_args);
+BENCHMARK(BM_prefill_eigen<128, true>)->Apply(eigen_args);
+BENCHMARK(BM_prefill_eigen<64, true>)->Apply(eigen_args);
+BENCHMARK(BM_prefill_eigen<128, false>)->Apply(eigen_args);
+BENCHMARK(BM_decode)->Apply(decode_args);

@@ -1,0 +1,218 @@
+// Double-precision oracle of the bounded KV cache policies (tova, window,
+// sinks, h2o, full): rows kept per KV head in temporal order, attention and
+// scores in double, victims found by brute force from the definitions in
+// PAPERS.md section 4. For tests only; O(rows) per choice, no workspace games.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../policies/tova.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+namespace reference {
+
+struct kv_row {
+  std::vector<double> k, v;
+  index_t pos = 0;
+  double acc = 0, cnt = 0;  // H2O accumulated attention, queries that saw it
+};
+
+class tova_oracle {
+ public:
+  tova_oracle(kv_cache_dims dims, const tova& policy) : dm_(dims), pol_(policy), cfg_(policy.cache_config()) {
+    if (dm_.value_dim == 0) dm_.value_dim = dm_.head_dim;
+    lanes_.resize(std::size_t(dm_.batch * dm_.kv_heads));
+    scores_.resize(lanes_.size());
+  }
+
+  // Takes over the rows (and statistics) of an fp32 cache, in temporal order.
+  void load(const kv_cache& st) {
+    for (index_t lane = 0; lane < st.lanes(); ++lane) {
+      auto& rows = lanes_[std::size_t(lane)];
+      rows.clear();
+      for (index_t s : st.temporal_order(lane)) {
+        kv_row r;
+        r.k.assign(st.key_row(lane, s), st.key_row(lane, s) + dm_.head_dim);
+        r.v.assign(st.value_row(lane, s), st.value_row(lane, s) + dm_.value_dim);
+        r.pos = st.positions(lane)[s];
+        r.acc = st.accumulated(lane)[s];
+        r.cnt = st.query_counts(lane)[s];
+        rows.push_back(std::move(r));
+      }
+    }
+    next_ = st.next_position();
+  }
+
+  const std::vector<kv_row>& rows(index_t lane) const { return lanes_[std::size_t(lane)]; }
+  std::vector<index_t> positions(index_t lane) const {
+    std::vector<index_t> p;
+    for (const auto& r : rows(lane)) p.push_back(r.pos);
+    return p;
+  }
+  // The ranking value of every row of a lane at the last eviction decision
+  // (aligned with the rows before the eviction): tova's aggregated
+  // probability, h2o's (normalised) accumulated attention.
+  double score_of(index_t lane, index_t pos) const {
+    for (const auto& [p, s] : scores_[std::size_t(lane)])
+      if (p == pos) return s;
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+
+  // A segment of c tokens: q (b, h, c, d), k (b, h_kv, c, d), v (b, h_kv, c,
+  // d_v) as flat row-major arrays; returns o (b, h, c, d_v). c == 1 or
+  // token_by_token: one decode step per token; else one top-k per segment
+  // (chunked: per chunk).
+  std::vector<double> forward(const std::vector<float>& q, const std::vector<float>& k,
+                              const std::vector<float>& v, index_t c) {
+    const index_t h = dm_.heads, hk = dm_.kv_heads, d = dm_.head_dim, dv = dm_.value_dim, b = dm_.batch;
+    std::vector<double> o(std::size_t(b * h * c * dv));
+    const index_t step = (c == 1 || pol_.prefill == prefill_mode::token_by_token) ? 1
+                         : pol_.prefill == prefill_mode::chunked                  ? pol_.chunk
+                                                                                  : c;
+    for (index_t i0 = 0; i0 < c; i0 += step) {
+      const index_t m = std::min(step, c - i0);
+      std::vector<float> qs(std::size_t(b * h * m * d)), ks(std::size_t(b * hk * m * d)), vs(std::size_t(b * hk * m * dv));
+      for (index_t bi = 0; bi < b; ++bi)
+        for (index_t i = 0; i < m; ++i) {
+          for (index_t hi = 0; hi < h; ++hi)
+            std::copy_n(&q[std::size_t(((bi * h + hi) * c + i0 + i) * d)], d, &qs[std::size_t(((bi * h + hi) * m + i) * d)]);
+          for (index_t hj = 0; hj < hk; ++hj) {
+            std::copy_n(&k[std::size_t(((bi * hk + hj) * c + i0 + i) * d)], d, &ks[std::size_t(((bi * hk + hj) * m + i) * d)]);
+            std::copy_n(&v[std::size_t(((bi * hk + hj) * c + i0 + i) * dv)], dv, &vs[std::size_t(((bi * hk + hj) * m + i) * dv)]);
+          }
+        }
+      const auto os = run(qs, ks, vs, m);
+      for (index_t bi = 0; bi < b; ++bi)
+        for (index_t hi = 0; hi < h; ++hi)
+          for (index_t i = 0; i < m; ++i)
+            std::copy_n(&os[std::size_t(((bi * h + hi) * m + i) * dv)], dv, &o[std::size_t(((bi * h + hi) * c + i0 + i) * dv)]);
+    }
+    return o;
+  }
+
+ private:
+  std::vector<double> run(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                          index_t c) {
+    const index_t h = dm_.heads, hk = dm_.kv_heads, d = dm_.head_dim, dv = dm_.value_dim, b = dm_.batch;
+    const index_t g = h / hk;
+    const double scale = pol_.scale_for(d);
+    const index_t s0 = index_t(lanes_[0].size());
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t hj = 0; hj < hk; ++hj)
+        for (index_t i = 0; i < c; ++i) {
+          kv_row r;
+          r.k.assign(&k[std::size_t(((bi * hk + hj) * c + i) * d)], &k[std::size_t(((bi * hk + hj) * c + i) * d)] + d);
+          r.v.assign(&v[std::size_t(((bi * hk + hj) * c + i) * dv)], &v[std::size_t(((bi * hk + hj) * c + i) * dv)] + dv);
+          r.pos = next_ + i;
+          lanes_[std::size_t(bi * hk + hj)].push_back(std::move(r));
+        }
+    next_ += c;
+    const index_t n = s0 + c;
+    std::vector<double> o(std::size_t(b * h * c * dv), 0.0);
+    // p[(bi, hi, i)][j]: softmax probabilities of row i over keys [0, s0 + i].
+    std::vector<std::vector<double>> p(std::size_t(b * h * c));
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t hi = 0; hi < h; ++hi) {
+        const auto& rows = lanes_[std::size_t(bi * hk + hi / g)];
+        for (index_t i = 0; i < c; ++i) {
+          const index_t nv = s0 + i + 1;
+          auto& pr = p[std::size_t((bi * h + hi) * c + i)];
+          pr.assign(std::size_t(nv), 0.0);
+          const float* qr = &q[std::size_t(((bi * h + hi) * c + i) * d)];
+          double m = -std::numeric_limits<double>::infinity();
+          for (index_t j = 0; j < nv; ++j) {
+            double s = 0;
+            for (index_t t = 0; t < d; ++t) s += double(qr[t]) * rows[std::size_t(j)].k[std::size_t(t)];
+            pr[std::size_t(j)] = s * scale;
+            m = std::max(m, pr[std::size_t(j)]);
+          }
+          double l = 0;
+          for (auto& x : pr) l += std::exp(x - m);
+          for (index_t j = 0; j < nv; ++j) {
+            pr[std::size_t(j)] = std::exp(pr[std::size_t(j)] - m) / l;
+            for (index_t t = 0; t < dv; ++t)
+              o[std::size_t(((bi * h + hi) * c + i) * dv + t)] += pr[std::size_t(j)] * rows[std::size_t(j)].v[std::size_t(t)];
+          }
+        }
+      }
+    // Aggregated score of lane (bi, hj) for row i: mean over its heads.
+    const auto agg = [&](index_t bi, index_t hj, index_t i, index_t j) {
+      index_t h0 = 0, h1 = h;
+      if (pol_.aggregation == score_aggregation::mean_kv_group) h0 = hj * g, h1 = h0 + g;
+      if (pol_.aggregation == score_aggregation::per_head) h0 = hj, h1 = hj + 1;
+      double s = 0;
+      for (index_t hi = h0; hi < h1; ++hi) s += p[std::size_t((bi * h + hi) * c + i)][std::size_t(j)];
+      return s / double(h1 - h0);
+    };
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t hj = 0; hj < hk; ++hj) {
+        const index_t lane = bi * hk + hj;
+        auto& rows = lanes_[std::size_t(lane)];
+        if (cfg_.policy == eviction::h2o)
+          for (index_t i = 0; i < c; ++i)
+            for (index_t j = 0; j <= s0 + i; ++j) {
+              rows[std::size_t(j)].acc += agg(bi, hj, i, j);
+              rows[std::size_t(j)].cnt += 1;
+            }
+        std::vector<double> rank(static_cast<std::size_t>(n));
+        for (index_t j = 0; j < n; ++j) {
+          const auto& r = rows[std::size_t(j)];
+          rank[std::size_t(j)] = cfg_.policy == eviction::tova ? agg(bi, hj, c - 1, j)
+                                 : cfg_.h2o_norm == h2o_normalisation::query_count ? r.acc / std::max(r.cnt, 1.0)
+                                                                                     : r.acc;
+        }
+        auto& sc = scores_[std::size_t(lane)];
+        sc.clear();
+        for (index_t j = 0; j < n; ++j) sc.emplace_back(rows[std::size_t(j)].pos, rank[std::size_t(j)]);
+        if (!cfg_.bounded() || n <= cfg_.budget) continue;
+        // Drop the n - budget lowest-ranked unprotected rows, (rank, pos)
+        // ascending; a decode step drops exactly one (the brute-force argmin).
+        std::vector<index_t> cand;
+        for (index_t j = 0; j < n; ++j)
+          if (!is_protected(rows, j)) cand.push_back(j);
+        std::sort(cand.begin(), cand.end(), [&](index_t a, index_t bb) {
+          const double ra = rank_of(rank, a), rb = rank_of(rank, bb);
+          if (ra != rb) return ra < rb;
+          return rows[std::size_t(a)].pos < rows[std::size_t(bb)].pos;
+        });
+        std::vector<char> drop(std::size_t(n), 0);
+        for (index_t t = 0; t < n - cfg_.budget; ++t) drop[std::size_t(cand[std::size_t(t)])] = 1;
+        std::vector<kv_row> kept;
+        for (index_t j = 0; j < n; ++j)
+          if (!drop[std::size_t(j)]) kept.push_back(std::move(rows[std::size_t(j)]));
+        rows = std::move(kept);
+      }
+    return o;
+  }
+
+  // window/sinks rank by position alone: every unprotected row ranks equal,
+  // the position breaks the tie (oldest first).
+  double rank_of(const std::vector<double>& rank, index_t j) const {
+    return cfg_.policy == eviction::window || cfg_.policy == eviction::sinks ? 0.0 : rank[std::size_t(j)];
+  }
+  bool is_protected(const std::vector<kv_row>& rows, index_t j) const {
+    const index_t pos = rows[std::size_t(j)].pos, newest = next_ - 1;
+    const bool keep_cur = cfg_.current == current_token::kept && pos == newest;
+    switch (cfg_.policy) {
+      case eviction::tova: return keep_cur;
+      case eviction::window: return false;
+      case eviction::sinks: return pos < std::min(cfg_.sinks, cfg_.budget);
+      case eviction::h2o: return keep_cur || pos > newest - cfg_.h2o_recent();
+      case eviction::full: return true;
+    }
+    return true;
+  }
+
+  kv_cache_dims dm_;
+  tova pol_;
+  kv_cache_config cfg_;
+  std::vector<std::vector<kv_row>> lanes_;
+  std::vector<std::vector<std::pair<index_t, double>>> scores_;
+  index_t next_ = 0;
+};
+
+}  // namespace reference
+LONGCTX_NAMESPACE_END
