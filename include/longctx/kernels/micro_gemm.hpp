@@ -88,6 +88,16 @@ inline void block_gemm(index_t m, index_t n, index_t k, const float* a, index_t 
                        index_t ldb, float* c, index_t ldc, const float* row_scale = nullptr) noexcept {
   using T = gemm_tile_traits<Arch>;
   constexpr index_t W = Arch::width, MR = T::mr, NR = T::nr;
+  if (m == 1) {
+    // One row (decode): nr accumulators would be one dependent FMA chain per
+    // vector, latency-bound; 8 independent chains keep both FMA pipes busy.
+    constexpr int NW = 8;
+    for (index_t j = 0; j < n; j += NW * W) {
+      const int nvec = static_cast<int>(std::min<index_t>(NW, (n - j) / W));
+      detail::micro_gemm_tail<Arch, 1, NW, Accumulate>(1, nvec, k, a, lda, b + j, ldb, c + j, ldc, row_scale);
+    }
+    return;
+  }
   for (index_t j = 0; j < n; j += NR * W) {
     const int nvec = static_cast<int>(std::min<index_t>(NR, (n - j) / W));
     index_t i = 0;
