@@ -269,8 +269,8 @@ struct basic_infini {
     require(st.h_mem_ == memory_heads(d), where, "state", "made with ", st.h_mem_,
             " memory heads, this policy's sharing gives ", memory_heads(d));
     const index_t n = in.q.extent(2);
-    const tensor4_view<const float> q_mem = in.q_mem.data() || !in.q_mem.empty() ? in.q_mem : in.q;
-    const tensor4_view<const float> k_mem = in.k_mem.data() || !in.k_mem.empty() ? in.k_mem : in.k;
+    const tensor4_view<const float> q_mem = in.q_mem.data() ? in.q_mem : in.q;
+    const tensor4_view<const float> k_mem = in.k_mem.data() ? in.k_mem : in.k;
     const auto expect = [&](const tensor4_view<const float>& t, const char* arg, index_t heads, index_t dim) {
       require(t.extent(0) == d.b && t.extent(1) == heads && t.extent(2) == n && t.extent(3) == dim, where, arg,
               "must be (b, heads, n, dim) = (", d.b, ", ", heads, ", ", n, ", ", dim, "), got ", shape_string(t),
