@@ -157,7 +157,7 @@ class rmt_reference_backbone {
       const tensor4_view<const float> vv(vc.data(), E(1, heads, n_kv, dh), {n_kv * w, dh, w, 1});     // (1, h, n_kv, dh)
       const tensor4_view<float> ov(o.data(), E(1, heads, n, dh), {n * w, dh, w, 1});                  // (1, h, n, dh)
       const float scale = 1.0f / std::sqrt(float(dh));
-      if (pool_) attention<Arch>(qv, kv, vv, ov, scale, mask, {}, *pool_);
+      if (use_pool(double(n) * double(n_kv) * double(w))) attention<Arch>(qv, kv, vv, ov, scale, mask, {}, *pool_);
       else attention<Arch>(qv, kv, vv, ov, scale, mask, {}, serial_executor{});
       gemm_rows(o, L.wo, a);
       h += a;
@@ -204,10 +204,15 @@ class rmt_reference_backbone {
       const index_t r0 = b * block, r = std::min(block, n - r0);
       C.middleRows(r0, r).noalias() = A.middleRows(r0, r) * B;
     };
-    if (pool_ && blocks > 1) pool_->parallel_for(blocks, task);
+    if (blocks > 1 && use_pool(double(n) * double(A.cols()) * double(B.cols()))) pool_->parallel_for(blocks, task);
     else
       for (index_t b = 0; b < blocks; ++b) task(b);
   }
+
+  // Waking the pool costs microseconds (much more on a loaded machine): run
+  // products below ~2^20 multiply-adds (about 0.1 ms) on the calling thread.
+  // bench_rmt's BM_rmt_segments (64-row segments) is what this protects.
+  bool use_pool(double multiply_adds) const noexcept { return pool_ && multiply_adds >= double(1 << 20); }
 
   rmt_backbone_config cfg_;
   thread_pool* pool_;
