@@ -1,0 +1,438 @@
+// TOVA and the bounded-cache baselines (window, sinks, h2o, full): the decode
+// step and segment prefill against the double oracle (outputs and the exact
+// kept sets, the evicted row being the brute-force argmin), budget >= n equal
+// to dense attention bit for bit, hand-checked sequences for every policy,
+// budgets 0/1, H2O new-token protection, layouts, snapshot/restore, bad input.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <numeric>
+#include <set>
+#include <vector>
+
+#include <longctx/policies/tova.hpp>
+#include <longctx/reference/tova.hpp>
+
+#include "../support/support.hpp"
+
+using namespace longctx;
+
+namespace {
+
+// One layer's token stream, (b, heads, T, dim) contiguous.
+struct stream {
+  index_t b, h, hk, t, d, dv;
+  std::vector<float> q, k, v;
+  stream(test::rng_t& g, index_t b_, index_t h_, index_t hk_, index_t t_, index_t d_, index_t dv_, float qscale = 1)
+      : b(b_), h(h_), hk(hk_), t(t_), d(d_), dv(dv_) {
+    q = test::random_floats(g, std::size_t(b * h * t * d), -qscale, qscale);
+    k = test::random_floats(g, std::size_t(b * hk * t * d));
+    v = test::random_floats(g, std::size_t(b * hk * t * dv));
+  }
+  tensor4_view<const float> qs(index_t i, index_t n) const { return from_bhnd(q.data(), b, h, t, d).tokens(i, n); }
+  tensor4_view<const float> ks(index_t i, index_t n) const { return from_bhnd(k.data(), b, hk, t, d).tokens(i, n); }
+  tensor4_view<const float> vs(index_t i, index_t n) const { return from_bhnd(v.data(), b, hk, t, dv).tokens(i, n); }
+  // Flat (b, heads, n, dim) copies of tokens [i, i + n) for the oracle.
+  static std::vector<float> slice(const std::vector<float>& x, index_t b, index_t hh, index_t t, index_t dim, index_t i,
+                                  index_t n) {
+    std::vector<float> r(std::size_t(b * hh * n * dim));
+    for (index_t a = 0; a < b * hh; ++a)
+      std::copy_n(&x[std::size_t((a * t + i) * dim)], n * dim, &r[std::size_t(a * n * dim)]);
+    return r;
+  }
+  kv_cache_dims dims() const { return {b, h, hk, d, dv}; }
+};
+
+struct out_buf {
+  std::vector<float> data;
+  tensor4_view<float> view;
+  out_buf(index_t b, index_t h, index_t n, index_t dv)
+      : data(std::size_t(std::max<index_t>(1, b * h * n * dv)), -7.0f), view(from_bhnd(data.data(), b, h, n, dv)) {}
+};
+
+std::vector<index_t> held(const kv_cache& st, index_t lane) { return st.held_positions(lane); }
+
+// Cauchy-Schwarz bound on |logit| over the stream (for the tolerance).
+double logit_bound(const stream& s, float scale) {
+  double mq = 0, mk = 0;
+  for (std::size_t r = 0; r < s.q.size() / std::size_t(s.d); ++r) {
+    double n = 0;
+    for (index_t p = 0; p < s.d; ++p) n += double(s.q[r * std::size_t(s.d) + std::size_t(p)]) * s.q[r * std::size_t(s.d) + std::size_t(p)];
+    mq = std::max(mq, std::sqrt(n));
+  }
+  for (std::size_t r = 0; r < s.k.size() / std::size_t(s.d); ++r) {
+    double n = 0;
+    for (index_t p = 0; p < s.d; ++p) n += double(s.k[r * std::size_t(s.d) + std::size_t(p)]) * s.k[r * std::size_t(s.d) + std::size_t(p)];
+    mk = std::max(mk, std::sqrt(n));
+  }
+  return std::abs(scale) * mq * mk;
+}
+
+tova random_policy(test::rng_t& g, index_t t, index_t group) {
+  tova p;
+  p.policy = static_cast<eviction>(test::uniform_int(g, 0, 4));
+  p.budget = test::uniform_int(g, 0, 3) == 0 ? test::uniform_int(g, 0, 2) : test::uniform_int(g, 0, int(t));
+  p.layout = test::uniform_int(g, 0, 1) ? kv_layout::slots : kv_layout::compacted;
+  p.aggregation = static_cast<score_aggregation>(test::uniform_int(g, 0, group == 1 ? 2 : 1));
+  p.current = p.budget > 0 && test::uniform_int(g, 0, 3) == 0 ? current_token::kept : current_token::evictable;
+  p.sinks = test::uniform_int(g, 0, 5);
+  if (p.policy == eviction::sinks && p.current == current_token::kept && p.sinks >= p.budget) p.sinks = p.budget - 1;
+  p.recent = test::uniform_int(g, 0, 2) == 0 ? -1 : test::uniform_int(g, 0, int(p.budget));
+  p.h2o_norm = test::uniform_int(g, 0, 1) ? h2o_normalisation::none : h2o_normalisation::query_count;
+  const float boost = std::vector<float>{1, 1, 3, 10}[std::size_t(test::uniform_int(g, 0, 3))];
+  if (test::uniform_int(g, 0, 1)) p.scale = boost;
+  return p;
+}
+
+std::string describe(const tova& p, const stream& s) {
+  return detail::concat("policy ", eviction_name(p.policy), " budget ", p.budget, " layout ", int(p.layout), " agg ",
+                        int(p.aggregation), " keep_cur ", int(p.current), " sinks ", p.sinks, " recent ", p.recent,
+                        " norm ", int(p.h2o_norm), " prefill ", int(p.prefill), " chunk ", p.chunk, " scale ",
+                        p.scale ? *p.scale : -1.0f, " | b ", s.b, " h ", s.h, " h_kv ", s.hk, " T ", s.t, " d ", s.d,
+                        " d_v ", s.dv);
+}
+
+// Kept sets equal, or differing only between rows whose oracle scores are
+// within `tol` (a near-tie fp32 may break the other way). Returns true if equal.
+bool check_kept(const kv_cache& st, const reference::tova_oracle& ref, double tol) {
+  bool equal = true;
+  for (index_t lane = 0; lane < st.lanes(); ++lane) {
+    const auto mine = held(st, lane), want = ref.positions(lane);
+    if (mine == want) continue;
+    equal = false;
+    INFO("lane " << lane);
+    REQUIRE(mine.size() == want.size());
+    std::vector<index_t> only_mine, only_want;
+    std::set_difference(mine.begin(), mine.end(), want.begin(), want.end(), std::back_inserter(only_mine));
+    std::set_difference(want.begin(), want.end(), mine.begin(), mine.end(), std::back_inserter(only_want));
+    for (index_t a : only_mine)
+      for (index_t b : only_want) {
+        INFO("fp32 kept " << a << " (score " << ref.score_of(lane, a) << "), oracle kept " << b << " (score "
+                          << ref.score_of(lane, b) << ")");
+        REQUIRE(std::abs(ref.score_of(lane, a) - ref.score_of(lane, b)) <= tol);
+      }
+  }
+  return equal;
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("tova: every policy, random shapes, step by step against the double oracle",
+                        "[policies][tova]", compiled_archs) {
+  using Arch = TestType;
+  static const std::vector<int> dims{1, 2, 7, 8, 17, 32, 59, 64, 128};
+  const int cases = test::scaled(150);
+  int steps = 0, near_ties = 0;
+  for (int c = 0; c < cases; ++c) {
+    test::rng_t g(test::seed_for(91, std::uint64_t(c)));
+    const index_t hk = test::uniform_int(g, 1, 2), group = test::uniform_int(g, 1, 3);
+    const index_t d = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
+    const index_t dv = test::uniform_int(g, 0, 2) ? d : dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
+    const stream s(g, test::uniform_int(g, 1, 2), hk * group, hk, test::uniform_int(g, 1, 64), d, dv);
+    tova p = random_policy(g, s.t, group);
+    // Half the cases open with a multi-token segment (prefill modes).
+    const index_t pre = test::uniform_int(g, 0, 1) ? test::uniform_int(g, 2, int(std::max<index_t>(2, s.t))) : 0;
+    p.prefill = static_cast<prefill_mode>(test::uniform_int(g, 0, 2));
+    p.chunk = test::uniform_int(g, 1, 9);
+    INFO("case " << c << ": " << describe(p, s) << " prefill tokens " << pre);
+    kv_cache st = p.make_state(s.dims());
+    reference::tova_oracle ref(s.dims(), p);
+    const float scale = p.scale_for(d);
+    const double lb = logit_bound(s, scale);
+    const double tol_o = test::attention_tolerance(lb, 1.0);
+    const double tol_score = 32 * test::eps_f32 * (1 + lb) * (1 + double(s.t));
+    for (index_t i = 0; i < s.t;) {
+      const index_t n = (i == 0 && pre > 0) ? std::min(pre, s.t) : 1;
+      INFO("tokens [" << i << ", " << i + n << ")");
+      ref.load(st);
+      const auto want = ref.forward(stream::slice(s.q, s.b, s.h, s.t, d, i, n), stream::slice(s.k, s.b, s.hk, s.t, d, i, n),
+                                    stream::slice(s.v, s.b, s.hk, s.t, dv, i, n), n);
+      out_buf o(s.b, s.h, n, dv);
+      p.forward<Arch>(st, s.qs(i, n), s.ks(i, n), s.vs(i, n), o.view);
+      REQUIRE(test::max_abs_diff(o.data, want) <= tol_o);
+      REQUIRE(st.size() == (p.policy == eviction::full ? i + n : std::min(p.budget, i + n)));
+      if (n == 1 || p.prefill != prefill_mode::token_by_token) {  // token_by_token ran n steps: oracle too
+        ++steps;
+        near_ties += !check_kept(st, ref, tol_score);
+      }
+      i += n;
+    }
+  }
+  // Near-ties are a rounding accident in random data, never the rule.
+  INFO("steps " << steps << " near ties " << near_ties);
+  REQUIRE(near_ties * 50 <= steps);
+}
+
+TEMPLATE_LIST_TEST_CASE("tova: budget >= n is dense attention, bit for bit", "[policies][tova]", compiled_archs) {
+  using Arch = TestType;
+  const int cases = test::scaled(25);
+  for (int c = 0; c < cases; ++c) {
+    test::rng_t g(test::seed_for(92, std::uint64_t(c)));
+    const index_t hk = test::uniform_int(g, 1, 2), group = test::uniform_int(g, 1, 3);
+    const index_t d = std::vector<index_t>{3, 16, 64, 128}[std::size_t(test::uniform_int(g, 0, 3))];
+    const stream s(g, test::uniform_int(g, 1, 2), hk * group, hk, test::uniform_int(g, 1, 80), d, d);
+    tova p;
+    p.policy = static_cast<eviction>(c % 5);
+    p.budget = s.t + test::uniform_int(g, 0, 3);
+    p.layout = c % 2 ? kv_layout::slots : kv_layout::compacted;
+    const index_t pre = c % 3 == 0 ? test::uniform_int(g, 1, int(s.t)) : 0;
+    INFO("case " << c << ": " << describe(p, s) << " prefill " << pre);
+    kv_cache st = p.make_state(s.dims());
+    const float scale = p.scale_for(d);
+    if (pre > 0) {  // prefill = causal attention over the prompt
+      out_buf o(s.b, s.h, pre, d), want(s.b, s.h, pre, d);
+      p.forward<Arch>(st, s.qs(0, pre), s.ks(0, pre), s.vs(0, pre), o.view);
+      attention<Arch>(s.qs(0, pre), s.ks(0, pre), s.vs(0, pre), want.view, scale, causal{});
+      REQUIRE(o.data == want.data);
+    }
+    for (index_t i = pre; i < s.t; ++i) {
+      out_buf o(s.b, s.h, 1, d), want(s.b, s.h, 1, d);
+      p.forward<Arch>(st, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), o.view);
+      decode<Arch>(s.qs(i, 1), s.ks(0, i + 1), s.vs(0, i + 1), want.view, scale);
+      INFO("token " << i);
+      REQUIRE(o.data == want.data);
+    }
+    std::vector<index_t> all(static_cast<std::size_t>(s.t));
+    std::iota(all.begin(), all.end(), index_t(0));
+    for (index_t lane = 0; lane < st.lanes(); ++lane) REQUIRE(held(st, lane) == all);
+  }
+}
+
+namespace {
+
+// One head, d = 1, q = 1, scale 1: logit of token j is exactly k[j], so the
+// attention each token gets is known in closed form.
+std::vector<std::vector<index_t>> run_scalar(const tova& p, const std::vector<float>& keys,
+                                             std::vector<float>* outs = nullptr) {
+  const index_t t = index_t(keys.size());
+  std::vector<float> q(keys.size(), 1.0f), v(keys.size());
+  for (std::size_t j = 0; j < keys.size(); ++j) v[j] = float(j + 1);
+  kv_cache st = p.make_state({1, 1, 1, 1, 1});
+  std::vector<std::vector<index_t>> sets;
+  for (index_t i = 0; i < t; ++i) {
+    float o = 0;
+    p.forward(st, from_bhnd<dynamic_extent, const float>(&q[std::size_t(i)], 1, 1, 1, 1),
+              from_bhnd<dynamic_extent, const float>(&keys[std::size_t(i)], 1, 1, 1, 1),
+              from_bhnd<dynamic_extent, const float>(&v[std::size_t(i)], 1, 1, 1, 1), from_bhnd(&o, 1, 1, 1, 1));
+    if (outs) outs->push_back(o);
+    sets.push_back(st.held_positions(0));
+  }
+  return sets;
+}
+
+using set = std::vector<index_t>;
+
+}  // namespace
+
+TEST_CASE("tova: hand-checked kept sets for every policy", "[policies][tova]") {
+  const std::vector<float> flat(10, 0.0f);
+  SECTION("window keeps the most recent budget tokens") {
+    const auto s = run_scalar({.budget = 3, .policy = eviction::window}, flat);
+    REQUIRE(s[1] == set{0, 1});
+    REQUIRE(s[5] == set{3, 4, 5});
+    REQUIRE(s[9] == set{7, 8, 9});
+  }
+  SECTION("sinks keeps the first `sinks` plus the most recent") {
+    REQUIRE(run_scalar({.budget = 4, .policy = eviction::sinks, .sinks = 2}, flat)[7] == set{0, 1, 6, 7});
+    REQUIRE(run_scalar({.budget = 6, .policy = eviction::sinks}, flat)[9] == set{0, 1, 2, 3, 8, 9});
+    // budget below the sink count: the first `budget` tokens only.
+    REQUIRE(run_scalar({.budget = 2, .policy = eviction::sinks}, flat)[9] == set{0, 1});
+    for (auto layout : {kv_layout::slots, kv_layout::compacted})
+      REQUIRE(run_scalar({.budget = 5, .policy = eviction::sinks, .sinks = 3, .layout = layout}, flat)[9] ==
+              set{0, 1, 2, 8, 9});
+  }
+  SECTION("tova drops the least attended row, ties the oldest, possibly the current token") {
+    const std::vector<float> keys{5, 0, 0, 3, -1};
+    const auto s = run_scalar({.budget = 2}, keys);
+    REQUIRE(s[1] == set{0, 1});
+    REQUIRE(s[2] == set{0, 2});  // 1 and 2 tie: the older (1) goes
+    REQUIRE(s[3] == set{0, 3});
+    REQUIRE(s[4] == set{0, 3});  // the current token is the least attended
+    const auto kept = run_scalar({.budget = 2, .current = current_token::kept}, keys);
+    REQUIRE(kept[4] == set{0, 4});
+    const auto slots = run_scalar({.budget = 2, .layout = kv_layout::compacted}, keys);
+    REQUIRE(slots == s);
+    // A tie between a newer token in an older slot (3 took 1's slot) and an
+    // older one: the older position goes, whatever the slot order.
+    for (auto layout : {kv_layout::slots, kv_layout::compacted})
+      REQUIRE(run_scalar({.budget = 3, .layout = layout}, {5, -1, 0, 0, 1})[4] == set{0, 3, 4});
+  }
+  SECTION("h2o keeps heavy hitters by accumulated attention plus the recent window") {
+    const std::vector<float> keys{4, 0, 0, 0, 0, 0};
+    // Accumulated after token 3: a0 ~ 3.89, a1 ~ 0.053, a2 ~ 0.035, a3 ~ 0.017.
+    const auto s = run_scalar({.budget = 3, .policy = eviction::h2o, .recent = 1}, keys);
+    REQUIRE(s[2] == set{0, 1, 2});
+    REQUIRE(s[3] == set{0, 1, 3});
+    REQUIRE(s[4] == set{0, 1, 4});
+    REQUIRE(s[5] == set{0, 1, 5});
+  }
+  SECTION("h2o without a recent window evicts each new token at once") {
+    const std::vector<float> keys{4, 0, 0, 0, 0, 0};
+    const auto s = run_scalar({.budget = 3, .policy = eviction::h2o, .recent = 0}, keys);
+    REQUIRE(s[3] == set{0, 1, 2});
+    REQUIRE(s[5] == set{0, 1, 2});
+    // current_token::kept protects it even without the window.
+    const auto k = run_scalar({.budget = 3, .policy = eviction::h2o, .current = current_token::kept, .recent = 0}, keys);
+    REQUIRE(k[3] == set{0, 1, 3});
+    REQUIRE(k[5] == set{0, 1, 5});
+  }
+  SECTION("full never evicts") {
+    REQUIRE(run_scalar({.budget = 1, .policy = eviction::full}, flat)[9].size() == 10);
+  }
+}
+
+TEST_CASE("tova: budgets 0 and 1", "[policies][tova]") {
+  const std::vector<float> keys{2, -1, 3, 0, 1, 5, -2};
+  for (auto pol : {eviction::tova, eviction::window, eviction::sinks, eviction::h2o}) {
+    INFO("policy " << eviction_name(pol));
+    std::vector<float> o;
+    const auto s0 = run_scalar({.budget = 0, .policy = pol, .recent = 0}, keys, &o);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      REQUIRE(s0[i].empty());
+      REQUIRE(o[i] == float(i + 1));  // attends to itself only: o = v
+    }
+    const auto s1 = run_scalar({.budget = 1, .policy = pol, .recent = 0}, keys);
+    for (const auto& s : s1) REQUIRE(s.size() == 1);
+  }
+  // Budget 1: tova keeps whichever of (held, current) the current query
+  // attends more; window the current; sinks the first; h2o (recent 1) the current.
+  REQUIRE(run_scalar({.budget = 1}, keys)[6] == set{5});
+  REQUIRE(run_scalar({.budget = 1, .policy = eviction::window}, keys)[6] == set{6});
+  REQUIRE(run_scalar({.budget = 1, .policy = eviction::sinks}, keys)[6] == set{0});
+  REQUIRE(run_scalar({.budget = 1, .policy = eviction::h2o, .recent = 1}, keys)[6] == set{6});
+}
+
+TEMPLATE_LIST_TEST_CASE("tova: prefill modes and layouts agree", "[policies][tova]", compiled_archs) {
+  using Arch = TestType;
+  const int cases = test::scaled(20);
+  for (int c = 0; c < cases; ++c) {
+    test::rng_t g(test::seed_for(93, std::uint64_t(c)));
+    const stream s(g, 1, 4, 2, test::uniform_int(g, 2, 60), 16, 16, 2.0f);
+    tova p{.budget = test::uniform_int(g, 1, int(s.t)), .policy = static_cast<eviction>(c % 4)};
+    INFO("case " << c << ": " << describe(p, s));
+    // token_by_token over a segment == one forward per token, bit for bit.
+    tova tbt = p;
+    tbt.prefill = prefill_mode::token_by_token;
+    kv_cache a = tbt.make_state(s.dims()), b = p.make_state(s.dims());
+    out_buf oa(1, 4, s.t, 16), ob(1, 4, s.t, 16);
+    tbt.forward<Arch>(a, s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t), oa.view);
+    for (index_t i = 0; i < s.t; ++i)
+      p.forward<Arch>(b, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), ob.view.tokens(i, 1));
+    REQUIRE(oa.data == ob.data);
+    REQUIRE(held(a, 0) == held(b, 0));
+    // chunked with a chunk >= n is the full prefill.
+    tova ch = p;
+    ch.prefill = prefill_mode::chunked;
+    ch.chunk = s.t + 1;
+    kv_cache x = ch.make_state(s.dims()), y = p.make_state(s.dims());
+    ch.forward<Arch>(x, s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t), oa.view);
+    p.forward<Arch>(y, s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t), ob.view);
+    REQUIRE(oa.data == ob.data);
+    for (index_t lane = 0; lane < 2; ++lane) REQUIRE(held(x, lane) == held(y, lane));
+    // compacted and slots hold the same positions; outputs agree to rounding.
+    tova cp = p;
+    cp.layout = kv_layout::compacted;
+    kv_cache u = cp.make_state(s.dims()), w = p.make_state(s.dims());
+    for (index_t i = 0; i < s.t; ++i) {
+      cp.forward<Arch>(u, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), oa.view.tokens(i, 1));
+      p.forward<Arch>(w, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), ob.view.tokens(i, 1));
+    }
+    REQUIRE(test::max_abs_diff(oa.data, ob.data) <= test::attention_tolerance(2.0 * 16 / 4, 1.0));
+    for (index_t lane = 0; lane < 2; ++lane) REQUIRE(held(u, lane) == held(w, lane));
+  }
+}
+
+TEST_CASE("tova: snapshot and restore", "[policies][tova]") {
+  test::rng_t g(test::seed_for(94, 0));
+  const stream s(g, 2, 4, 2, 50, 8, 5);
+  for (auto pol : {eviction::tova, eviction::h2o, eviction::sinks, eviction::full}) {
+    INFO("policy " << eviction_name(pol));
+    const tova p{.budget = 12, .policy = pol};
+    kv_cache a = p.make_state(s.dims());
+    out_buf oa(2, 4, 50, 5), ob(2, 4, 50, 5);
+    p.forward(a, s.qs(0, 20), s.ks(0, 20), s.vs(0, 20), oa.view.tokens(0, 20));
+    for (index_t i = 20; i < 30; ++i) p.forward(a, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), oa.view.tokens(i, 1));
+    const auto snap = a.snapshot();
+    kv_cache b = p.make_state(s.dims());
+    b.restore(snap);
+    REQUIRE(b.snapshot() == snap);
+    for (index_t i = 30; i < 50; ++i) {
+      p.forward(a, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), oa.view.tokens(i, 1));
+      p.forward(b, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), ob.view.tokens(i, 1));
+    }
+    for (index_t r = 0; r < 8; ++r)
+      for (index_t i = 30; i < 50; ++i)
+        for (index_t c = 0; c < 5; ++c)
+          REQUIRE(oa.data[std::size_t((r * 50 + i) * 5 + c)] == ob.data[std::size_t((r * 50 + i) * 5 + c)]);
+    for (index_t lane = 0; lane < 4; ++lane) REQUIRE(held(a, lane) == held(b, lane));
+    // Truncated, trailing, foreign and mismatched input is rejected; the
+    // target keeps its contents.
+    const auto before = b.snapshot();
+    auto cut = snap;
+    cut.pop_back();
+    REQUIRE_THROWS_AS(b.restore(cut), longctx::invalid_argument);
+    REQUIRE_THROWS_AS(b.restore(std::span<const unsigned char>(snap.data(), 10)), longctx::invalid_argument);
+    auto extra = snap;
+    extra.push_back(0);
+    REQUIRE_THROWS_AS(b.restore(extra), longctx::invalid_argument);
+    auto bad = snap;
+    bad[0] = 'X';
+    REQUIRE_THROWS_AS(b.restore(bad), longctx::invalid_argument);
+    auto ver = snap;
+    ver[8] = 99;
+    REQUIRE_THROWS_AS(b.restore(ver), longctx::invalid_argument);
+    kv_cache other = tova{.budget = 13, .policy = pol}.make_state(s.dims());
+    REQUIRE_THROWS_WITH(other.restore(snap), Catch::Contains("differently configured"));
+    kv_cache other_dims = p.make_state({2, 4, 4, 8, 5});
+    REQUIRE_THROWS_AS(other_dims.restore(snap), longctx::invalid_argument);
+    REQUIRE(b.snapshot() == before);
+  }
+}
+
+TEST_CASE("tova: bad configurations and shapes are rejected", "[policies][tova]") {
+  const kv_cache_dims dm{1, 4, 2, 8, 8};
+  using Catch::Contains;
+  REQUIRE_THROWS_WITH(tova{.budget = -1}.make_state(dm), Contains("budget"));
+  REQUIRE_THROWS_WITH((tova{.budget = 0, .current = current_token::kept}.make_state(dm)), Contains("current"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::h2o, .recent = 5}.make_state(dm)), Contains("recent"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::h2o, .recent = -2}.make_state(dm)), Contains("recent"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::sinks, .current = current_token::kept}.make_state(dm)),
+                      Contains("sinks"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::sinks, .sinks = -1}.make_state(dm)), Contains("sinks"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .aggregation = score_aggregation::per_head}.make_state(dm)),
+                      Contains("per_head"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .prefill = prefill_mode::chunked}.make_state(dm)), Contains("chunk"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .scale = std::numeric_limits<float>::infinity()}.make_state(dm)),
+                      Contains("scale"));
+  REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 3, 2, 8, 8}), Contains("kv_heads"));
+  REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 4, 2, 0, 8}), Contains("head_dim"));
+  REQUIRE_NOTHROW(tova{.budget = 4, .policy = eviction::full, .recent = -5}.make_state(dm));  // unused fields
+
+  const tova p{.budget = 4};
+  kv_cache st = p.make_state(dm);
+  std::vector<float> q(64, 0.1f), k(32, 0.1f), v(32, 0.1f), o(64);
+  const auto q1 = from_bhnd<dynamic_extent, const float>(q.data(), 1, 4, 1, 8);
+  const auto k1 = from_bhnd<dynamic_extent, const float>(k.data(), 1, 2, 1, 8);
+  const auto v1 = from_bhnd<dynamic_extent, const float>(v.data(), 1, 2, 1, 8);
+  const auto o1 = from_bhnd(o.data(), 1, 4, 1, 8);
+  REQUIRE_NOTHROW(p.forward(st, q1, k1, v1, o1));
+  REQUIRE_THROWS_WITH(p.forward(st, from_bhnd<dynamic_extent, const float>(q.data(), 1, 2, 1, 8), k1, v1, o1),
+                      Contains("'q'") && Contains("(1, 2, 1, 8)"));
+  REQUIRE_THROWS_WITH(p.forward(st, q1, from_bhnd<dynamic_extent, const float>(k.data(), 1, 1, 1, 8), v1, o1),
+                      Contains("'k'"));
+  REQUIRE_THROWS_WITH(p.forward(st, q1, k1, from_bhnd<dynamic_extent, const float>(v.data(), 1, 2, 1, 4), o1),
+                      Contains("'v'"));
+  REQUIRE_THROWS_WITH(p.forward(st, q1, k1, v1, from_bhnd(o.data(), 1, 4, 2, 8)), Contains("'o'"));
+  REQUIRE_THROWS_WITH((tova{.budget = 5}.forward(st, q1, k1, v1, o1)), Contains("different cache configuration"));
+  REQUIRE(st.size() == 1);  // rejected calls changed nothing
+}
+
+TEST_CASE("tova: non-finite input is not hidden", "[policies][tova]") {
+  // A NaN key poisons that step's output (never a silent number); the
+  // eviction stays defined (NaN scores rank lowest, ties by age).
+  std::vector<float> keys{1, 0, std::numeric_limits<float>::quiet_NaN(), 0.5f};
+  std::vector<float> o;
+  const auto s = run_scalar({.budget = 2}, keys, &o);
+  REQUIRE(std::isnan(o[2]));
+  REQUIRE(s[2].size() == 2);
+}
