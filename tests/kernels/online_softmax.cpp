@@ -1,0 +1,72 @@
+// Online softmax: blocks folded one at a time, and two halves merged through
+// their LSE, both equal the one-shot softmax in double.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include <longctx/kernels/online_softmax.hpp>
+
+#include "../support/support.hpp"
+
+using namespace longctx;
+
+TEMPLATE_LIST_TEST_CASE("softmax_block and merge_partial against double", "[kernels]", compiled_archs) {
+  constexpr index_t W = TestType::width;
+  test::rng_t g(test::seed_for(21, 0));
+  for (int rep = 0; rep < test::scaled(200); ++rep) {
+    const index_t blocks = test::uniform_int(g, 1, 6), bw = W * test::uniform_int(g, 1, 4), n = blocks * bw;
+    const index_t d_v = test::uniform_int(g, 1, 40);
+    const float spread = std::vector<float>{1, 10, 80}[std::size_t(rep % 3)];
+    auto logits = test::random_floats(g, std::size_t(n), -spread, spread);
+    auto v = test::random_floats(g, std::size_t(n * d_v));
+    for (index_t j = 0; j < n; ++j)
+      if (test::uniform_int(g, 0, 5) == 0) logits[std::size_t(j)] = neg_inf;  // masked keys
+    // Reference.
+    double m = -INFINITY, l = 0;
+    for (float x : logits) m = std::max(m, double(x));
+    std::vector<double> ref(std::size_t(d_v), 0.0);
+    for (index_t j = 0; j < n; ++j) {
+      if (logits[std::size_t(j)] == neg_inf) continue;
+      const double p = std::exp(double(logits[std::size_t(j)]) - m);
+      l += p;
+      for (index_t c = 0; c < d_v; ++c) ref[std::size_t(c)] += p * v[std::size_t(j * d_v + c)];
+    }
+    // Online over blocks, with the first half and the second half as two partials.
+    const index_t half = blocks / 2;
+    softmax_state parts[2];
+    std::vector<float> acc[2] = {std::vector<float>(std::size_t(d_v), 0.0f), std::vector<float>(std::size_t(d_v), 0.0f)};
+    for (index_t blk = 0; blk < blocks; ++blk) {
+      const int which = blk < half ? 0 : 1;
+      std::vector<float> s(logits.begin() + blk * bw, logits.begin() + (blk + 1) * bw);
+      const float alpha = softmax_block<TestType>(parts[which], s.data(), bw);
+      for (auto& x : acc[which]) x *= alpha;
+      for (index_t j = 0; j < bw; ++j)
+        for (index_t c = 0; c < d_v; ++c)
+          acc[which][std::size_t(c)] += s[std::size_t(j)] * v[std::size_t((blk * bw + j) * d_v + c)];
+    }
+    merge_partial<TestType>(parts[0], acc[0].data(), parts[1], acc[1].data(), d_v);
+    INFO("arch " << TestType::name << " n " << n << " spread " << spread);
+    if (l == 0) {
+      CHECK(parts[0].lse() == neg_inf);
+      CHECK(parts[0].inv_l() == 0.0f);
+      continue;
+    }
+    CHECK(std::abs(parts[0].lse() - (m + std::log(l))) <= 8 * test::eps_f32 * (1 + spread + std::log(double(n))));
+    for (index_t c = 0; c < d_v; ++c)
+      REQUIRE(std::abs(acc[0][std::size_t(c)] * parts[0].inv_l() - ref[std::size_t(c)] / l) <=
+              8 * test::eps_f32 * (1 + spread) * 1.0);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("probabilities_from_logits", "[kernels]", compiled_archs) {
+  std::vector<float> lg{0.0f, std::log(3.0f), neg_inf, std::log(2.0f), 0.0f};
+  const float lse = std::log(7.0f);
+  std::vector<float> p(5);
+  probabilities_from_logits<TestType>(lg.data(), lse, p.data(), 5);
+  CHECK(p[0] == Approx(1.0 / 7).epsilon(1e-6));
+  CHECK(p[1] == Approx(3.0 / 7).epsilon(1e-6));
+  CHECK(p[2] == 0.0f);
+  probabilities_from_logits<TestType>(lg.data(), neg_inf, p.data(), 5);
+  for (float x : p) CHECK(x == 0.0f);
+}
