@@ -4,6 +4,18 @@
 // Shared by Infini-attention (ELU+1, z-denominator, linear/delta) and FLASH's
 // causal linear part (identity, 1/C mean over blocks, linear). Kernels are
 // noexcept and do not allocate: callers pass scratch of the advertised size.
+//
+// Usage, one head, blocks g = 0, 1, ... in order (the state starts at zero,
+// or at a user-supplied M, z):
+//   std::vector<float> m(d_k * linear_state_ld(d_v)), z(d_k), scratch(...);
+//   linear_state_view<float> st{m.data(), z.data(), d_k, d_v, linear_state_ld(d_v)};
+//   // Infini-attention segment: gate the memory into the local output o_g.
+//   linear_retrieve<Arch, float>(st, feature_map::elu_plus_one, {}, q_g, o_g, {gate, one_minus_gate}, scratch);
+//   linear_update<Arch, float>(st, feature_map::elu_plus_one, update_rule::delta, {}, k_g, v_g, scratch);
+//   // FLASH causal chunk g: add Q_lin S / (C g) to the quadratic part.
+//   linear_retrieve<Arch, float>(st, feature_map::identity, {normaliser::block_mean, 1e-6f, double(C) * g},
+//                                q_lin_g, o_g, {ones, ones}, scratch);
+//   linear_update<Arch, float>(st, feature_map::identity, update_rule::linear, {}, k_lin_g, v_g, scratch);
 #pragma once
 
 #include <algorithm>
