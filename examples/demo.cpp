@@ -6,11 +6,17 @@
 #include <longctx/longctx.hpp>
 
 #include "demo/dense.hpp"
+#include "demo/infini.hpp"
+#include "demo/rmt.hpp"
+#include "demo/tova.hpp"
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   std::printf("longctx %s demo, SIMD backend: %s%s\n", longctx::version().string, longctx::default_arch::name,
               quick ? " (quick)" : "");
   demo_dense(quick);
+  demo_infini(quick);
+  demo_rmt(quick);
+  demo_tova(quick);
   return 0;
 }
