@@ -1,0 +1,161 @@
+// Bounded KV cache decode (d = 128, H = h_kv = 8, fp32, 2 threads): one step
+// = append + split-KV decode over budget + 1 rows (logits kept) + scores +
+// eviction. Compared with the bare decode kernel on the same rows (the
+// eviction overhead is the difference), with the full cache after a 32K
+// stream, and the two storage layouts.
+//   bench_tova --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include <longctx/policies/tova.hpp>
+
+#include "support/bench.hpp"
+
+using namespace longctx;
+
+namespace {
+
+constexpr index_t H = 8, HKV = 8, D = 128, POOL = 64;
+
+thread_pool& pool() {
+  static thread_pool p(2);
+  return p;
+}
+
+std::vector<float> random_vec(std::size_t n, unsigned seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+// A cache already holding `rows` random rows (filled by append, no prefill
+// attention: the benchmark is the steady-state step).
+kv_cache filled(const tova& p, index_t rows) {
+  kv_cache st = p.make_state({1, H, HKV, D, D});
+  st.reserve(rows + 1 + (p.policy == eviction::full ? 4096 : 0));
+  const index_t block = 1024;
+  const auto k = random_vec(std::size_t(HKV * block * D), 1), v = random_vec(std::size_t(HKV * block * D), 2);
+  for (index_t r = 0; r < rows; r += block) {
+    const index_t n = std::min(block, rows - r);
+    st.append(from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, block, D).tokens(0, n),
+              from_bhnd<dynamic_extent, const float>(v.data(), 1, HKV, block, D).tokens(0, n));
+  }
+  return st;
+}
+
+void set_step_counters(benchmark::State& state, index_t rows) {
+  bench::set_bytes(state, double(rows) * HKV * 2 * D * sizeof(float));  // K and V streamed once
+  bench::set_flops(state, 4.0 * double(rows) * H * D, 2);
+  bench::set_tokens(state, 1);
+  bench::label(state);
+}
+
+void run_steps(benchmark::State& state, const tova& p, kv_cache& st) {
+  const auto q = random_vec(std::size_t(H * POOL * D), 3), k = random_vec(std::size_t(HKV * POOL * D), 4),
+             v = random_vec(std::size_t(HKV * POOL * D), 5);
+  std::vector<float> o(std::size_t(H * D));
+  const auto qv = from_bhnd<dynamic_extent, const float>(q.data(), 1, H, POOL, D);
+  const auto kv = from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, POOL, D);
+  const auto vv = from_bhnd<dynamic_extent, const float>(v.data(), 1, HKV, POOL, D);
+  index_t t = 0;
+  for (auto _ : state) {
+    const index_t i = t++ % POOL;
+    p.forward(st, qv.tokens(i, 1), kv.tokens(i, 1), vv.tokens(i, 1), from_bhnd(o.data(), 1, H, 1, D), pool());
+    benchmark::DoNotOptimize(o.data());
+  }
+}
+
+// One decode step at a budget (the cache is full: every step evicts).
+void BM_step(benchmark::State& state) {
+  const auto policy = static_cast<eviction>(state.range(0));
+  const index_t budget = state.range(1);
+  const tova p{.budget = budget, .policy = policy, .layout = static_cast<kv_layout>(state.range(2))};
+  kv_cache st = filled(p, budget);
+  run_steps(state, p, st);
+  set_step_counters(state, budget + 1);
+  state.SetLabel(std::string(default_arch::name) + " " + eviction_name(policy) +
+                 (p.layout == kv_layout::compacted ? " compacted" : ""));
+}
+
+// The full cache at the end of a 32K stream (grows by one row per step; the
+// benchmark's few hundred steps change n by < 2%).
+void BM_full_32k(benchmark::State& state) {
+  const tova p{.policy = eviction::full};
+  kv_cache st = filled(p, 32768);
+  run_steps(state, p, st);
+  set_step_counters(state, 32768);
+  state.SetLabel(std::string(default_arch::name) + " full");
+}
+
+// The bare split-KV decode kernel over n rows, no logits: the attention step
+// the eviction overhead is measured against.
+void BM_decode_kernel(benchmark::State& state) {
+  const index_t n = state.range(0);
+  const bool logits = state.range(1);
+  const auto k = random_vec(std::size_t(HKV * n * D), 1), v = random_vec(std::size_t(HKV * n * D), 2),
+             q = random_vec(std::size_t(H * D), 3);
+  std::vector<float> o(std::size_t(H * D)), lg(std::size_t(H * n)), lse(static_cast<std::size_t>(H));
+  const float scale = 1.0f / std::sqrt(float(D));
+  for (auto _ : state) {
+    decode(from_bhnd<dynamic_extent, const float>(q.data(), 1, H, 1, D),
+           from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, n, D),
+           from_bhnd<dynamic_extent, const float>(v.data(), 1, HKV, n, D), from_bhnd(o.data(), 1, H, 1, D), scale,
+           no_mask{}, logits ? lse_view(lse.data(), dextents<index_t, 3>(1, H, 1)) : lse_view{}, pool(),
+           logits ? from_bhnd(lg.data(), 1, H, 1, n) : tensor4_view<float>{});
+    benchmark::DoNotOptimize(o.data());
+  }
+  set_step_counters(state, n);
+  state.SetLabel(std::string(default_arch::name) + (logits ? " decode+logits" : " decode"));
+}
+
+// The eviction work of one tova step alone, on the same cache: append the
+// row, probabilities from logits + LSE for every head, mean over heads,
+// argmin, evict. Isolated because on a shared machine the difference of two
+// noisy decode timings cannot resolve a 1% overhead.
+void BM_eviction_only(benchmark::State& state) {
+  const index_t budget = state.range(0);
+  const tova p{.budget = budget};
+  kv_cache st = filled(p, budget);
+  const index_t n = budget + 1;
+  const auto logits = random_vec(std::size_t(H * n), 6), k = random_vec(std::size_t(HKV * D), 7);
+  std::vector<float> prob(std::size_t(H * n)), score(static_cast<std::size_t>(n)), lse(std::size_t(H), 5.0f);
+  std::vector<index_t> victims(static_cast<std::size_t>(HKV));
+  const auto row = from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, 1, D);
+  for (auto _ : state) {
+    st.append(row, row);
+    for (index_t hi = 0; hi < H; ++hi)
+      probabilities_from_logits(logits.data() + hi * n, lse[std::size_t(hi)], prob.data() + hi * n, n);
+    std::copy_n(prob.data(), n, score.data());
+    for (index_t hi = 1; hi < H; ++hi) axpy(1.0f, prob.data() + hi * n, score.data(), n);
+    scale(1.0f / float(H), score.data(), n);
+    const index_t victim = st.victim(0, score.data());
+    std::fill(victims.begin(), victims.end(), victim);
+    st.evict(victims.data());
+    benchmark::DoNotOptimize(score.data());
+  }
+  state.counters["rows"] = double(n);  // no byte/FLOP counters: this is bookkeeping
+  state.SetLabel(std::string(default_arch::name) + " eviction work only");
+}
+
+void budgets(benchmark::internal::Benchmark* b) {
+  for (int pol : {int(eviction::tova), int(eviction::h2o), int(eviction::window), int(eviction::sinks)})
+    for (index_t budget : {512, 1024, 2048, 4096, 8192}) b->Args({pol, budget, int(kv_layout::slots)});
+  b->Args({int(eviction::tova), 4096, int(kv_layout::compacted)});
+  b->Args({int(eviction::window), 4096, int(kv_layout::compacted)});
+  b->ArgNames({"policy", "budget", "layout"});
+}
+
+}  // namespace
+
+BENCHMARK(BM_step)->Apply(budgets)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_decode_kernel)
+    ->ArgsProduct({{513, 1025, 2049, 4097, 8193, 32768}, {0, 1}})
+    ->ArgNames({"n", "logits"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_eviction_only)->ArgsProduct({{512, 1024, 2048, 4096, 8192}})->ArgNames({"budget"})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_full_32k)->Unit(benchmark::kMicrosecond)->UseRealTime();
