@@ -1,0 +1,212 @@
+// Quadratic chunk attention without softmax (FLASH / GAU, arXiv 2202.10447):
+//   o (c_q, d_v) (+)= relu(scale q k^T + B)^2 v,   q (c_q, d), k (c_k, d), v (c_k, d_v),
+// B (c_q, c_k) an optional caller-supplied bias, causal inside the chunk
+// including the diagonal. Register-blocked: S against packed K^T, P V by the
+// same micro-kernel. Every output element is a fixed sequence of FMAs over d
+// and then over the keys, so a row computed alone equals the row in a block.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "micro_gemm.hpp"
+#include "../error.hpp"
+#include "../tensor/view.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// Which keys a query row sees. Query row i of a call sits at position
+// q_offset + i inside the chunk; causal: keys j <= q_offset + i (the diagonal
+// included), otherwise every key. q_offset lets a streaming caller pass only
+// the newest rows of a chunk.
+struct chunk_mask {
+  bool causal = false;
+  index_t q_offset = 0;
+};
+
+// Query rows per block: the S tile (block_q, c_k) and the P V accumulators
+// stay in L2 for c_k = 256, e = 1536 (bench/bench_flash.cpp, chunk kernel).
+inline constexpr index_t chunk_attention_block_q = 48;
+
+constexpr index_t chunk_round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
+
+// A chunk's keys and values as the kernel reads them: kt (d, ldkt) = K^T with
+// zero columns [c_k, ldkt), ldkt a multiple of W; v (c_k, ldv) whose rows
+// hold whole vectors (d_v rounded up to W, padding zero, or d_v % W == 0).
+struct chunk_operands {
+  const float* kt = nullptr;
+  index_t ldkt = 0;
+  const float* v = nullptr;
+  index_t ldv = 0;
+  index_t c_k = 0, d = 0, d_v = 0;
+};
+
+// Floats prepare_chunk needs for c_k keys of dim d and values of dim d_v.
+template <class Arch>
+constexpr index_t chunk_pack_scratch(index_t c_k, index_t d, index_t d_v) noexcept {
+  constexpr index_t W = Arch::width;
+  return d * chunk_round_up(std::max<index_t>(c_k, 1), W) +
+         (d_v % W == 0 ? 0 : c_k * chunk_round_up(d_v, W));
+}
+
+// Floats chunk_attention_rows needs per call (per thread).
+template <class Arch>
+constexpr index_t chunk_rows_scratch(index_t c_k, index_t d_v) noexcept {
+  constexpr index_t W = Arch::width, BQ = chunk_attention_block_q;
+  return BQ * chunk_round_up(std::max<index_t>(c_k, 1), W) + BQ * chunk_round_up(d_v, W) + BQ;
+}
+
+// Packs k (c_k, d) transposed, and v (c_k, d_v) when its rows are not whole
+// vectors, into scratch (chunk_pack_scratch floats). Inner strides 1.
+template <class Arch>
+chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float> v, float* scratch) noexcept {
+  constexpr index_t W = Arch::width;
+  const index_t c_k = k.extent(0), d = k.extent(1), d_v = v.extent(1);
+  const index_t ldkt = chunk_round_up(std::max<index_t>(c_k, 1), W);
+  float* kt = scratch;
+  for (index_t p = 0; p < d; ++p) std::fill(kt + p * ldkt + c_k, kt + (p + 1) * ldkt, 0.0f);
+  for (index_t j = 0; j < c_k; ++j) {
+    const float* kr = k.data() + j * k.stride(0);
+    for (index_t p = 0; p < d; ++p) kt[p * ldkt + j] = kr[p];
+  }
+  chunk_operands ops{kt, ldkt, v.data(), v.stride(0), c_k, d, d_v};
+  if (d_v % W != 0) {
+    const index_t dvp = chunk_round_up(d_v, W);
+    float* vp = kt + d * ldkt;
+    for (index_t j = 0; j < c_k; ++j) {
+      std::memcpy(vp + j * dvp, v.data() + j * v.stride(0), sizeof(float) * std::size_t(d_v));
+      std::fill(vp + j * dvp + d_v, vp + (j + 1) * dvp, 0.0f);
+    }
+    ops.v = vp;
+    ops.ldv = dvp;
+  }
+  return ops;
+}
+
+// o (c_q, d_v) = (Accumulate: o +) relu(scale q kt + bias)^2 v for the c_q
+// rows of q (c_q, d); bias (c_q, c_k) or empty (data null). Inner strides 1;
+// scratch: chunk_rows_scratch floats. Masked and padding keys get P = 0
+// exactly, and the P V product stops at the last key the block can see, so
+// extra keys add exact zeros: streaming one row gives the block's bits.
+template <class Arch, bool Accumulate = false>
+void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops, matrix_view<float> o, float scale,
+                          matrix_view<const float> bias, chunk_mask mask, float* scratch) noexcept {
+  using Vf = vec<float, Arch>;
+  constexpr index_t W = Vf::width, BQ = chunk_attention_block_q;
+  const index_t c_q = q.extent(0), c_k = ops.c_k, d = ops.d, d_v = ops.d_v;
+  const index_t dvp = chunk_round_up(d_v, W);
+  LONGCTX_ASSERT(q.extent(1) == d && o.extent(0) == c_q && o.extent(1) == d_v);
+  float* s = scratch;                // (BQ, ldkt) scores, then probabilities
+  float* acc = s + BQ * ops.ldkt;    // (BQ, dvp) P V when o cannot take it directly
+  const Vf zero = Vf::zero(), vscale = Vf::broadcast(scale);
+  // Overwrite with whole-vector rows writes straight into o; accumulating goes
+  // through acc so the result is o + (P V), one rounding, for every d_v.
+  const bool direct_o = !Accumulate && d_v % W == 0;
+  for (index_t i0 = 0; i0 < c_q; i0 += BQ) {
+    const index_t nb = std::min(BQ, c_q - i0);
+    // Keys any row of the block can see: causal stops at the block's last row.
+    const index_t nk = mask.causal ? std::min(c_k, mask.q_offset + i0 + nb) : c_k;
+    float* dst = direct_o ? o.data() + i0 * o.stride(0) : acc;
+    const index_t ldd = direct_o ? o.stride(0) : dvp;
+    if (nk == 0) {
+      for (index_t r = 0; r < nb; ++r) std::fill(dst + r * ldd, dst + r * ldd + (direct_o ? d_v : dvp), 0.0f);
+    } else {
+      const index_t nkp = chunk_round_up(nk, W);
+      block_gemm<Arch, false>(nb, nkp, d, q.data() + i0 * q.stride(0), q.stride(0), ops.kt, ops.ldkt, s, ops.ldkt);
+      for (index_t r = 0; r < nb; ++r) {
+        float* sr = s + r * ops.ldkt;
+        const index_t vis = mask.causal ? std::min(nk, mask.q_offset + i0 + r + 1) : nk;
+        const float* br = bias.data() ? bias.data() + (i0 + r) * bias.stride(0) : nullptr;
+        index_t j = 0;
+        // max(0, x) keeps a NaN logit NaN (max returns b when a lane is NaN).
+        if (br) {
+          for (; j + W <= vis; j += W) {
+            const Vf x = max(zero, fma(Vf::load(sr + j), vscale, Vf::load(br + j)));
+            (x * x).store(sr + j);
+          }
+          if (j < vis) {
+            const int t = int(vis - j);
+            const Vf x = max(zero, fma(Vf::load(sr + j), vscale, Vf::load_partial(br + j, t)));
+            (x * x).store(sr + j);
+            j += t;
+          }
+        } else {
+          for (; j + W <= vis; j += W) {
+            const Vf x = max(zero, Vf::load(sr + j) * vscale);
+            (x * x).store(sr + j);
+          }
+          if (j < vis) {
+            const Vf x = max(zero, Vf::load(sr + j) * vscale);
+            (x * x).store(sr + j);
+            j = vis;
+          }
+        }
+        std::fill(sr + vis, sr + nkp, 0.0f);  // masked keys and padding: P = 0 exactly
+      }
+      block_gemm<Arch, false>(nb, direct_o ? d_v : dvp, nk, s, ops.ldkt, ops.v, ops.ldv, dst, ldd);
+    }
+    if (!direct_o) {
+      for (index_t r = 0; r < nb; ++r) {
+        float* orow = o.data() + (i0 + r) * o.stride(0);
+        const float* arow = acc + r * dvp;
+        index_t c = 0;
+        for (; c + W <= d_v; c += W) {
+          Vf x = Vf::load(arow + c);
+          if constexpr (Accumulate) x = Vf::load(orow + c) + x;
+          x.store(orow + c);
+        }
+        if (c < d_v) {
+          const int t = int(d_v - c);
+          Vf x = Vf::load(arow + c);
+          if constexpr (Accumulate) x = Vf::load_partial(orow + c, t) + x;
+          x.store_partial(orow + c, t);
+        }
+      }
+    }
+  }
+}
+
+// Checked entry point for one chunk: o (c_q, d_v) (+)= relu(scale q k^T + bias)^2 v,
+// q (c_q, d), k (c_k, d), v (c_k, d_v), bias (c_q, c_k) optional. scale is
+// explicit: 1/C for FLASH's chunks, 1/n for FLASH-Quad over the whole sequence.
+template <class Arch = default_arch>
+void chunk_attention(matrix_view<const float> q, matrix_view<const float> k, matrix_view<const float> v,
+                     matrix_view<float> o, float scale, chunk_mask mask = {}, matrix_view<const float> bias = {},
+                     bool accumulate = false) {
+  constexpr const char* where = "chunk_attention";
+  const auto shapes = [&] {
+    return detail::concat("q ", shape_string(q), ", k ", shape_string(k), ", v ", shape_string(v), ", o ",
+                          shape_string(o), ", bias ", shape_string(bias));
+  };
+  require(k.extent(1) == q.extent(1), where, "k", "head dim differs from q's: ", shapes());
+  require(v.extent(0) == k.extent(0), where, "v", "rows differ from k's: ", shapes());
+  require(o.extent(0) == q.extent(0) && o.extent(1) == v.extent(1), where, "o", "must be (c_q, d_v): ", shapes());
+  require(bias.data() == nullptr || (bias.extent(0) == q.extent(0) && bias.extent(1) == k.extent(0)), where,
+          "bias", "must be (c_q, c_k): ", shapes());
+  require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
+  require(mask.q_offset >= 0, where, "mask", "q_offset must be >= 0, got ", mask.q_offset);
+  require_unit_inner_stride(q, where, "q");
+  require_unit_inner_stride(k, where, "k");
+  require_unit_inner_stride(v, where, "v");
+  require_unit_inner_stride(o, where, "o");
+  if (bias.data()) require_unit_inner_stride(bias, where, "bias");
+  require_data(q, where, "q");
+  require_data(k, where, "k");
+  require_data(v, where, "v");
+  require_data(o, where, "o");
+  if (q.extent(0) == 0 || v.extent(1) == 0) return;
+  thread_local std::vector<float> buf;
+  const index_t need = chunk_pack_scratch<Arch>(k.extent(0), k.extent(1), v.extent(1)) +
+                       chunk_rows_scratch<Arch>(k.extent(0), v.extent(1));
+  if (buf.size() < std::size_t(need)) buf.resize(std::size_t(need));
+  const chunk_operands ops = prepare_chunk<Arch>(k, v, buf.data());
+  float* rows = buf.data() + chunk_pack_scratch<Arch>(k.extent(0), k.extent(1), v.extent(1));
+  if (accumulate)
+    chunk_attention_rows<Arch, true>(q, ops, o, scale, bias, mask, rows);
+  else
+    chunk_attention_rows<Arch, false>(q, ops, o, scale, bias, mask, rows);
+}
+
+LONGCTX_NAMESPACE_END
