@@ -5,6 +5,10 @@
 //   BM_rmt_stream/n and BM_full_causal/n: the same backbone over n tokens, with
 //                         RMT (L = 512, m = 10) and with full causal attention over
 //                         the whole input (quadratic), for contrast.
+// Rates are per second of *process* CPU time (MeasureProcessCPUTime: all
+// threads): the development machine is shared, and wall time there measures
+// the neighbours. On an idle machine wall time ~ CPU time / 2. flop/token is
+// the backbone's counted work per content token, independent of the machine.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -46,6 +50,7 @@ void run_rmt(benchmark::State& st, const rmt_backbone_config& cfg, const rmt& p,
   bench::set_tokens(st, double(tokens));
   bench::set_flops(st, flops, 2);
   st.counters["memory_bytes"] = double(p.memory * w * index_t(sizeof(float)));
+  st.counters["flop/token"] = flops / double(tokens);
 }
 
 // Small backbone and segments so 10,000 segments fit in a benchmark run.
@@ -60,7 +65,7 @@ void BM_rmt_segments(benchmark::State& st) {
   st.SetComplexityN(segments);
   bench::label(st, "L=64 m=4 width=32");
 }
-BENCHMARK(BM_rmt_segments)->RangeMultiplier(10)->Range(10, 10000)->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_rmt_segments)->RangeMultiplier(10)->Range(10, 10000)->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 
 void BM_rmt_overhead(benchmark::State& st) {
   const index_t s = st.range(0), m = st.range(1);
@@ -71,7 +76,7 @@ void BM_rmt_overhead(benchmark::State& st) {
 BENCHMARK(BM_rmt_overhead)
     ->ArgsProduct({{108, 236, 492, 1004}, {0, 10}})
     ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+    ->MeasureProcessCPUTime();
 
 void BM_rmt_stream(benchmark::State& st) {
   const rmt p{.memory = 10, .segment_budget = 512};
@@ -79,7 +84,7 @@ void BM_rmt_stream(benchmark::State& st) {
   st.SetComplexityN(st.range(0));
   bench::label(st, "L=512 m=10");
 }
-BENCHMARK(BM_rmt_stream)->RangeMultiplier(2)->Range(1024, 16384)->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_rmt_stream)->RangeMultiplier(2)->Range(1024, 8192)->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 
 // The same backbone, one causal pass over the whole input (what RMT replaces).
 void BM_full_causal(benchmark::State& st) {
@@ -101,9 +106,10 @@ void BM_full_causal(benchmark::State& st) {
   }
   bench::set_tokens(st, double(n));
   bench::set_flops(st, flops, 2);
+  st.counters["flop/token"] = flops / double(n);
   st.SetComplexityN(n);
   bench::label(st, "full causal");
 }
-BENCHMARK(BM_full_causal)->RangeMultiplier(2)->Range(1024, 16384)->Complexity(benchmark::oNSquared)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_full_causal)->RangeMultiplier(2)->Range(1024, 8192)->Complexity(benchmark::oNSquared)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 
 }  // namespace

@@ -51,6 +51,9 @@ struct rmt {
   rmt_convention convention = rmt_convention::block_visible;
   rmt_positions positions = {};
 
+  template <rmt_backbone B>
+  using state_type = rmt_state<B>;
+
   // Content tokens per segment: L - 2m (decoder) or L - m (encoder).
   constexpr index_t content() const noexcept {
     return segment_budget - memory * (layout == rmt_layout::decoder ? 2 : 1);
