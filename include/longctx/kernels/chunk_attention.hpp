@@ -32,23 +32,29 @@ inline constexpr index_t chunk_attention_block_q = 48;
 
 constexpr index_t chunk_round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
 
+// Columns per packed V panel: one micro-tile's width (nr vectors).
+template <class Arch>
+inline constexpr index_t chunk_v_panel = index_t(gemm_tile_traits<Arch>::nr) * Arch::width;
+
 // A chunk's keys and values as the kernel reads them: kt (d, ldkt) = K^T with
-// zero columns [c_k, ldkt), ldkt a multiple of W; v (c_k, ldv) whose rows
-// hold whole vectors (d_v rounded up to W, padding zero, or d_v % W == 0).
+// zero columns [c_k, ldkt), ldkt a multiple of W; V packed in column panels
+// of chunk_v_panel columns, panel p at v + p * c_k * panel, each (c_k, panel)
+// row-major, zero-padded. Panels make the P V micro-kernel read B
+// contiguously: V rows of e = 1536 floats are 6 KB apart, and a micro-tile
+// walking 256 of them touches 256 pages, far past the L1 TLB
+// (bench/bench_flash.cpp bm_chunk_kernel).
 struct chunk_operands {
   const float* kt = nullptr;
   index_t ldkt = 0;
   const float* v = nullptr;
-  index_t ldv = 0;
   index_t c_k = 0, d = 0, d_v = 0;
 };
 
 // Floats prepare_chunk needs for c_k keys of dim d and values of dim d_v.
 template <class Arch>
 constexpr index_t chunk_pack_scratch(index_t c_k, index_t d, index_t d_v) noexcept {
-  constexpr index_t W = Arch::width;
-  return d * chunk_round_up(std::max<index_t>(c_k, 1), W) +
-         (d_v % W == 0 ? 0 : c_k * chunk_round_up(d_v, W));
+  constexpr index_t W = Arch::width, P = chunk_v_panel<Arch>;
+  return d * chunk_round_up(std::max<index_t>(c_k, 1), W) + c_k * chunk_round_up(d_v, P);
 }
 
 // Floats chunk_attention_rows needs per call (per thread).
@@ -58,11 +64,11 @@ constexpr index_t chunk_rows_scratch(index_t c_k, index_t d_v) noexcept {
   return BQ * chunk_round_up(std::max<index_t>(c_k, 1), W) + BQ * chunk_round_up(d_v, W) + BQ;
 }
 
-// Packs k (c_k, d) transposed, and v (c_k, d_v) when its rows are not whole
-// vectors, into scratch (chunk_pack_scratch floats). Inner strides 1.
+// Packs k (c_k, d) transposed and v (c_k, d_v) in panels into scratch
+// (chunk_pack_scratch floats). Inner strides 1.
 template <class Arch>
 chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float> v, float* scratch) noexcept {
-  constexpr index_t W = Arch::width;
+  constexpr index_t W = Arch::width, P = chunk_v_panel<Arch>;
   const index_t c_k = k.extent(0), d = k.extent(1), d_v = v.extent(1);
   const index_t ldkt = chunk_round_up(std::max<index_t>(c_k, 1), W);
   float* kt = scratch;
@@ -71,18 +77,16 @@ chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float
     const float* kr = k.data() + j * k.stride(0);
     for (index_t p = 0; p < d; ++p) kt[p * ldkt + j] = kr[p];
   }
-  chunk_operands ops{kt, ldkt, v.data(), v.stride(0), c_k, d, d_v};
-  if (d_v % W != 0) {
-    const index_t dvp = chunk_round_up(d_v, W);
-    float* vp = kt + d * ldkt;
+  float* vp = kt + d * ldkt;
+  for (index_t c0 = 0; c0 < d_v; c0 += P) {
+    const index_t w = std::min(P, d_v - c0);
+    float* panel = vp + c0 * c_k;  // panel c0 / P starts at (c0 / P) * c_k * P
     for (index_t j = 0; j < c_k; ++j) {
-      std::memcpy(vp + j * dvp, v.data() + j * v.stride(0), sizeof(float) * std::size_t(d_v));
-      std::fill(vp + j * dvp + d_v, vp + (j + 1) * dvp, 0.0f);
+      std::memcpy(panel + j * P, v.data() + j * v.stride(0) + c0, sizeof(float) * std::size_t(w));
+      std::fill(panel + j * P + w, panel + (j + 1) * P, 0.0f);
     }
-    ops.v = vp;
-    ops.ldv = dvp;
   }
-  return ops;
+  return {kt, ldkt, vp, c_k, d, d_v};
 }
 
 // o (c_q, d_v) = (Accumulate: o +) relu(scale q kt + bias)^2 v for the c_q
@@ -94,7 +98,8 @@ template <class Arch, bool Accumulate = false>
 void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops, matrix_view<float> o, float scale,
                           matrix_view<const float> bias, chunk_mask mask, float* scratch) noexcept {
   using Vf = vec<float, Arch>;
-  constexpr index_t W = Vf::width, BQ = chunk_attention_block_q;
+  constexpr index_t W = Vf::width, BQ = chunk_attention_block_q, MR = gemm_tile_traits<Arch>::mr;
+  static_assert(BQ % MR == 0, "chunk_attention_block_q must be a multiple of every arch's micro-tile rows");
   const index_t c_q = q.extent(0), c_k = ops.c_k, d = ops.d, d_v = ops.d_v;
   const index_t dvp = chunk_round_up(d_v, W);
   LONGCTX_ASSERT(q.extent(1) == d && o.extent(0) == c_q && o.extent(1) == d_v);
@@ -113,10 +118,21 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
     if (nk == 0) {
       for (index_t r = 0; r < nb; ++r) std::fill(dst + r * ldd, dst + r * ldd + (direct_o ? d_v : dvp), 0.0f);
     } else {
-      const index_t nkp = chunk_round_up(nk, W);
-      block_gemm<Arch, false>(nb, nkp, d, q.data() + i0 * q.stride(0), q.stride(0), ops.kt, ops.ldkt, s, ops.ldkt);
+      // Causal blocks work in strips of MR rows (one micro-tile), each only as
+      // far as its last row sees: the triangle's waste shrinks from half of a
+      // (BQ x BQ) square to half of an (MR x MR) one (30% -> 3% of the causal
+      // chunk's work at C = 256, bench_flash bm_chunk_kernel).
+      const auto strip_keys = [&](index_t r, index_t rows) {
+        return mask.causal ? std::min(nk, mask.q_offset + i0 + r + rows) : nk;
+      };
+      for (index_t r = 0; r < nb; r += MR) {
+        const index_t rows = std::min(MR, nb - r);
+        block_gemm<Arch, false>(rows, chunk_round_up(strip_keys(r, rows), W), d, q.data() + (i0 + r) * q.stride(0),
+                                q.stride(0), ops.kt, ops.ldkt, s + r * ops.ldkt, ops.ldkt);
+      }
       for (index_t r = 0; r < nb; ++r) {
         float* sr = s + r * ops.ldkt;
+        const index_t nkp = chunk_round_up(strip_keys(r / MR * MR, std::min(MR, nb - r / MR * MR)), W);
         const index_t vis = mask.causal ? std::min(nk, mask.q_offset + i0 + r + 1) : nk;
         const float* br = bias.data() ? bias.data() + (i0 + r) * bias.stride(0) : nullptr;
         index_t j = 0;
@@ -145,7 +161,13 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
         }
         std::fill(sr + vis, sr + nkp, 0.0f);  // masked keys and padding: P = 0 exactly
       }
-      block_gemm<Arch, false>(nb, direct_o ? d_v : dvp, nk, s, ops.ldkt, ops.v, ops.ldv, dst, ldd);
+      constexpr index_t P = chunk_v_panel<Arch>;
+      for (index_t c0 = 0; c0 < dvp; c0 += P)  // the panel stays in L1 across the strips
+        for (index_t r = 0; r < nb; r += MR) {
+          const index_t rows = std::min(MR, nb - r);
+          block_gemm<Arch, false>(rows, std::min(P, dvp - c0), strip_keys(r, rows), s + r * ops.ldkt, ops.ldkt,
+                                  ops.v + c0 * c_k, P, dst + r * ldd + c0, ldd);
+        }
     }
     if (!direct_o) {
       for (index_t r = 0; r < nb; ++r) {
