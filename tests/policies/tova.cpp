@@ -84,10 +84,19 @@ tova random_policy(test::rng_t& g, index_t t, index_t group) {
   return p;
 }
 
+// cache_relative positions (RoPE) need an even head dim.
+void maybe_relative(test::rng_t& g, tova& p, index_t d) {
+  if (d % 2 == 0 && test::uniform_int(g, 0, 2) == 0) {
+    p.positions = position_mode::cache_relative;
+    p.rope_theta = test::uniform_int(g, 0, 1) ? 10000.0f : 50.0f;  // 50: fast-turning pairs at small lags
+  }
+}
+
 std::string describe(const tova& p, const stream& s) {
   return detail::concat("policy ", eviction_name(p.policy), " budget ", p.budget, " layout ", int(p.layout), " agg ",
                         int(p.aggregation), " keep_cur ", int(p.current), " sinks ", p.sinks, " recent ", p.recent,
-                        " norm ", int(p.h2o_norm), " prefill ", int(p.prefill), " chunk ", p.chunk, " scale ",
+                        " norm ", int(p.h2o_norm), " positions ", int(p.positions), " theta ", p.rope_theta,
+                        " prefill ", int(p.prefill), " chunk ", p.chunk, " scale ",
                         p.scale ? *p.scale : -1.0f, " | b ", s.b, " h ", s.h, " h_kv ", s.hk, " T ", s.t, " d ", s.d,
                         " d_v ", s.dv);
 }
@@ -134,6 +143,7 @@ TEMPLATE_LIST_TEST_CASE("tova: every policy, random shapes, step by step against
     const index_t pre = test::uniform_int(g, 0, 1) ? test::uniform_int(g, 2, int(std::max<index_t>(2, s.t))) : 0;
     p.prefill = static_cast<prefill_mode>(test::uniform_int(g, 0, 2));
     p.chunk = test::uniform_int(g, 1, 9);
+    maybe_relative(g, p, d);
     INFO("case " << c << ": " << describe(p, s) << " prefill tokens " << pre);
     kv_cache st = p.make_state(s.dims());
     reference::tova_oracle ref(s.dims(), p);
@@ -175,6 +185,8 @@ TEMPLATE_LIST_TEST_CASE("tova: budget >= n is dense attention, bit for bit", "[p
     p.policy = static_cast<eviction>(c % 5);
     p.budget = s.t + test::uniform_int(g, 0, 3);
     p.layout = c % 2 ? kv_layout::slots : kv_layout::compacted;
+    // Without evictions rank == position: cache_relative rotates by 0.
+    if (d % 2 == 0 && c % 4 == 1) p.positions = position_mode::cache_relative;
     const index_t pre = c % 3 == 0 ? test::uniform_int(g, 1, int(s.t)) : 0;
     INFO("case " << c << ": " << describe(p, s) << " prefill " << pre);
     kv_cache st = p.make_state(s.dims());
@@ -345,9 +357,13 @@ TEMPLATE_LIST_TEST_CASE("tova: prefill modes and layouts agree", "[policies][tov
 TEST_CASE("tova: snapshot and restore", "[policies][tova]") {
   test::rng_t g(test::seed_for(94, 0));
   const stream s(g, 2, 4, 2, 50, 8, 5);
-  for (auto pol : {eviction::tova, eviction::h2o, eviction::sinks, eviction::full}) {
-    INFO("policy " << eviction_name(pol));
-    const tova p{.budget = 12, .policy = pol};
+  for (int variant = 0; variant < 5; ++variant) {
+    const eviction pol = std::vector<eviction>{eviction::tova, eviction::h2o, eviction::sinks, eviction::full,
+                                               eviction::tova}[std::size_t(variant)];
+    INFO("policy " << eviction_name(pol) << " variant " << variant);
+    const tova p{.budget = 12,
+                 .policy = pol,
+                 .positions = variant == 4 ? position_mode::cache_relative : position_mode::absolute};
     kv_cache a = p.make_state(s.dims());
     out_buf oa(2, 4, 50, 5), ob(2, 4, 50, 5);
     p.forward(a, s.qs(0, 20), s.ks(0, 20), s.vs(0, 20), oa.view.tokens(0, 20));
@@ -381,7 +397,7 @@ TEST_CASE("tova: snapshot and restore", "[policies][tova]") {
     auto ver = snap;
     ver[8] = 99;
     REQUIRE_THROWS_AS(b.restore(ver), longctx::invalid_argument);
-    kv_cache other = tova{.budget = 13, .policy = pol}.make_state(s.dims());
+    kv_cache other = tova{.budget = 13, .policy = pol, .positions = p.positions}.make_state(s.dims());
     REQUIRE_THROWS_WITH(other.restore(snap), Catch::Contains("differently configured"));
     kv_cache other_dims = p.make_state({2, 4, 4, 8, 5});
     REQUIRE_THROWS_AS(other_dims.restore(snap), longctx::invalid_argument);
@@ -405,6 +421,11 @@ TEST_CASE("tova: bad configurations and shapes are rejected", "[policies][tova]"
   REQUIRE_THROWS_WITH((tova{.budget = 4, .scale = std::numeric_limits<float>::infinity()}.make_state(dm)),
                       Contains("scale"));
   REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 3, 2, 8, 8}), Contains("kv_heads"));
+  REQUIRE_THROWS_WITH((tova{.budget = 4, .positions = position_mode::cache_relative}.make_state({1, 4, 2, 7, 8})),
+                      Contains("even head_dim"));
+  REQUIRE_THROWS_WITH(
+      (tova{.budget = 4, .positions = position_mode::cache_relative, .rope_theta = 0}.make_state(dm)),
+      Contains("rope_theta"));
   REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 4, 2, 0, 8}), Contains("head_dim"));
   REQUIRE_NOTHROW(tova{.budget = 4, .policy = eviction::full, .recent = -5}.make_state(dm));  // unused fields
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -45,6 +46,34 @@ enum class current_token { evictable, kept };
 // the number of queries that saw the row (older rows saw more queries).
 enum class h2o_normalisation { none, query_count };
 
+// Positions the attention sees. absolute (paper, default): keys keep the
+// RoPE rotation of their original position, the query that of time t.
+// cache_relative (StreamingLLM): the row of temporal rank r is attended as if
+// at position r and the newest query at rank size - 1; cached keys are
+// re-rotated from their original (absolute-rotated) copy by a single exact
+// rotation whenever their rank changes. RoPE: half-split pairs (x_i,
+// x_{i + d/2}) with frequency theta^(-2i/d) (GPT-NeoX / LLaMA); needs even d
+// and keeps a second copy of K.
+enum class position_mode { absolute, cache_relative };
+
+namespace detail {
+// out = R(delta) in for RoPE; angles in double so a rotation is exact to
+// float rounding whatever the position; delta 0 copies bit for bit.
+inline void rope_rotate(const float* in, float* out, index_t d, double delta, double theta) noexcept {
+  const index_t half = d / 2;
+  for (index_t i = 0; i < half; ++i) {
+    if (delta == 0) {
+      out[i] = in[i], out[i + half] = in[i + half];
+      continue;
+    }
+    const double a = delta * std::pow(theta, -2.0 * double(i) / double(d));
+    const double c = std::cos(a), sn = std::sin(a), x = in[i], y = in[i + half];
+    out[i] = float(x * c - y * sn);
+    out[i + half] = float(y * c + x * sn);
+  }
+}
+}  // namespace detail
+
 struct kv_cache_dims {
   index_t batch = 1, heads = 1, kv_heads = 1, head_dim = 0, value_dim = 0;  // value_dim 0: head_dim
 };
@@ -57,6 +86,8 @@ struct kv_cache_config {
   index_t recent = -1;  // eviction::h2o: recent window; -1: budget / 2 (H2O's even split)
   h2o_normalisation h2o_norm = h2o_normalisation::none;
   kv_layout layout = kv_layout::slots;
+  position_mode positions = position_mode::absolute;
+  float rope_theta = 10000.0f;  // position_mode::cache_relative only
 
   bool operator==(const kv_cache_config&) const = default;
   bool bounded() const noexcept { return policy != eviction::full; }
@@ -83,6 +114,10 @@ inline void require_kv_cache_config(const kv_cache_config& c, const char* where)
           "unknown current_token value");
   require(c.h2o_norm == h2o_normalisation::none || c.h2o_norm == h2o_normalisation::query_count, where,
           "h2o_norm", "unknown h2o_normalisation value");
+  require(c.positions == position_mode::absolute || c.positions == position_mode::cache_relative, where,
+          "positions", "unknown position_mode value");
+  require(c.positions == position_mode::absolute || (std::isfinite(c.rope_theta) && c.rope_theta > 0), where,
+          "rope_theta", "must be finite and > 0, got ", c.rope_theta);
   if (!c.bounded()) return;
   require(c.budget >= 0, where, "budget", "must be >= 0, got ", c.budget);
   const bool keep = c.current == current_token::kept;
@@ -110,6 +145,8 @@ class kv_cache {
     require(dims_.head_dim >= 1 && dims_.value_dim >= 1, "kv_cache", "dims", "head_dim ", dims_.head_dim,
             " and value_dim ", dims_.value_dim, " must be >= 1");
     require_kv_cache_config(cfg_, "kv_cache");
+    require(!relative() || dims_.head_dim % 2 == 0, "kv_cache", "dims",
+            "position_mode::cache_relative (RoPE) needs an even head_dim, got ", dims_.head_dim);
     reserve(cfg_.bounded() ? cfg_.budget + 1 : 16);
   }
 
@@ -121,8 +158,9 @@ class kv_cache {
   index_t lanes() const noexcept { return dims_.batch * dims_.kv_heads; }  // lane = b * h_kv + hk
   // Bytes held by K, V and the per-row metadata.
   std::size_t memory_bytes() const noexcept {
-    return std::size_t(lanes() * cap_) * (sizeof(float) * std::size_t(dims_.head_dim + dims_.value_dim + 2) +
-                                          sizeof(index_t));
+    const std::size_t extra = relative() ? sizeof(float) * std::size_t(dims_.head_dim) + sizeof(index_t) : 0;
+    return std::size_t(lanes() * cap_) *
+           (sizeof(float) * std::size_t(dims_.head_dim + dims_.value_dim + 2) + sizeof(index_t) + extra);
   }
 
   // (b, h_kv, size, d) and (b, h_kv, size, d_v): the rows held, slot order.
@@ -135,6 +173,12 @@ class kv_cache {
   const float* accumulated(index_t lane) const noexcept { return acc_.data() + lane * cap_; }
   float* query_counts(index_t lane) noexcept { return cnt_.data() + lane * cap_; }
   const float* query_counts(index_t lane) const noexcept { return cnt_.data() + lane * cap_; }
+  bool relative() const noexcept { return cfg_.positions == position_mode::cache_relative; }
+  // The key as appended (rotated at its absolute position); key_row() is the
+  // attended copy (re-rotated to its rank under cache_relative).
+  const float* original_key_row(index_t lane, index_t slot) const noexcept {
+    return relative() ? kabs_.data() + (lane * cap_ + slot) * dims_.head_dim : key_row(lane, slot);
+  }
   const float* key_row(index_t lane, index_t slot) const noexcept { return k_.data() + (lane * cap_ + slot) * dims_.head_dim; }
   const float* value_row(index_t lane, index_t slot) const noexcept { return v_.data() + (lane * cap_ + slot) * dims_.value_dim; }
 
@@ -190,6 +234,11 @@ class kv_cache {
           pos_[std::size_t(s)] = next_ + i;
           acc_[std::size_t(s)] = 0.0f;
           cnt_[std::size_t(s)] = 0.0f;
+          if (relative()) {  // rank size_ + i among the rows after this append
+            std::memcpy(kabs_.data() + s * d, k_.data() + s * d, sizeof(float) * std::size_t(d));
+            rot_[std::size_t(s)] = size_ + i;
+            rerotate(lane, size_ + i);
+          }
         }
       }
     size_ += n;
@@ -257,11 +306,18 @@ class kv_cache {
     for (index_t lane = 0; lane < lanes(); ++lane) {
       const index_t s = victims[lane];
       LONGCTX_ASSERT(s >= 0 && s < size_);
+      const index_t gone = pos_[std::size_t(lane * cap_ + s)];
       if (cfg_.layout == kv_layout::slots) {
         if (s != last) move_row(lane, last, s);
       } else {
         for (index_t t = s; t < last; ++t) move_row(lane, t + 1, t);
       }
+      if (relative())  // every younger row moves down one rank
+        for (index_t t = 0; t < last; ++t)
+          if (pos_[std::size_t(lane * cap_ + t)] > gone) {
+            --rot_[std::size_t(lane * cap_ + t)];
+            rerotate(lane, t);
+          }
     }
     --size_;
   }
@@ -346,6 +402,16 @@ class kv_cache {
       }
     }
     size_ = k;
+    if (relative())
+      for (index_t lane = 0; lane < lanes(); ++lane) {
+        const auto order = temporal_order(lane);
+        for (index_t r = 0; r < k; ++r) {
+          const index_t s = order[std::size_t(r)];
+          if (rot_[std::size_t(lane * cap_ + s)] == r) continue;
+          rot_[std::size_t(lane * cap_ + s)] = r;
+          rerotate(lane, s);
+        }
+      }
   }
 
   // ---- Snapshot / restore. ------------------------------------------------
@@ -367,6 +433,10 @@ class kv_cache {
       for (index_t s = 0; s < size_; ++s) put(out, std::int64_t(pos_[std::size_t(lane * cap_ + s)]));
       put_bytes(out, acc_.data() + lane * cap_, std::size_t(size_) * 4);
       put_bytes(out, cnt_.data() + lane * cap_, std::size_t(size_) * 4);
+      if (relative()) {
+        put_bytes(out, kabs_.data() + lane * cap_ * dims_.head_dim, std::size_t(size_ * dims_.head_dim) * 4);
+        for (index_t s = 0; s < size_; ++s) put(out, std::int64_t(rot_[std::size_t(lane * cap_ + s)]));
+      }
     }
     return out;
   }
@@ -396,8 +466,8 @@ class kv_cache {
     const auto size = get<std::int64_t>(in, at), next = get<std::int64_t>(in, at);
     require(size >= 0 && next >= size && (!cfg_.bounded() || size <= cfg_.budget), where, "snapshot",
             "inconsistent size ", size, " / position ", next);
-    const std::size_t per_lane =
-        std::size_t(size) * (4 * std::size_t(dims_.head_dim + dims_.value_dim) + 8 + 4 + 4);
+    const std::size_t per_lane = std::size_t(size) * (4 * std::size_t(dims_.head_dim + dims_.value_dim) + 8 + 4 + 4 +
+                                                      (relative() ? 4 * std::size_t(dims_.head_dim) + 8 : 0));
     need(per_lane * std::size_t(lanes()));
     require(in.size() == at + per_lane * std::size_t(lanes()), where, "snapshot", "has ",
             in.size() - at - per_lane * std::size_t(lanes()), " trailing bytes");
@@ -408,6 +478,10 @@ class kv_cache {
       for (index_t s = 0; s < size; ++s) pos_[std::size_t(lane * cap_ + s)] = index_t(get<std::int64_t>(in, at));
       get_bytes(in, at, acc_.data() + lane * cap_, std::size_t(size) * 4);
       get_bytes(in, at, cnt_.data() + lane * cap_, std::size_t(size) * 4);
+      if (relative()) {
+        get_bytes(in, at, kabs_.data() + lane * cap_ * dims_.head_dim, std::size_t(size * dims_.head_dim) * 4);
+        for (index_t s = 0; s < size; ++s) rot_[std::size_t(lane * cap_ + s)] = index_t(get<std::int64_t>(in, at));
+      }
     }
     size_ = index_t(size);
     next_ = index_t(next);
@@ -428,7 +502,9 @@ class kv_cache {
             cfg_.sinks,
             cfg_.recent,
             std::int64_t(cfg_.h2o_norm),
-            std::int64_t(cfg_.layout)};
+            std::int64_t(cfg_.layout),
+            std::int64_t(cfg_.positions),
+            std::int64_t(std::bit_cast<std::int32_t>(cfg_.rope_theta))};
   }
   template <class T>
   static void put(std::vector<unsigned char>& out, T x) {
@@ -462,6 +538,16 @@ class kv_cache {
     pos_[std::size_t(t)] = pos_[std::size_t(f)];
     acc_[std::size_t(t)] = acc_[std::size_t(f)];
     cnt_[std::size_t(t)] = cnt_[std::size_t(f)];
+    if (relative()) {
+      std::memcpy(kabs_.data() + t * d, kabs_.data() + f * d, sizeof(float) * std::size_t(d));
+      rot_[std::size_t(t)] = rot_[std::size_t(f)];
+    }
+  }
+  // key_row(slot) = R(rank - position) original key: one rotation, exact.
+  void rerotate(index_t lane, index_t slot) noexcept {
+    const index_t d = dims_.head_dim, at = lane * cap_ + slot;
+    detail::rope_rotate(kabs_.data() + at * d, k_.data() + at * d, d,
+                        double(rot_[std::size_t(at)] - pos_[std::size_t(at)]), cfg_.rope_theta);
   }
   void sort_by_position(index_t lane, index_t* slots, index_t n) const {
     const index_t* p = positions(lane);
@@ -472,13 +558,21 @@ class kv_cache {
     std::vector<float> k(std::size_t(L * cap * d)), v(std::size_t(L * cap * dv)), acc(std::size_t(L * cap)),
         cnt(std::size_t(L * cap));
     std::vector<index_t> pos(std::size_t(L * cap));
+    std::vector<float> kabs(relative() ? std::size_t(L * cap * d) : 0);
+    std::vector<index_t> rot(relative() ? std::size_t(L * cap) : 0);
     for (index_t lane = 0; lane < L; ++lane) {
       std::copy_n(k_.data() + lane * cap_ * d, size_ * d, k.data() + lane * cap * d);
       std::copy_n(v_.data() + lane * cap_ * dv, size_ * dv, v.data() + lane * cap * dv);
       std::copy_n(pos_.data() + lane * cap_, size_, pos.data() + lane * cap);
       std::copy_n(acc_.data() + lane * cap_, size_, acc.data() + lane * cap);
       std::copy_n(cnt_.data() + lane * cap_, size_, cnt.data() + lane * cap);
+      if (relative()) {
+        std::copy_n(kabs_.data() + lane * cap_ * d, size_ * d, kabs.data() + lane * cap * d);
+        std::copy_n(rot_.data() + lane * cap_, size_, rot.data() + lane * cap);
+      }
     }
+    kabs_.swap(kabs);
+    rot_.swap(rot);
     k_.swap(k);
     v_.swap(v);
     pos_.swap(pos);
@@ -494,6 +588,8 @@ class kv_cache {
   index_t cap_ = 0, size_ = 0, next_ = 0;
   std::vector<float> k_, v_, acc_, cnt_;  // (lanes, cap, d), (lanes, cap, d_v), (lanes, cap) x 2
   std::vector<index_t> pos_;              // (lanes, cap)
+  std::vector<float> kabs_;               // (lanes, cap, d) cache_relative: keys as appended
+  std::vector<index_t> rot_;              // (lanes, cap) cache_relative: position key_row is rotated to
   std::vector<float> ws_score_;  // (cap) h2o victim workspace
   std::vector<index_t> ws_index_;  // (2 cap)
 };

@@ -36,6 +36,8 @@ struct tova {
   index_t recent = -1;  // eviction::h2o recent window, -1: budget / 2
   h2o_normalisation h2o_norm = h2o_normalisation::none;
   kv_layout layout = kv_layout::slots;
+  position_mode positions = position_mode::absolute;
+  float rope_theta = 10000.0f;  // cache_relative: RoPE base the caller used
   prefill_mode prefill = prefill_mode::full_then_top_k;
   index_t chunk = 0;            // prefill_mode::chunked: tokens per chunk (> 0)
   std::optional<float> scale{};  // unset: 1 / sqrt(d)
@@ -43,7 +45,7 @@ struct tova {
   using state_type = kv_cache;
 
   kv_cache_config cache_config() const noexcept {
-    return {budget, policy, current, sinks, recent, h2o_norm, layout};
+    return {budget, policy, current, sinks, recent, h2o_norm, layout, positions, rope_theta};
   }
   state_type make_state(kv_cache_dims dims) const {
     check_params(dims);
@@ -110,7 +112,7 @@ struct tova {
   // Workspace of one step, owned per thread (kernels and policies do not
   // allocate in steady state).
   struct workspace {
-    std::vector<float> logits, lse, scores, out;
+    std::vector<float> logits, lse, scores, out, q;
     std::vector<index_t> victims, keeps;
   };
   static workspace& ws() {
@@ -141,6 +143,21 @@ struct tova {
     return out;
   }
 
+  // cache_relative: the caller rotated query i at absolute position p0 + i;
+  // it is attended at rank r0 + i. Rotated into the workspace.
+  static tensor4_view<const float> relative_queries(const kv_cache& st, tensor4_view<const float> q, index_t r0,
+                                                    index_t p0, std::vector<float>& buf) {
+    if (!st.relative()) return q;
+    const index_t b = q.extent(0), h = q.extent(1), n = q.extent(2), d = q.extent(3);
+    buf.resize(std::size_t(b * h * n * d));
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t hi = 0; hi < h; ++hi)
+        for (index_t i = 0; i < n; ++i)
+          detail::rope_rotate(&q(bi, hi, i, 0), buf.data() + ((bi * h + hi) * n + i) * d, d, double(r0 - p0),
+                              double(st.config().rope_theta));
+    return from_bhnd<dynamic_extent, const float>(buf.data(), b, h, n, d);
+  }
+
   // One token: append, decode over cache + itself (logits and LSE kept),
   // probabilities from them, aggregate, accumulate (H2O), evict one row.
   template <class Arch, class Exec>
@@ -151,6 +168,7 @@ struct tova {
     st.append(k, v);
     const index_t n = st.size(), cap = st.capacity(), b = dm.batch, h = dm.heads, L = st.lanes();
     workspace& w = ws();
+    q = relative_queries(st, q, n - 1, st.next_position() - 1, w.q);
     const bool scored = needs_scores();
     tensor4_view<float> logits{};
     lse_view lse{};
@@ -207,6 +225,7 @@ struct tova {
     const index_t d = dm.head_dim, g = h / dm.kv_heads;
     const float sc = scale_for(d);
     workspace& w = ws();
+    q = relative_queries(st, q, s0, st.next_position() - c, w.q);
     w.lse.resize(std::size_t(b * h * c));
     const lse_view lse(w.lse.data(), dextents<index_t, 3>(b, h, c));
     attention<Arch>(q, st.keys(), st.values(), o, sc, causal{}, lse, exec);

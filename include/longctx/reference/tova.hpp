@@ -35,7 +35,7 @@ class tova_oracle {
       rows.clear();
       for (index_t s : st.temporal_order(lane)) {
         kv_row r;
-        r.k.assign(st.key_row(lane, s), st.key_row(lane, s) + dm_.head_dim);
+        r.k.assign(st.original_key_row(lane, s), st.original_key_row(lane, s) + dm_.head_dim);
         r.v.assign(st.value_row(lane, s), st.value_row(lane, s) + dm_.value_dim);
         r.pos = st.positions(lane)[s];
         r.acc = st.accumulated(lane)[s];
@@ -112,20 +112,41 @@ class tova_oracle {
     next_ += c;
     const index_t n = s0 + c;
     std::vector<double> o(std::size_t(b * h * c * dv), 0.0);
+    // cache_relative: row j attended at its rank j, query i at rank s0 + i
+    // (the caller rotated it at absolute next_ - c + i).
+    const bool rel = cfg_.positions == position_mode::cache_relative;
+    const auto rotate = [&](std::vector<double> x, double delta) {
+      const index_t half = index_t(x.size()) / 2;
+      for (index_t t = 0; rel && delta != 0 && t < half; ++t) {
+        const double a = delta * std::pow(double(cfg_.rope_theta), -2.0 * double(t) / double(x.size()));
+        const double u = x[std::size_t(t)], w = x[std::size_t(t + half)];
+        x[std::size_t(t)] = u * std::cos(a) - w * std::sin(a);
+        x[std::size_t(t + half)] = w * std::cos(a) + u * std::sin(a);
+      }
+      return x;
+    };
+    std::vector<std::vector<std::vector<double>>> keys(lanes_.size());  // attended keys per lane
+    for (std::size_t lane = 0; lane < lanes_.size(); ++lane)
+      for (index_t j = 0; j < n; ++j) {
+        const auto& r = lanes_[lane][std::size_t(j)];
+        keys[lane].push_back(rotate(r.k, double(j - r.pos)));
+      }
     // p[(bi, hi, i)][j]: softmax probabilities of row i over keys [0, s0 + i].
     std::vector<std::vector<double>> p(std::size_t(b * h * c));
     for (index_t bi = 0; bi < b; ++bi)
       for (index_t hi = 0; hi < h; ++hi) {
         const auto& rows = lanes_[std::size_t(bi * hk + hi / g)];
+        const auto& lane_keys = keys[std::size_t(bi * hk + hi / g)];
         for (index_t i = 0; i < c; ++i) {
           const index_t nv = s0 + i + 1;
           auto& pr = p[std::size_t((bi * h + hi) * c + i)];
           pr.assign(std::size_t(nv), 0.0);
-          const float* qr = &q[std::size_t(((bi * h + hi) * c + i) * d)];
+          const float* qf = &q[std::size_t(((bi * h + hi) * c + i) * d)];
+          const auto qr = rotate(std::vector<double>(qf, qf + d), double(s0 - (next_ - c)));
           double m = -std::numeric_limits<double>::infinity();
           for (index_t j = 0; j < nv; ++j) {
             double s = 0;
-            for (index_t t = 0; t < d; ++t) s += double(qr[t]) * rows[std::size_t(j)].k[std::size_t(t)];
+            for (index_t t = 0; t < d; ++t) s += qr[std::size_t(t)] * lane_keys[std::size_t(j)][std::size_t(t)];
             pr[std::size_t(j)] = s * scale;
             m = std::max(m, pr[std::size_t(j)]);
           }
