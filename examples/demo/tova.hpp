@@ -97,7 +97,7 @@ inline run_result run(const tova& p, const std::vector<layer_stream>& layers, in
 
 inline void demo_tova(bool quick) {
   using namespace demo_tova_detail;
-  const index_t n = quick ? 1024 : 8192, prompt = n / 4, budget = n / 8, h = 4, d = 32, n_layers = 4;
+  const index_t n = quick ? 1024 : 6144, prompt = n / 4, budget = n / 8, h = 4, d = 32, n_layers = 4;
   const std::vector<index_t> needles{9, 57, 130, 201};
   std::vector<layer_stream> layers;
   for (index_t l = 0; l < n_layers; ++l) layers.push_back(make_stream(unsigned(11 + l), n, h, d, needles));
