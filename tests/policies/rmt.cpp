@@ -254,3 +254,19 @@ TEST_CASE("rmt rejects bad configurations", "[rmt][policies]") {
   CHECK_NOTHROW(p.forward(st, in.cview().rows(0, 0), out.view().rows(0, 0)));
   CHECK(st.segments() == 0);
 }
+
+TEST_CASE("rmt results do not depend on the backbone's thread count", "[rmt][policies]") {
+  test::rng_t g(test::seed_for(707, 0));
+  const index_t width = 64, m = 6, L = 300, n = 1000;  // big enough that the pool is used
+  const rmt p{.memory = m, .segment_budget = L};
+  rows mem0(g, m, width), in(g, n, width), serial_out(n, width), pooled_out(n, width);
+  rmt_reference_backbone<> serial_bb({.width = width, .heads = 4, .layers = 2});
+  thread_pool pool(3);
+  rmt_reference_backbone<> pooled_bb({.width = width, .heads = 4, .layers = 2}, &pool);
+  auto a = p.make_state(serial_bb, mem0.cview());
+  auto b = p.make_state(pooled_bb, mem0.cview());
+  p.forward(a, in.cview(), serial_out.view());
+  p.forward(b, in.cview(), pooled_out.view());
+  REQUIRE(serial_out.data == pooled_out.data);
+  REQUIRE(std::equal(a.memory().data(), a.memory().data() + m * width, b.memory().data()));
+}
