@@ -43,10 +43,14 @@ inline constexpr index_t chunk_v_panel = index_t(gemm_tile_traits<Arch>::nr) * A
 // contiguously: V rows of e = 1536 floats are 6 KB apart, and a micro-tile
 // walking 256 of them touches 256 pages, far past the L1 TLB
 // (bench/bench_flash.cpp bm_chunk_kernel).
+// A caller with one or two query rows may leave V in place (pack_v = false,
+// when d_v % W == 0): the copy would cost as much as the product. The layout
+// never changes a bit of the result.
 struct chunk_operands {
   const float* kt = nullptr;
   index_t ldkt = 0;
-  const float* v = nullptr;
+  const float* v = nullptr;  // panel p at v + p * v_panel, row stride ldv
+  index_t ldv = 0, v_panel = 0;
   index_t c_k = 0, d = 0, d_v = 0;
 };
 
@@ -67,7 +71,8 @@ constexpr index_t chunk_rows_scratch(index_t c_k, index_t d_v) noexcept {
 // Packs k (c_k, d) transposed and v (c_k, d_v) in panels into scratch
 // (chunk_pack_scratch floats). Inner strides 1.
 template <class Arch>
-chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float> v, float* scratch) noexcept {
+chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float> v, float* scratch,
+                             bool pack_v = true) noexcept {
   constexpr index_t W = Arch::width, P = chunk_v_panel<Arch>;
   const index_t c_k = k.extent(0), d = k.extent(1), d_v = v.extent(1);
   const index_t ldkt = chunk_round_up(std::max<index_t>(c_k, 1), W);
@@ -77,6 +82,7 @@ chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float
     const float* kr = k.data() + j * k.stride(0);
     for (index_t p = 0; p < d; ++p) kt[p * ldkt + j] = kr[p];
   }
+  if (!pack_v && d_v % W == 0) return {kt, ldkt, v.data(), v.stride(0), P, c_k, d, d_v};
   float* vp = kt + d * ldkt;
   for (index_t c0 = 0; c0 < d_v; c0 += P) {
     const index_t w = std::min(P, d_v - c0);
@@ -86,7 +92,7 @@ chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float
       std::fill(panel + j * P + w, panel + (j + 1) * P, 0.0f);
     }
   }
-  return {kt, ldkt, vp, c_k, d, d_v};
+  return {kt, ldkt, vp, P, c_k * P, c_k, d, d_v};
 }
 
 // o (c_q, d_v) = (Accumulate: o +) relu(scale q kt + bias)^2 v for the c_q
@@ -166,7 +172,7 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
         for (index_t r = 0; r < nb; r += MR) {
           const index_t rows = std::min(MR, nb - r);
           block_gemm<Arch, false>(rows, std::min(P, dvp - c0), strip_keys(r, rows), s + r * ops.ldkt, ops.ldkt,
-                                  ops.v + c0 * c_k, P, dst + r * ldd + c0, ldd);
+                                  ops.v + (c0 / P) * ops.v_panel, ops.ldv, dst + r * ldd + c0, ldd);
         }
     }
     if (!direct_o) {

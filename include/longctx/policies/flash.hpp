@@ -207,7 +207,7 @@ struct flash {
       thread_local std::vector<float> buf;
       const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
       float* scratch = detail::flash_scratch(buf, pack + chunk_rows_scratch<Arch>(keys, e));
-      const chunk_operands ops = prepare_chunk<Arch>(k, v, scratch);
+      const chunk_operands ops = prepare_chunk<Arch>(k, v, scratch, nr > 2);
       chunk_attention_rows<Arch, false>(in.q_quad.rows(pc.t0 + r0, nr), ops, out.rows(pc.t0 + r0, nr), sc, b,
                                         chunk_mask{causal, pc.p0 + r0}, scratch + pack);
     });
