@@ -16,14 +16,17 @@ inline float dot(const float* a, const float* b, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
   V s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+  // Bounds precomputed (not i + W <= n): GCC 12 otherwise warns of a bogus
+  // overflow when n is a known constant.
+  const std::ptrdiff_t n4 = n / (4 * W) * (4 * W), n1 = n / W * W;
   std::ptrdiff_t i = 0;
-  for (; i + 4 * W <= n; i += 4 * W) {
+  for (; i < n4; i += 4 * W) {
     s0 = fma(V::load(a + i), V::load(b + i), s0);
     s1 = fma(V::load(a + i + W), V::load(b + i + W), s1);
     s2 = fma(V::load(a + i + 2 * W), V::load(b + i + 2 * W), s2);
     s3 = fma(V::load(a + i + 3 * W), V::load(b + i + 3 * W), s3);
   }
-  for (; i + W <= n; i += W) s0 = fma(V::load(a + i), V::load(b + i), s0);
+  for (; i < n1; i += W) s0 = fma(V::load(a + i), V::load(b + i), s0);
   if (i < n) {
     const int t = static_cast<int>(n - i);
     s1 = fma(V::load_partial(a + i, t), V::load_partial(b + i, t), s1);
@@ -37,8 +40,9 @@ inline void axpy(float alpha, const float* x, float* y, std::ptrdiff_t n) noexce
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
   const V a = V::broadcast(alpha);
+  const std::ptrdiff_t n1 = n / W * W;
   std::ptrdiff_t i = 0;
-  for (; i + W <= n; i += W) fma(a, V::load(x + i), V::load(y + i)).store(y + i);
+  for (; i < n1; i += W) fma(a, V::load(x + i), V::load(y + i)).store(y + i);
   if (i < n) {
     const int t = static_cast<int>(n - i);
     fma(a, V::load_partial(x + i, t), V::load_partial(y + i, t)).store_partial(y + i, t);
@@ -51,8 +55,9 @@ inline void scale(float alpha, float* x, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
   const V a = V::broadcast(alpha);
+  const std::ptrdiff_t n1 = n / W * W;
   std::ptrdiff_t i = 0;
-  for (; i + W <= n; i += W) (a * V::load(x + i)).store(x + i);
+  for (; i < n1; i += W) (a * V::load(x + i)).store(x + i);
   if (i < n) {
     const int t = static_cast<int>(n - i);
     (a * V::load_partial(x + i, t)).store_partial(x + i, t);
@@ -65,12 +70,13 @@ inline float sum(const float* x, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
   V s0 = V::zero(), s1 = V::zero();
+  const std::ptrdiff_t n2 = n / (2 * W) * (2 * W), n1 = n / W * W;
   std::ptrdiff_t i = 0;
-  for (; i + 2 * W <= n; i += 2 * W) {
+  for (; i < n2; i += 2 * W) {
     s0 = s0 + V::load(x + i);
     s1 = s1 + V::load(x + i + W);
   }
-  for (; i + W <= n; i += W) s0 = s0 + V::load(x + i);
+  for (; i < n1; i += W) s0 = s0 + V::load(x + i);
   if (i < n) s1 = s1 + V::load_partial(x + i, static_cast<int>(n - i));
   return reduce_add(s0 + s1);
 }
@@ -84,8 +90,9 @@ inline float max_value(const float* x, std::ptrdiff_t n) noexcept {
   constexpr std::ptrdiff_t W = V::width;
   constexpr float ninf = -std::numeric_limits<float>::infinity();
   V m = V::broadcast(ninf);
+  const std::ptrdiff_t n1 = n / W * W;
   std::ptrdiff_t i = 0;
-  for (; i + W <= n; i += W) m = max(m, V::load(x + i));
+  for (; i < n1; i += W) m = max(m, V::load(x + i));
   float r = reduce_max(m);
   for (; i < n; ++i) r = r > x[i] ? r : x[i];
   return r;
