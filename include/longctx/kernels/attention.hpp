@@ -25,10 +25,15 @@ using lse_view = strided_view<float, dextents<index_t, 3>>;  // (b, h, n_q)
 namespace detail {
 
 // Per-thread scratch that grows and is reused across calls: kernels do not
-// allocate, the entry points own this.
-inline float* thread_scratch(index_t floats) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < std::size_t(floats)) buf.resize(std::size_t(floats));
+// allocate, the entry points own this. Tags keep the buffers apart: a task
+// running on the calling thread uses task_tag while the caller's buffers
+// (packed K^T, decode partials), shared by all tasks, live under caller_tag.
+struct task_tag {};
+struct caller_tag {};
+template <class Tag, class T = float>
+inline T* thread_scratch(index_t count) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < std::size_t(count)) buf.resize(std::size_t(count));
   return buf.data();
 }
 
@@ -103,12 +108,12 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   const index_t kv_tiles = (a.n_kv + BKV - 1) / BKV;
   const index_t kt_head = packed_kt_floats<Arch>(a.n_kv, a.d);
-  std::vector<float> kt(static_cast<std::size_t>(a.b * a.h_kv * kt_head));
+  float* kt = detail::thread_scratch<detail::caller_tag>(a.b * a.h_kv * kt_head);
   detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
     exec.parallel_for(a.b * a.h_kv * kv_tiles, [&](index_t task) {
       const index_t bk = task / kv_tiles;
       pack_kt_tile<Arch, KV>(matrix_view<const KV, D>(k.head(bk / a.h_kv, bk % a.h_kv)), task % kv_tiles,
-                             kt.data() + bk * kt_head);
+                             kt + bk * kt_head);
     });
     exec.parallel_for(a.b * a.h * q_blocks, [&](index_t task) {
       const index_t blk = task % q_blocks, bh = task / q_blocks;
@@ -123,10 +128,10 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
         return;
       }
       tiled_attention_block<Arch, KV>(
-          matrix_view<const float, D>(q.head(bi, hi)), kt.data() + (bi * a.h_kv + hk) * kt_head, a.n_kv,
+          matrix_view<const float, D>(q.head(bi, hi)), kt + (bi * a.h_kv + hk) * kt_head, a.n_kv,
           matrix_view<const KV, DV>(v.head(bi, hk)), matrix_view<float, DV>(o.head(bi, hi)), lse_row,
           lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
-          detail::thread_scratch(tiled_attention_scratch<Arch>(a.d, a.d_v)));
+          detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)));
     });
   });
 }
@@ -157,8 +162,11 @@ void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const
   const index_t dvp = round_up(a.d_v, Arch::width);
   const auto bound = mask.bind(a.n_q, a.n_kv);
   // Partials: (b, h_kv, chunk) x (rows x dvp) outputs and rows states.
-  std::vector<float> part_o(std::size_t(a.b * a.h_kv * n_chunks * rows * dvp), 0.0f);
-  std::vector<softmax_state> part_st(std::size_t(a.b * a.h_kv * n_chunks * rows));
+  const index_t n_parts = a.b * a.h_kv * n_chunks * rows;
+  float* part_o = detail::thread_scratch<detail::caller_tag>(n_parts * dvp);
+  softmax_state* part_st = detail::thread_scratch<detail::caller_tag, softmax_state>(n_parts);
+  std::fill(part_o, part_o + n_parts * dvp, 0.0f);
+  std::fill(part_st, part_st + n_parts, softmax_state{});
   detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
     exec.parallel_for(a.b * a.h_kv * n_chunks, [&](index_t task) {
       const index_t c = task % n_chunks, bk = task / n_chunks;
@@ -175,17 +183,17 @@ void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const
         }
       decode_chunk<Arch, KV>(q_rows.data(), q_pos.data(), rows, matrix_view<const KV, D>(k.head(bi, hk)),
                              matrix_view<const KV, DV>(v.head(bi, hk)), scale, bound, c * chunk,
-                             std::min(a.n_kv, (c + 1) * chunk), part_o.data() + task * rows * dvp,
-                             part_st.data() + task * rows, logits.data() ? l_rows.data() : nullptr,
-                             detail::thread_scratch(decode_chunk_scratch<Arch>(rows, a.d_v)));
+                             std::min(a.n_kv, (c + 1) * chunk), part_o + task * rows * dvp,
+                             part_st + task * rows, logits.data() ? l_rows.data() : nullptr,
+                             detail::thread_scratch<detail::task_tag>(decode_chunk_scratch<Arch>(rows, a.d_v)));
     });
   });
   // Merge in chunk order (deterministic), normalise, write o and lse.
   using V = vec<float, Arch>;
   for (index_t bk = 0; bk < a.b * a.h_kv; ++bk) {
     const index_t bi = bk / a.h_kv, hk = bk % a.h_kv;
-    float* base_o = part_o.data() + bk * n_chunks * rows * dvp;
-    softmax_state* base_st = part_st.data() + bk * n_chunks * rows;
+    float* base_o = part_o + bk * n_chunks * rows * dvp;
+    softmax_state* base_st = part_st + bk * n_chunks * rows;
     for (index_t r = 0; r < rows; ++r) {
       float* acc = base_o + r * dvp;
       softmax_state st = base_st[r];

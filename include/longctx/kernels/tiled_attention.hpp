@@ -141,6 +141,7 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, index
 
   const key_interval keys = mask.keys_for_rows(i0, i1);
   LONGCTX_ASSERT(keys.hi <= n_kv);
+  static_cast<void>(n_kv);  // only the assert reads it
   const index_t start = (keys.prefix > 0 ? 0 : keys.lo) / BKV * BKV;
   for (index_t j0 = start; j0 < keys.hi; j0 += BKV) {
     const index_t j1 = std::min(j0 + BKV, keys.hi);
