@@ -68,6 +68,34 @@ void bm_infini_stream(benchmark::State& st, update_rule rule) {
   bench::label(st, rule == update_rule::delta ? "delta" : "linear");
 }
 
+// Streaming decode: one token per forward() call for a whole segment (the
+// local attention grows from 1 to N keys, then the segment is folded), so
+// the time per iteration / N is the average per-token decode latency.
+void bm_infini_decode(benchmark::State& st) {
+  const infini pol{.segment = N, .beta = std::vector<float>(H, 0.0f)};
+  const infini_dims dims{1, H, H, D, D};
+  std::vector<float> q = random_data(std::size_t(H * N * D), 1), k = random_data(std::size_t(H * N * D), 2),
+                     v = random_data(std::size_t(H * N * D), 3), o(std::size_t(H * N * D));
+  const auto qv = from_bhnd<dynamic_extent, const float>(q.data(), 1, H, N, D);
+  const auto kv = from_bhnd<dynamic_extent, const float>(k.data(), 1, H, N, D);
+  const auto vv = from_bhnd<dynamic_extent, const float>(v.data(), 1, H, N, D);
+  const auto out = from_bhnd(o.data(), 1, H, N, D);
+  thread_pool pool(threads);
+  auto state = pol.make_state(dims);
+  pol.forward(state, {qv, kv, vv}, out, memory_mode::read_write, pool);  // a non-empty memory
+  for (auto _ : st) {
+    for (index_t t = 0; t < N; ++t)
+      pol.forward(state, {qv.tokens(t, 1), kv.tokens(t, 1), vv.tokens(t, 1)}, out.tokens(t, 1),
+                  memory_mode::read_write, pool);
+    benchmark::DoNotOptimize(o.data());
+  }
+  bench::set_tokens(st, double(N));
+  bench::set_flops(st, flops_per_token(update_rule::linear) * double(N), threads);
+  st.counters["ns/token"] = benchmark::Counter(double(N) * 1e-9, benchmark::Counter::kIsIterationInvariantRate |
+                                                                        benchmark::Counter::kInvert);
+  bench::label(st, "token by token, linear");
+}
+
 void bm_dense_causal(benchmark::State& st) {
   const index_t n = st.range(0);
   std::vector<float> q = random_data(std::size_t(H * n * D), 1), k = random_data(std::size_t(H * n * D), 2),
@@ -107,6 +135,7 @@ BENCHMARK_CAPTURE(bm_infini_stream, delta, longctx::update_rule::delta)
     ->UseRealTime()
     ->MeasureProcessCPUTime()
     ->Complexity(benchmark::oN);
+BENCHMARK(bm_infini_decode)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
 // Dense beyond 16K costs minutes per pass on two cores (32K: ~20 s, 1M:
 // ~6 hours by the O(n^2) fit), so it stops there; the fit gives the rest.
 BENCHMARK(bm_dense_causal)
