@@ -1,11 +1,17 @@
-// Kernel layer umbrella: masks, online softmax, micro-GEMM, tiled attention,
-// split-KV decode, executors.
+// Kernel layer umbrella: method-agnostic verbs (masks, online softmax,
+// micro-GEMM, tiled attention, split-KV decode, linear state, chunk
+// attention, RoPE, top-k, executors).
 #pragma once
 
 #include "kernels/attention.hpp"
+#include "kernels/chunk_attention.hpp"
 #include "kernels/executor.hpp"
+#include "kernels/linear_state.hpp"
 #include "kernels/mask.hpp"
 #include "kernels/micro_gemm.hpp"
 #include "kernels/online_softmax.hpp"
+#include "kernels/rmt_mask.hpp"
+#include "kernels/rope.hpp"
 #include "kernels/split_kv_decode.hpp"
 #include "kernels/tiled_attention.hpp"
+#include "kernels/topk.hpp"
