@@ -184,15 +184,20 @@ struct flash {
 
     // Quadratic part: every (piece, row group) is independent.
     const float sc = logit_scale();
+    // A task packs its keys' K^T and V (as much copying as 1/50 of the
+    // task's FLOPs per row): whole chunks per task when there are enough of
+    // them to keep the executor busy, row groups otherwise.
+    const index_t rows_per_task =
+        index_t(pieces.size()) >= 4 * index_t(exec.concurrency()) ? chunk : quad_rows_per_task;
     std::vector<index_t> task_piece, task_row;
     for (std::size_t p = 0; p < pieces.size(); ++p)
-      for (index_t r = 0; r < pieces[p].len; r += quad_rows_per_task) {
+      for (index_t r = 0; r < pieces[p].len; r += rows_per_task) {
         task_piece.push_back(index_t(p));
         task_row.push_back(r);
       }
     exec.parallel_for(index_t(task_piece.size()), [&](index_t task) {
       const detail::flash_piece& pc = pieces[std::size_t(task_piece[std::size_t(task)])];
-      const index_t r0 = task_row[std::size_t(task)], nr = std::min(quad_rows_per_task, pc.len - r0);
+      const index_t r0 = task_row[std::size_t(task)], nr = std::min(rows_per_task, pc.len - r0);
       // Keys this row group can see: causal stops at its last row.
       const index_t keys = causal ? pc.p0 + r0 + nr : pc.p0 + pc.len;
       const matrix_view<const float> k =
