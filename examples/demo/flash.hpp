@@ -41,7 +41,7 @@ inline void demo_flash(bool quick) {
   using longctx::index_t;
   std::printf("\n== FLASH: GAU layers with mixed-chunk attention ==\n");
   const index_t layers = 4, dm = 256, e = 2 * dm, s = 128, C = 256;
-  const index_t n = quick ? 1024 : 16384, n_stream = quick ? 512 : 4096;
+  const index_t n = quick ? 1024 : 32768, n_stream = quick ? 512 : 8192;
   std::mt19937 rng(2202);
   std::vector<longctx::gau_weights> w;
   for (index_t l = 0; l < layers; ++l) w.push_back(flash_demo::random_gau_weights(rng, dm, e, s));
