@@ -26,8 +26,8 @@ struct chunk_mask {
   index_t q_offset = 0;
 };
 
-// Query rows per block: the S tile (block_q, c_k) and the P V accumulators
-// stay in L2 for c_k = 256, e = 1536 (bench/bench_flash.cpp, chunk kernel).
+// Query rows per block, the exact kernel's block_q (not tuned separately):
+// the S tile (48 x 256 floats) stays in L1/L2 while the V panels stream.
 inline constexpr index_t chunk_attention_block_q = 48;
 
 constexpr index_t chunk_round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
