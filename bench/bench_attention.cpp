@@ -19,14 +19,6 @@ namespace {
 
 constexpr index_t H = 8;
 
-std::vector<float> random_buffer(std::size_t n, unsigned seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
 // Useful FLOPs: 2 d per visible logit (Q K^T) + 2 d_v per visible weight (P V).
 double attention_flops(index_t n_q, index_t n_kv, index_t d, bool is_causal) {
   const double visible = is_causal ? double(n_q) * double(n_kv) - double(n_q) * double(n_q - 1) / 2.0
@@ -38,8 +30,8 @@ template <index_t D, bool Causal>
 void BM_prefill(benchmark::State& st) {
   const index_t n = st.range(0);
   const int threads = int(st.range(1));
-  auto q = random_buffer(std::size_t(H * n * D), 1), k = random_buffer(std::size_t(H * n * D), 2),
-       v = random_buffer(std::size_t(H * n * D), 3);
+  auto q = bench::random_floats(std::size_t(H * n * D), 1), k = bench::random_floats(std::size_t(H * n * D), 2),
+       v = bench::random_floats(std::size_t(H * n * D), 3);
   std::vector<float> o(std::size_t(H * n * D));
   thread_pool pool{std::size_t(threads)};
   const float scale = 1.0f / std::sqrt(float(D));
@@ -63,8 +55,8 @@ void BM_prefill_eigen(benchmark::State& st) {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const index_t n = st.range(0);
   const int threads = int(st.range(1));
-  auto q = random_buffer(std::size_t(H * n * D), 1), k = random_buffer(std::size_t(H * n * D), 2),
-       v = random_buffer(std::size_t(H * n * D), 3);
+  auto q = bench::random_floats(std::size_t(H * n * D), 1), k = bench::random_floats(std::size_t(H * n * D), 2),
+       v = bench::random_floats(std::size_t(H * n * D), 3);
   std::vector<float> o(std::size_t(H * n * D));
   thread_pool pool{std::size_t(threads)};
   std::vector<Mat> s(std::size_t(H), Mat(n, n));
@@ -95,8 +87,8 @@ void BM_decode(benchmark::State& st) {
   constexpr index_t D = 128;
   const index_t n_kv = st.range(0);
   const int threads = int(st.range(1));
-  auto q = random_buffer(std::size_t(H * D), 1), k = random_buffer(std::size_t(H * n_kv * D), 2),
-       v = random_buffer(std::size_t(H * n_kv * D), 3);
+  auto q = bench::random_floats(std::size_t(H * D), 1), k = bench::random_floats(std::size_t(H * n_kv * D), 2),
+       v = bench::random_floats(std::size_t(H * n_kv * D), 3);
   std::vector<float> o(std::size_t(H * D));
   thread_pool pool{std::size_t(threads)};
   for (auto _ : st) {

@@ -23,20 +23,12 @@ using namespace longctx;
 
 namespace {
 
-std::vector<float> random_buffer(std::size_t n, unsigned seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
 // Streams `tokens` tokens through a fresh state per iteration; counts FLOPs.
 void run_rmt(benchmark::State& st, const rmt_backbone_config& cfg, const rmt& p, index_t tokens) {
   thread_pool pool(2);
   rmt_reference_backbone<> bb(cfg, &pool);
   const index_t w = cfg.width;
-  const auto in = random_buffer(std::size_t(tokens * w), 1), mem0 = random_buffer(std::size_t(p.memory * w), 2);
+  const auto in = bench::random_floats(std::size_t(tokens * w), 1), mem0 = bench::random_floats(std::size_t(p.memory * w), 2);
   std::vector<float> out(std::size_t(tokens * w));
   double flops = 0;
   for (auto _ : st) {
@@ -91,7 +83,7 @@ void BM_full_causal(benchmark::State& st) {
   const index_t n = st.range(0), w = demo_cfg.width;
   thread_pool pool(2);
   rmt_reference_backbone<> bb(demo_cfg, &pool);
-  const auto in = random_buffer(std::size_t(n * w), 1);
+  const auto in = bench::random_floats(std::size_t(n * w), 1);
   std::vector<float> out(std::size_t(n * w));
   auto pos = std::vector<index_t>(std::size_t(n));
   for (index_t i = 0; i < n; ++i) pos[std::size_t(i)] = i;

@@ -24,21 +24,13 @@ thread_pool& pool() {
   return p;
 }
 
-std::vector<float> random_vec(std::size_t n, unsigned seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(-1, 1);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(g);
-  return v;
-}
-
 // A cache already holding `rows` random rows (filled by append, no prefill
 // attention: the benchmark is the steady-state step).
 kv_cache filled(const tova& p, index_t rows) {
   kv_cache st = p.make_state({1, H, HKV, D, D});
   st.reserve(rows + 1 + (p.policy == eviction::full ? 4096 : 0));
   const index_t block = 1024;
-  const auto k = random_vec(std::size_t(HKV * block * D), 1), v = random_vec(std::size_t(HKV * block * D), 2);
+  const auto k = bench::random_floats(std::size_t(HKV * block * D), 1), v = bench::random_floats(std::size_t(HKV * block * D), 2);
   for (index_t r = 0; r < rows; r += block) {
     const index_t n = std::min(block, rows - r);
     st.append(from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, block, D).tokens(0, n),
@@ -55,8 +47,8 @@ void set_step_counters(benchmark::State& state, index_t rows) {
 }
 
 void run_steps(benchmark::State& state, const tova& p, kv_cache& st) {
-  const auto q = random_vec(std::size_t(H * POOL * D), 3), k = random_vec(std::size_t(HKV * POOL * D), 4),
-             v = random_vec(std::size_t(HKV * POOL * D), 5);
+  const auto q = bench::random_floats(std::size_t(H * POOL * D), 3), k = bench::random_floats(std::size_t(HKV * POOL * D), 4),
+             v = bench::random_floats(std::size_t(HKV * POOL * D), 5);
   std::vector<float> o(std::size_t(H * D));
   const auto qv = from_bhnd<dynamic_extent, const float>(q.data(), 1, H, POOL, D);
   const auto kv = from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, POOL, D);
@@ -96,8 +88,8 @@ void BM_full_32k(benchmark::State& state) {
 void BM_decode_kernel(benchmark::State& state) {
   const index_t n = state.range(0);
   const bool logits = state.range(1);
-  const auto k = random_vec(std::size_t(HKV * n * D), 1), v = random_vec(std::size_t(HKV * n * D), 2),
-             q = random_vec(std::size_t(H * D), 3);
+  const auto k = bench::random_floats(std::size_t(HKV * n * D), 1), v = bench::random_floats(std::size_t(HKV * n * D), 2),
+             q = bench::random_floats(std::size_t(H * D), 3);
   std::vector<float> o(std::size_t(H * D)), lg(std::size_t(H * n)), lse(static_cast<std::size_t>(H));
   const float scale = 1.0f / std::sqrt(float(D));
   for (auto _ : state) {
@@ -121,7 +113,7 @@ void BM_eviction_only(benchmark::State& state) {
   const tova p{.budget = budget};
   kv_cache st = filled(p, budget);
   const index_t n = budget + 1;
-  const auto logits = random_vec(std::size_t(H * n), 6), k = random_vec(std::size_t(HKV * D), 7);
+  const auto logits = bench::random_floats(std::size_t(H * n), 6), k = bench::random_floats(std::size_t(HKV * D), 7);
   std::vector<float> prob(std::size_t(H * n)), score(static_cast<std::size_t>(n)), lse(std::size_t(H), 5.0f);
   std::vector<index_t> victims(static_cast<std::size_t>(HKV));
   const auto row = from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, 1, D);

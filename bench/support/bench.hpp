@@ -6,6 +6,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <random>
+#include <string>
+#include <vector>
+
 #include <longctx/simd/arch.hpp>
 
 namespace longctx::bench {
@@ -30,6 +34,15 @@ inline void set_bytes(benchmark::State& st, double bytes) {
 
 inline void set_tokens(benchmark::State& st, double tokens) {
   st.counters["tokens/s"] = Counter(tokens, Counter::kIsIterationInvariantRate, Counter::kIs1000);
+}
+
+// n floats uniform in [-1, 1), reproducible from `seed`: benchmark inputs.
+inline std::vector<float> random_floats(std::size_t n, unsigned seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
 }
 
 template <class Arch = default_arch>
