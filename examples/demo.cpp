@@ -6,6 +6,7 @@
 #include <longctx/longctx.hpp>
 
 #include "demo/dense.hpp"
+#include "demo/flash.hpp"
 #include "demo/infini.hpp"
 #include "demo/rmt.hpp"
 #include "demo/tova.hpp"
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
               quick ? " (quick)" : "");
   demo_dense(quick);
   demo_infini(quick);
+  demo_flash(quick);
   demo_rmt(quick);
   demo_tova(quick);
   return 0;
