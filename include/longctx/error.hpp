@@ -6,6 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "config.hpp"
@@ -20,10 +21,20 @@ class invalid_argument : public std::invalid_argument {
 
 namespace detail {
 
+// Streams one part; a callable part is called first, so a costly description
+// (e.g. every argument's shape) is built only when a check fails.
+template <class Part>
+void stream_part(std::ostream& os, Part&& part) {
+  if constexpr (std::is_invocable_v<Part&>)
+    os << part();
+  else
+    os << std::forward<Part>(part);
+}
+
 template <class... Parts>
 std::string concat(Parts&&... parts) {
   std::ostringstream os;
-  (os << ... << std::forward<Parts>(parts));
+  (stream_part(os, std::forward<Parts>(parts)), ...);
   return os.str();
 }
 
@@ -32,6 +43,8 @@ std::string concat(Parts&&... parts) {
 // `where`: the public function, `argument`: the offending parameter; the rest
 // is streamed into the message, e.g. require(q.extent(1) == k.extent(1),
 // "attention", "k", "head dim ", k.extent(1), " != q head dim ", q.extent(1)).
+// Arguments are evaluated before the call even when ok is true: pass costly
+// parts as callables (a lambda returning the text), never as built strings.
 template <class... Parts>
 void require(bool ok, const char* where, const char* argument, Parts&&... parts) {
   if (!ok) [[unlikely]] {

@@ -50,7 +50,7 @@ std::string describe(const shape& s) {
 }
 
 shape random_shape(test::rng_t& g, bool decode) {
-  static const std::vector<int> lens = test::odd_sizes({48, 64}, 200);
+  static const std::vector<int> lens = test::odd_sizes({attention_blocking<default_arch>::block_q, attention_blocking<default_arch>::block_kv}, 260);
   static const std::vector<int> dims{1, 2, 7, 8, 16, 17, 59, 64, 111, 128};
   shape s{};
   s.b = test::uniform_int(g, 1, 2);

@@ -100,7 +100,7 @@ TEST_CASE("tensor4_view: (b, h, n, d) and (b, n, h, d) memory give the same logi
   auto s = t2.tokens(1, 3);
   CHECK(s.extent(2) == 3);
   CHECK(s(1, 2, 0, 1) == t2(1, 2, 1, 1));
-  CHECK(shape_string(t1) == "(2, 3, 5, 4)");
+  CHECK(detail::concat(shape_of(t1)) == "(2, 3, 5, 4)");
 }
 
 TEST_CASE("boundary checks: unit inner stride and null data", "[tensor]") {

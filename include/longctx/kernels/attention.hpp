@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "executor.hpp"
+#include "scratch.hpp"
 #include "split_kv_decode.hpp"
 #include "tiled_attention.hpp"
 
@@ -23,19 +24,6 @@ LONGCTX_NAMESPACE_BEGIN
 using lse_view = strided_view<float, dextents<index_t, 3>>;  // (b, h, n_q)
 
 namespace detail {
-
-// Per-thread scratch that grows and is reused across calls: kernels do not
-// allocate, the entry points own this. Tags keep the buffers apart: a task
-// running on the calling thread uses task_tag while the caller's buffers
-// (packed K^T, decode partials), shared by all tasks, live under caller_tag.
-struct task_tag {};
-struct caller_tag {};
-template <class Tag, class T = float>
-inline T* thread_scratch(index_t count) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < std::size_t(count)) buf.resize(std::size_t(count));
-  return buf.data();
-}
 
 struct attention_dims {
   index_t b, h, h_kv, n_q, n_kv, d, d_v, group;
@@ -49,21 +37,21 @@ attention_dims check_attention(const char* where, const tensor4_view<const float
   const attention_dims a{q.extent(0), q.extent(1), k.extent(1), q.extent(2),
                          k.extent(2), q.extent(3), v.extent(3), 0};
   const auto shapes = [&] {
-    return concat("q ", shape_string(q), ", k ", shape_string(k), ", v ", shape_string(v), ", o ",
-                  shape_string(o));
+    return concat("q ", shape_of(q), ", k ", shape_of(k), ", v ", shape_of(v), ", o ",
+                  shape_of(o));
   };
   require(k.extent(0) == a.b && v.extent(0) == a.b && o.extent(0) == a.b, where, "k/v/o",
-          "batch sizes differ: ", shapes());
-  require(a.d > 0, where, "q", "head dim d must be > 0: ", shapes());
-  require(k.extent(3) == a.d, where, "k", "head dim ", k.extent(3), " != q head dim ", a.d, ": ", shapes());
-  require(a.d_v > 0, where, "v", "value dim d_v must be > 0: ", shapes());
-  require(a.h_kv > 0 || a.h == 0, where, "k", "no KV heads: ", shapes());
+          "batch sizes differ: ", shapes);
+  require(a.d > 0, where, "q", "head dim d must be > 0: ", shapes);
+  require(k.extent(3) == a.d, where, "k", "head dim ", k.extent(3), " != q head dim ", a.d, ": ", shapes);
+  require(a.d_v > 0, where, "v", "value dim d_v must be > 0: ", shapes);
+  require(a.h_kv > 0 || a.h == 0, where, "k", "no KV heads: ", shapes);
   require(a.h_kv == 0 || a.h % a.h_kv == 0, where, "k", "query heads ", a.h,
-          " not a multiple of KV heads ", a.h_kv, ": ", shapes());
+          " not a multiple of KV heads ", a.h_kv, ": ", shapes);
   require(v.extent(1) == a.h_kv && v.extent(2) == a.n_kv, where, "v",
-          "(h_kv, n_kv) must match k's: ", shapes());
+          "(h_kv, n_kv) must match k's: ", shapes);
   require(o.extent(1) == a.h && o.extent(2) == a.n_q && o.extent(3) == a.d_v, where, "o",
-          "must be (b, h, n_q, d_v): ", shapes());
+          "must be (b, h, n_q, d_v): ", shapes);
   require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
   require_unit_inner_stride(q, where, "q");
   require_unit_inner_stride(k, where, "k");
@@ -75,7 +63,7 @@ attention_dims check_attention(const char* where, const tensor4_view<const float
   require_data(o, where, "o");
   if (lse.data()) {
     require(lse.extent(0) == a.b && lse.extent(1) == a.h && lse.extent(2) == a.n_q, where, "lse",
-            "must be (b, h, n_q) = (", a.b, ", ", a.h, ", ", a.n_q, "), got ", shape_string(lse));
+            "must be (b, h, n_q) = (", a.b, ", ", a.h, ", ", a.n_q, "), got ", shape_of(lse));
   }
   require_mask(mask, where);
   attention_dims r = a;
@@ -107,13 +95,16 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
   const auto bound = mask.bind(a.n_q, a.n_kv);
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   const index_t kv_tiles = (a.n_kv + BKV - 1) / BKV;
-  const index_t kt_head = packed_kt_floats<Arch>(a.n_kv, a.d);
-  float* kt = detail::thread_scratch<detail::caller_tag>(a.b * a.h_kv * kt_head);
+  // K^T and V packed once per KV head and call, in parallel, then read by
+  // every query block of every query head of the group.
+  const index_t kt_head = packed_kt_floats<Arch>(a.n_kv, a.d), v_head = packed_v_floats<Arch>(a.n_kv, a.d_v);
+  float* kt = detail::thread_scratch<detail::caller_tag>(a.b * a.h_kv * (kt_head + v_head));
+  float* vp = kt + a.b * a.h_kv * kt_head;
   detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
     exec.parallel_for(a.b * a.h_kv * kv_tiles, [&](index_t task) {
-      const index_t bk = task / kv_tiles;
-      pack_kt_tile<Arch, KV>(matrix_view<const KV, D>(k.head(bk / a.h_kv, bk % a.h_kv)), task % kv_tiles,
-                             kt + bk * kt_head);
+      const index_t bk = task / kv_tiles, bi = bk / a.h_kv, hk = bk % a.h_kv;
+      pack_kt_tile<Arch, KV>(matrix_view<const KV, D>(k.head(bi, hk)), task % kv_tiles, kt + bk * kt_head);
+      pack_v_tile<Arch, KV>(matrix_view<const KV, DV>(v.head(bi, hk)), task % kv_tiles, vp + bk * v_head);
     });
     exec.parallel_for(a.b * a.h * q_blocks, [&](index_t task) {
       const index_t blk = task % q_blocks, bh = task / q_blocks;
@@ -127,9 +118,10 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
         }
         return;
       }
-      tiled_attention_block<Arch, KV>(
-          matrix_view<const float, D>(q.head(bi, hi)), kt + (bi * a.h_kv + hk) * kt_head, a.n_kv,
-          matrix_view<const KV, DV>(v.head(bi, hk)), matrix_view<float, DV>(o.head(bi, hi)), lse_row,
+      const index_t bk = bi * a.h_kv + hk;
+      tiled_attention_block<Arch>(
+          matrix_view<const float, D>(q.head(bi, hi)), kt + bk * kt_head, vp + bk * v_head, a.n_kv,
+          matrix_view<float, DV>(o.head(bi, hi)), lse_row,
           lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
           detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)));
     });
@@ -152,7 +144,7 @@ void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const
     require(logits.extent(0) == a.b && logits.extent(1) == a.h && logits.extent(2) == a.n_q &&
                 logits.extent(3) == a.n_kv,
             "decode", "logits", "must be (b, h, n_q, n_kv) = (", a.b, ", ", a.h, ", ", a.n_q, ", ", a.n_kv,
-            "), got ", shape_string(logits));
+            "), got ", shape_of(logits));
     require_unit_inner_stride(logits, "decode", "logits");
   }
   if (a.b * a.h * a.n_q == 0) return;
@@ -167,24 +159,27 @@ void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const
   softmax_state* part_st = detail::thread_scratch<detail::caller_tag, softmax_state>(n_parts);
   std::fill(part_o, part_o + n_parts * dvp, 0.0f);
   std::fill(part_st, part_st + n_parts, softmax_state{});
+  // Row r of KV head (bi, hk) is query row r % n_q of head hk * group + r / n_q.
+  const float** q_ptr = detail::thread_scratch<detail::caller_tag, const float*>(a.b * a.h_kv * rows);
+  float** l_ptr = detail::thread_scratch<detail::caller_tag, float*>(logits.data() ? a.b * a.h_kv * rows : 0);
+  index_t* q_pos = detail::thread_scratch<detail::caller_tag, index_t>(rows);
+  for (index_t bk = 0; bk < a.b * a.h_kv; ++bk)
+    for (index_t r = 0; r < rows; ++r) {
+      const index_t bi = bk / a.h_kv, hi = (bk % a.h_kv) * a.group + r / a.n_q, i = r % a.n_q;
+      q_ptr[bk * rows + r] = &q(bi, hi, i, 0);
+      if (logits.data()) l_ptr[bk * rows + r] = &logits(bi, hi, i, 0);
+      q_pos[r] = i;
+    }
   detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
     exec.parallel_for(a.b * a.h_kv * n_chunks, [&](index_t task) {
       const index_t c = task % n_chunks, bk = task / n_chunks;
       const index_t bi = bk / a.h_kv, hk = bk % a.h_kv;
-      std::vector<const float*> q_rows(static_cast<std::size_t>(rows));
-      std::vector<index_t> q_pos(static_cast<std::size_t>(rows));
-      std::vector<float*> l_rows(static_cast<std::size_t>(rows), nullptr);
-      for (index_t g = 0; g < a.group; ++g)
-        for (index_t i = 0; i < a.n_q; ++i) {
-          const std::size_t r = std::size_t(g * a.n_q + i);
-          q_rows[r] = &q(bi, hk * a.group + g, i, 0);
-          q_pos[r] = i;
-          if (logits.data()) l_rows[r] = &logits(bi, hk * a.group + g, i, 0);
-        }
-      decode_chunk<Arch, KV>(q_rows.data(), q_pos.data(), rows, matrix_view<const KV, D>(k.head(bi, hk)),
+      const float** q_rows = q_ptr + bk * rows;
+      float** l_rows = logits.data() ? l_ptr + bk * rows : nullptr;
+      decode_chunk<Arch, KV>(q_rows, q_pos, rows, matrix_view<const KV, D>(k.head(bi, hk)),
                              matrix_view<const KV, DV>(v.head(bi, hk)), scale, bound, c * chunk,
                              std::min(a.n_kv, (c + 1) * chunk), part_o + task * rows * dvp,
-                             part_st + task * rows, logits.data() ? l_rows.data() : nullptr,
+                             part_st + task * rows, l_rows,
                              detail::thread_scratch<detail::task_tag>(decode_chunk_scratch<Arch>(rows, a.d_v)));
     });
   });

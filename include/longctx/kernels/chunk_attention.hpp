@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "micro_gemm.hpp"
+#include "scratch.hpp"
 #include "../error.hpp"
 #include "../tensor/view.hpp"
 
@@ -196,6 +197,10 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
   }
 }
 
+namespace detail {
+struct chunk_attention_tag {};
+}  // namespace detail
+
 // Checked entry point for one chunk: o (c_q, d_v) (+)= relu(scale q k^T + bias)^2 v,
 // q (c_q, d), k (c_k, d), v (c_k, d_v), bias (c_q, c_k) optional. scale is
 // explicit: 1/C for FLASH's chunks, 1/n for FLASH-Quad over the whole sequence.
@@ -205,14 +210,14 @@ void chunk_attention(matrix_view<const float> q, matrix_view<const float> k, mat
                      bool accumulate = false) {
   constexpr const char* where = "chunk_attention";
   const auto shapes = [&] {
-    return detail::concat("q ", shape_string(q), ", k ", shape_string(k), ", v ", shape_string(v), ", o ",
-                          shape_string(o), ", bias ", shape_string(bias));
+    return detail::concat("q ", shape_of(q), ", k ", shape_of(k), ", v ", shape_of(v), ", o ",
+                          shape_of(o), ", bias ", shape_of(bias));
   };
-  require(k.extent(1) == q.extent(1), where, "k", "head dim differs from q's: ", shapes());
-  require(v.extent(0) == k.extent(0), where, "v", "rows differ from k's: ", shapes());
-  require(o.extent(0) == q.extent(0) && o.extent(1) == v.extent(1), where, "o", "must be (c_q, d_v): ", shapes());
+  require(k.extent(1) == q.extent(1), where, "k", "head dim differs from q's: ", shapes);
+  require(v.extent(0) == k.extent(0), where, "v", "rows differ from k's: ", shapes);
+  require(o.extent(0) == q.extent(0) && o.extent(1) == v.extent(1), where, "o", "must be (c_q, d_v): ", shapes);
   require(bias.data() == nullptr || (bias.extent(0) == q.extent(0) && bias.extent(1) == k.extent(0)), where,
-          "bias", "must be (c_q, c_k): ", shapes());
+          "bias", "must be (c_q, c_k): ", shapes);
   require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
   require(mask.q_offset >= 0, where, "mask", "q_offset must be >= 0, got ", mask.q_offset);
   require_unit_inner_stride(q, where, "q");
@@ -225,12 +230,11 @@ void chunk_attention(matrix_view<const float> q, matrix_view<const float> k, mat
   require_data(v, where, "v");
   require_data(o, where, "o");
   if (q.extent(0) == 0 || v.extent(1) == 0) return;
-  thread_local std::vector<float> buf;
-  const index_t need = chunk_pack_scratch<Arch>(k.extent(0), k.extent(1), v.extent(1)) +
-                       chunk_rows_scratch<Arch>(k.extent(0), v.extent(1));
-  if (buf.size() < std::size_t(need)) buf.resize(std::size_t(need));
-  const chunk_operands ops = prepare_chunk<Arch>(k, v, buf.data());
-  float* rows = buf.data() + chunk_pack_scratch<Arch>(k.extent(0), k.extent(1), v.extent(1));
+  const index_t pack = chunk_pack_scratch<Arch>(k.extent(0), k.extent(1), v.extent(1));
+  float* scratch =
+      detail::thread_scratch<detail::chunk_attention_tag>(pack + chunk_rows_scratch<Arch>(k.extent(0), v.extent(1)));
+  const chunk_operands ops = prepare_chunk<Arch>(k, v, scratch);
+  float* rows = scratch + pack;
   if (accumulate)
     chunk_attention_rows<Arch, true>(q, ops, o, scale, bias, mask, rows);
   else

@@ -59,7 +59,24 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
       if (kind == tile_kind::empty) {
         for (index_t jj = 0; jj < nkp; ++jj) sr[jj] = neg_inf;
       } else {
-        for (index_t jj = 0; jj < nk; ++jj) {
+        index_t jj = 0;
+        if constexpr (std::is_same_v<KV, float>) {
+          // R keys per dot_rows call. Prefetch: K rows `ahead` keys on, and
+          // this tile's V rows for the P V product that follows (7% faster
+          // at n_kv = 32K, 2 threads; DRAM-bound).
+          constexpr int R = 4;
+          constexpr index_t ahead = 16;
+          for (; jj + R <= nk; jj += R) {
+            if (r == 0)  // the group's other rows read the same keys
+              for (index_t u = jj; u < jj + R; ++u) {
+                if (j0 + u + ahead < c1) prefetch(k.data() + (j0 + u + ahead) * k.stride(0), d);
+                prefetch(v.data() + (j0 + u) * v.stride(0), d_v);
+              }
+            dot_rows<R, Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), k.stride(0), d, sr + jj);
+            LONGCTX_UNROLL for (int u = 0; u < R; ++u) sr[jj + u] *= scale;
+          }
+        }
+        for (; jj < nk; ++jj) {
           if constexpr (std::is_same_v<KV, float>) {
             sr[jj] = scale * dot<Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), d);
           } else {

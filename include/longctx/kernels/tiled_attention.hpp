@@ -1,13 +1,13 @@
 // Tiled softmax attention for one head and one block of query rows
 // (FlashAttention-2 order): for each key tile, S = (scale Q) K^T by the
-// micro-kernel against packed K^T, mask, online softmax, O = alpha O + P V.
-// Masked-out tiles are skipped, partial tiles masked exactly per element.
+// micro-kernel against packed K^T, mask, online softmax, O = alpha O + P V
+// against packed V. Masked-out tiles are skipped, partial tiles masked
+// exactly per element.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <type_traits>
 
 #include "kv_storage.hpp"
 #include "mask.hpp"
@@ -23,7 +23,7 @@ LONGCTX_NAMESPACE_BEGIN
 template <class Arch>
 struct attention_blocking {
   static constexpr index_t block_q = 48;
-  static constexpr index_t block_kv = 64;
+  static constexpr index_t block_kv = 128;
 };
 
 constexpr index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
@@ -33,7 +33,7 @@ template <class Arch>
 constexpr index_t tiled_attention_scratch(index_t d, index_t d_v) noexcept {
   constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
   const index_t dvp = round_up(d_v, Arch::width);
-  return BQ * d + BQ * BKV + BKV * dvp + BQ * dvp + BQ;
+  return BQ * d + BQ * BKV + BQ * dvp + BQ;
 }
 
 // K^T packed per key tile: tile t is a (d, block_kv) row-major block holding
@@ -44,6 +44,15 @@ template <class Arch>
 constexpr index_t packed_kt_floats(index_t n_kv, index_t d) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   return (n_kv + BKV - 1) / BKV * d * BKV;
+}
+
+// V packed likewise: (n_kv rounded up to block_kv, d_v rounded up to W)
+// row-major, zero-padded, in the storage's float conversion and in aligned
+// memory whatever the caller's V is (unaligned rows cost up to 20% here).
+template <class Arch>
+constexpr index_t packed_v_floats(index_t n_kv, index_t d_v) noexcept {
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
+  return (n_kv + BKV - 1) / BKV * BKV * round_up(d_v, Arch::width);
 }
 
 namespace detail {
@@ -102,30 +111,35 @@ void pack_kt_tile(matrix_view<const KV, D> k, index_t tile, float* kt_tiles) noe
   detail::pack_kt(k.data() + j0 * k.stride(0), k.stride(0), d, nk, BKV, kt_tiles + tile * d * BKV, BKV);
 }
 
+// Packs value tile `tile` of v (n_kv, d_v) into v_tiles (see packed_v_floats).
+template <class Arch, class KV, std::size_t DV>
+void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noexcept {
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
+  const index_t d_v = v.extent(1), dvp = round_up(d_v, Arch::width);
+  const index_t j0 = tile * BKV, nk = std::min(BKV, v.extent(0) - j0);
+  detail::pack_v(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, BKV, v_tiles + j0 * dvp);
+}
+
 // Rows [i0, i1) (at most block_q) of one head. q (n_q, d), kt: the head's
-// packed K^T (pack_kt_tile, n_kv keys), v (n_kv, d_v), o (n_q, d_v); lse: n_q
+// packed K^T (pack_kt_tile, n_kv keys), vp: its packed V (pack_v_tile, d_v
+// columns), o (n_q, d_v); lse: n_q
 // floats with stride lse_stride, or null. Inner strides must be 1 (checked
 // by the caller). scratch: tiled_attention_scratch floats.
-template <class Arch, class KV, class BoundMask, std::size_t D, std::size_t DV>
-void tiled_attention_block(matrix_view<const float, D> q, const float* kt, index_t n_kv,
-                           matrix_view<const KV, DV> v, matrix_view<float, DV> o, float* lse,
+template <class Arch, class BoundMask, std::size_t D, std::size_t DV>
+void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t n_kv,
+                           matrix_view<float, DV> o, float* lse,
                            index_t lse_stride, float scale, const BoundMask& mask, index_t i0,
                            index_t i1, float* scratch) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
   constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
-  const index_t d = q.extent(1), d_v = v.extent(1);
+  const index_t d = q.extent(1), d_v = o.extent(1);
   const index_t dvp = round_up(d_v, W);
   const index_t nb = i1 - i0;
   LONGCTX_ASSERT(nb > 0 && nb <= BQ);
-  // V is read in place when it is float with whole vectors per row; else packed.
-  constexpr bool direct_v_possible = std::is_same_v<KV, float>;
-  const bool direct_v = direct_v_possible && d_v % W == 0;
-
   float* qs = scratch;
   float* s = qs + BQ * d;
-  float* vp = s + BQ * BKV;
-  float* acc = vp + BKV * dvp;
+  float* acc = s + BQ * BKV;
   float* alpha = acc + BQ * dvp;
   std::array<softmax_state, BQ> st{};
 
@@ -154,16 +168,8 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, index
       for (index_t r = 0; r < nb; ++r)
         detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);
     for (index_t r = 0; r < nb; ++r) alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
-
-    if constexpr (direct_v_possible) {
-      if (direct_v) {  // P's padding columns are 0: k = nk reads no row past the tile
-        block_gemm<Arch, true>(nb, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc,
-                               dvp, alpha);
-        continue;
-      }
-    }
-    detail::pack_v(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, nkp, vp);
-    block_gemm<Arch, true>(nb, dvp, nkp, s, BKV, vp, dvp, acc, dvp, alpha);
+    // P's padding columns are 0: k = nk reads no padding row.
+    block_gemm<Arch, true>(nb, dvp, nk, s, BKV, vp + j0 * dvp, dvp, acc, dvp, alpha);
   }
 
   for (index_t r = 0; r < nb; ++r) {

@@ -19,6 +19,7 @@
 #include "../kernels/executor.hpp"
 #include "../kernels/linear_state.hpp"
 #include "../kernels/rope.hpp"
+#include "../kernels/scratch.hpp"
 #include "../tensor/eigen.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -38,12 +39,6 @@ struct flash_input {
 };
 
 namespace detail {
-template <class T>
-T* flash_scratch(std::vector<T>& buf, index_t elems) {
-  if (buf.size() < std::size_t(elems)) buf.resize(std::size_t(elems));
-  return buf.data();
-}
-
 // A run of a call's rows inside one chunk: rows [t0, t0 + len) of the call
 // sit at positions [p0, p0 + len) of global chunk g.
 struct flash_piece {
@@ -142,18 +137,18 @@ struct flash {
     require(!st.closed_, where, "state", "already consumed by a non-causal call (make a new state)");
     const index_t n = in.q_quad.extent(0), s = st.s_, e = st.e_;
     const auto shapes = [&] {
-      return detail::concat("q_quad ", shape_string(in.q_quad), ", k_quad ", shape_string(in.k_quad), ", q_lin ",
-                            shape_string(in.q_lin), ", k_lin ", shape_string(in.k_lin), ", v ",
-                            shape_string(in.v), ", out ", shape_string(out), ", state s ", s, " e ", e);
+      return detail::concat("q_quad ", shape_of(in.q_quad), ", k_quad ", shape_of(in.k_quad), ", q_lin ",
+                            shape_of(in.q_lin), ", k_lin ", shape_of(in.k_lin), ", v ",
+                            shape_of(in.v), ", out ", shape_of(out), ", state s ", s, " e ", e);
     };
     for (auto [view, name] : {std::pair{in.q_quad, "q_quad"}, std::pair{in.k_quad, "k_quad"},
                               std::pair{in.q_lin, "q_lin"}, std::pair{in.k_lin, "k_lin"}}) {
-      require(view.extent(0) == n && view.extent(1) == s, where, name, "must be (n, s): ", shapes());
+      require(view.extent(0) == n && view.extent(1) == s, where, name, "must be (n, s): ", shapes);
       require_unit_inner_stride(view, where, name);
       require_data(view, where, name);
     }
-    require(in.v.extent(0) == n && in.v.extent(1) == e, where, "v", "must be (n, e): ", shapes());
-    require(out.extent(0) == n && out.extent(1) == e, where, "out", "must be (n, e): ", shapes());
+    require(in.v.extent(0) == n && in.v.extent(1) == e, where, "v", "must be (n, e): ", shapes);
+    require(out.extent(0) == n && out.extent(1) == e, where, "out", "must be (n, e): ", shapes);
     require_unit_inner_stride(in.v, where, "v");
     require_unit_inner_stride(out, where, "out");
     require_data(in.v, where, "v");
@@ -209,9 +204,9 @@ struct flash {
       if (bias.data())
         b = matrix_view<const float>(bias.data() + (pc.p0 + r0) * bias.stride(0),
                                      matrix_view<const float>::extents_type(nr, keys), {bias.stride(0), 1});
-      thread_local std::vector<float> buf;
+      thread_local scratch_buffer<float> buf;
       const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
-      float* scratch = detail::flash_scratch(buf, pack + chunk_rows_scratch<Arch>(keys, e));
+      float* scratch = buf.grow(pack + chunk_rows_scratch<Arch>(keys, e));
       const chunk_operands ops = prepare_chunk<Arch>(k, v, scratch, nr > 2);
       chunk_attention_rows<Arch, false>(in.q_quad.rows(pc.t0 + r0, nr), ops, out.rows(pc.t0 + r0, nr), sc, b,
                                         chunk_mask{causal, pc.p0 + r0}, scratch + pack);
@@ -225,9 +220,9 @@ struct flash {
     exec.parallel_for(slices, [&](index_t sl) {
       const index_t c0 = sl * column_slice, w = std::min(column_slice, e - c0);
       linear_state_view<float> mem{st.m_.data() + c0, z_slices.data() + sl * s, s, w, ld_m};
-      thread_local std::vector<float> buf;
+      thread_local scratch_buffer<float> buf;
       float* scratch =
-          detail::flash_scratch(buf, std::max(linear_update_scratch(s, w), linear_retrieve_scratch(s, w)));
+          buf.grow(std::max(linear_update_scratch(s, w), linear_retrieve_scratch(s, w)));
       const retrieval_combine add{ones.data(), ones.data()};
       const auto fold = [&](const detail::flash_piece& pc) {
         const index_t rows = pc.p0 + pc.len;
@@ -272,7 +267,7 @@ struct flash {
     require(!scale || std::isfinite(*scale), where, "scale", "must be finite, got ", scale.value_or(0.0f));
     if (bias.data()) {
       require(bias.extent(0) == chunk && bias.extent(1) == chunk, where, "bias", "must be (C, C) = (", chunk, ", ",
-              chunk, "), got ", shape_string(bias));
+              chunk, "), got ", shape_of(bias));
       require_unit_inner_stride(bias, where, "bias");
     }
   }
@@ -357,9 +352,9 @@ struct gau {
     require(st.attn_.s() == s && st.attn_.e() == e, where, "state", "made for s ", st.attn_.s(), ", e ",
             st.attn_.e(), ", weights have s ", s, ", e ", e);
     require(!st.closed_, where, "state", "already consumed by a whole-sequence call (make a new state)");
-    require(x.extent(1) == dm, where, "x", "must be (n, d_model = ", dm, "), got ", shape_string(x));
+    require(x.extent(1) == dm, where, "x", "must be (n, d_model = ", dm, "), got ", shape_of(x));
     require(y.extent(0) == n && y.extent(1) == dm, where, "y", "must be (n, d_model) = (", n, ", ", dm, "), got ",
-            shape_string(y));
+            shape_of(y));
     require_unit_inner_stride(x, where, "x");
     require_unit_inner_stride(y, where, "y");
     require_data(x, where, "x");
@@ -420,9 +415,9 @@ struct gau {
       exec.parallel_for(qb, [&](index_t blk) {
         const index_t r0 = blk * flash::quad_rows_per_task, nr = std::min(flash::quad_rows_per_task, n - r0);
         const index_t keys = causal ? r0 + nr : n;
-        thread_local std::vector<float> buf;
+        thread_local scratch_buffer<float> buf;
         const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
-        float* scratch = detail::flash_scratch(buf, pack + chunk_rows_scratch<Arch>(keys, e));
+        float* scratch = buf.grow(pack + chunk_rows_scratch<Arch>(keys, e));
         const chunk_operands ops = prepare_chunk<Arch>(view_of(st.q_[1]).rows(0, keys), v.rows(0, keys), scratch);
         chunk_attention_rows<Arch, false>(view_of(st.q_[0]).rows(r0, nr), ops, a.rows(r0, nr), sc, {},
                                           chunk_mask{causal, r0}, scratch + pack);

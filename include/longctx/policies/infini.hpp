@@ -17,6 +17,7 @@
 
 #include "../kernels/attention.hpp"
 #include "../kernels/linear_state.hpp"
+#include "../kernels/scratch.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
@@ -58,11 +59,10 @@ struct infini_footprint {
 namespace detail {
 // Per-thread scratch of the policy's linear-state calls (separate from the
 // attention kernel's, which runs in a different phase anyway).
+struct infini_tag {};
 template <class S>
 S* infini_scratch(index_t elems) {
-  thread_local std::vector<S> buf;
-  if (buf.size() < std::size_t(elems)) buf.resize(std::size_t(elems));
-  return buf.data();
+  return thread_scratch<infini_tag, S>(elems);
 }
 
 inline constexpr char infini_magic[8] = {'l', 'c', 'x', 'i', 'n', 'f', 'n', 'i'};
@@ -273,8 +273,8 @@ struct basic_infini {
     const tensor4_view<const float> k_mem = in.k_mem.data() ? in.k_mem : in.k;
     const auto expect = [&](const tensor4_view<const float>& t, const char* arg, index_t heads, index_t dim) {
       require(t.extent(0) == d.b && t.extent(1) == heads && t.extent(2) == n && t.extent(3) == dim, where, arg,
-              "must be (b, heads, n, dim) = (", d.b, ", ", heads, ", ", n, ", ", dim, "), got ", shape_string(t),
-              " (q ", shape_string(in.q), ")");
+              "must be (b, heads, n, dim) = (", d.b, ", ", heads, ", ", n, ", ", dim, "), got ", shape_of(t),
+              " (q ", shape_of(in.q), ")");
       require_unit_inner_stride(t, where, arg);
       require_data(t, where, arg);
     };

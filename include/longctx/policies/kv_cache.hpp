@@ -216,11 +216,11 @@ class kv_cache {
     const index_t n = k.extent(2);
     require(k.extent(0) == dims_.batch && k.extent(1) == dims_.kv_heads && k.extent(3) == dims_.head_dim,
             "kv_cache::append", "k", "must be (", dims_.batch, ", ", dims_.kv_heads, ", n, ", dims_.head_dim,
-            "), got ", shape_string(k));
+            "), got ", shape_of(k));
     require(v.extent(0) == dims_.batch && v.extent(1) == dims_.kv_heads && v.extent(2) == n &&
                 v.extent(3) == dims_.value_dim,
             "kv_cache::append", "v", "must be (", dims_.batch, ", ", dims_.kv_heads, ", ", n, ", ",
-            dims_.value_dim, "), got ", shape_string(v));
+            dims_.value_dim, "), got ", shape_of(v));
     require_unit_inner_stride(k, "kv_cache::append", "k");
     require_unit_inner_stride(v, "kv_cache::append", "v");
     reserve(size_ + n);

@@ -102,7 +102,7 @@ class rmt_state {
     p_.validate("rmt::make_state");
     require(initial_memory.extent(0) == p_.memory && initial_memory.extent(1) == width_, "rmt::make_state",
             "initial_memory", "must be (m, width) = (", p_.memory, ", ", width_, "), got ",
-            shape_string(initial_memory));
+            shape_of(initial_memory));
     require_data(initial_memory, "rmt::make_state", "initial_memory");
     memory_.resize(std::size_t(p_.memory * width_));
     for (index_t i = 0; i < p_.memory; ++i)
@@ -213,7 +213,7 @@ class rmt_state {
   void forward(matrix_view<const float> in, matrix_view<float> out) {
     const char* where = "rmt::forward";
     require(in.extent(1) == width_ && out.extent(1) == width_ && out.extent(0) == in.extent(0), where, "in/out",
-            "must both be (n, width ", width_, "), got in ", shape_string(in), ", out ", shape_string(out));
+            "must both be (n, width ", width_, "), got in ", shape_of(in), ", out ", shape_of(out));
     require_unit_inner_stride(in, where, "in");
     require_unit_inner_stride(out, where, "out");
     require_data(in, where, "in");

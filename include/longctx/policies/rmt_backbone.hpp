@@ -109,7 +109,7 @@ class rmt_reference_backbone {
                matrix_view<float> y) {
     const index_t n = x.extent(0), w = cfg_.width;
     require(x.extent(1) == w && y.extent(0) == n && y.extent(1) == w, "rmt_reference_backbone::forward", "x/y",
-            "must both be (n, ", w, "), got x ", shape_string(x), ", y ", shape_string(y));
+            "must both be (n, ", w, "), got x ", shape_of(x), ", y ", shape_of(y));
     require(index_t(pos.size()) == n, "rmt_reference_backbone::forward", "pos", pos.size(),
             " positions for ", n, " rows");
     require(cache.k.size() == layers_.size(), "rmt_reference_backbone::forward", "cache",

@@ -62,21 +62,21 @@ struct tova {
             "the state was made by a policy with a different cache configuration");
     const index_t n = q.extent(2);
     const auto shapes = [&] {
-      return detail::concat("q ", shape_string(q), ", k ", shape_string(k), ", v ", shape_string(v), ", o ",
-                            shape_string(o), "; state (b ", dm.batch, ", h ", dm.heads, ", h_kv ", dm.kv_heads,
+      return detail::concat("q ", shape_of(q), ", k ", shape_of(k), ", v ", shape_of(v), ", o ",
+                            shape_of(o), "; state (b ", dm.batch, ", h ", dm.heads, ", h_kv ", dm.kv_heads,
                             ", d ", dm.head_dim, ", d_v ", dm.value_dim, ")");
     };
     require(q.extent(0) == dm.batch && q.extent(1) == dm.heads && q.extent(3) == dm.head_dim, "tova::forward",
-            "q", "must be (b, h, n, d) of the state: ", shapes());
+            "q", "must be (b, h, n, d) of the state: ", shapes);
     require(k.extent(0) == dm.batch && k.extent(1) == dm.kv_heads && k.extent(2) == n &&
                 k.extent(3) == dm.head_dim,
-            "tova::forward", "k", "must be (b, h_kv, n, d): ", shapes());
+            "tova::forward", "k", "must be (b, h_kv, n, d): ", shapes);
     require(v.extent(0) == dm.batch && v.extent(1) == dm.kv_heads && v.extent(2) == n &&
                 v.extent(3) == dm.value_dim,
-            "tova::forward", "v", "must be (b, h_kv, n, d_v): ", shapes());
+            "tova::forward", "v", "must be (b, h_kv, n, d_v): ", shapes);
     require(o.extent(0) == dm.batch && o.extent(1) == dm.heads && o.extent(2) == n &&
                 o.extent(3) == dm.value_dim,
-            "tova::forward", "o", "must be (b, h, n, d_v): ", shapes());
+            "tova::forward", "o", "must be (b, h, n, d_v): ", shapes);
     if (n == 0) return;
     if (n == 1 || prefill == prefill_mode::token_by_token) {
       for (index_t i = 0; i < n; ++i)

@@ -34,6 +34,50 @@ inline float dot(const float* a, const float* b, std::ptrdiff_t n) noexcept {
   return reduce_add((s0 + s1) + (s2 + s3));
 }
 
+// Hints the cache lines of x[0, n) into cache ahead of use (a no-op where the
+// compiler has no prefetch builtin). Decode uses it to keep more DRAM reads
+// in flight than the hardware prefetcher starts on its own.
+inline void prefetch(const float* x, std::ptrdiff_t n) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr std::ptrdiff_t line = 64 / sizeof(float);
+  for (std::ptrdiff_t i = 0; i < n; i += line) __builtin_prefetch(x + i);
+#else
+  static_cast<void>(x);
+  static_cast<void>(n);
+#endif
+}
+
+// out[r] = sum_i a[i] * b[r * ldb + i] for r in [0, R): R dots against one
+// vector, sharing its loads (decode's Q K^T). Two accumulators per row keep
+// 2R FMA chains in flight.
+template <int R, class Arch = default_arch>
+inline void dot_rows(const float* a, const float* b, std::ptrdiff_t ldb, std::ptrdiff_t n, float* out) noexcept {
+  using V = vec<float, Arch>;
+  constexpr std::ptrdiff_t W = V::width;
+  V s0[R], s1[R];
+  LONGCTX_UNROLL for (int r = 0; r < R; ++r) s0[r] = s1[r] = V::zero();
+  const std::ptrdiff_t n2 = n / (2 * W) * (2 * W), n1 = n / W * W;
+  std::ptrdiff_t i = 0;
+  for (; i < n2; i += 2 * W) {
+    const V x0 = V::load(a + i), x1 = V::load(a + i + W);
+    LONGCTX_UNROLL for (int r = 0; r < R; ++r) {
+      s0[r] = fma(x0, V::load(b + r * ldb + i), s0[r]);
+      s1[r] = fma(x1, V::load(b + r * ldb + i + W), s1[r]);
+    }
+  }
+  if (i < n1) {
+    const V x0 = V::load(a + i);
+    LONGCTX_UNROLL for (int r = 0; r < R; ++r) s0[r] = fma(x0, V::load(b + r * ldb + i), s0[r]);
+    i += W;
+  }
+  if (i < n) {
+    const int t = static_cast<int>(n - i);
+    const V x1 = V::load_partial(a + i, t);
+    LONGCTX_UNROLL for (int r = 0; r < R; ++r) s1[r] = fma(x1, V::load_partial(b + r * ldb + i, t), s1[r]);
+  }
+  LONGCTX_UNROLL for (int r = 0; r < R; ++r) out[r] = reduce_add(s0[r] + s1[r]);
+}
+
 // y[i] += alpha * x[i]
 template <class Arch = default_arch>
 inline void axpy(float alpha, const float* x, float* y, std::ptrdiff_t n) noexcept {

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstddef>
+#include <ostream>
 #include <type_traits>
 
 #include "extents.hpp"
@@ -191,15 +192,23 @@ void require_data(const View& v, const char* where, const char* argument) {
           " elements");
 }
 
-// "(2, 8, 1024, 128)" for messages.
-template <class View>
-std::string shape_string(const View& v) {
-  std::string s = "(";
-  for (std::size_t r = 0; r < View::rank(); ++r) {
-    if (r) s += ", ";
-    s += std::to_string(v.extent(r));
+// A view's extents for messages, streamed as "(2, 8, 1024, 128)". A value
+// (no string is built unless it is printed), so argument checks cost nothing
+// on the success path.
+template <std::size_t Rank>
+struct shape_of_t {
+  std::array<index_t, Rank> extents;
+  friend std::ostream& operator<<(std::ostream& os, const shape_of_t& s) {
+    os << '(';
+    for (std::size_t r = 0; r < Rank; ++r) os << (r ? ", " : "") << s.extents[r];
+    return os << ')';
   }
-  return s + ")";
+};
+template <class View>
+shape_of_t<View::rank()> shape_of(const View& v) noexcept {
+  shape_of_t<View::rank()> s{};
+  for (std::size_t r = 0; r < View::rank(); ++r) s.extents[r] = v.extent(r);
+  return s;
 }
 
 LONGCTX_NAMESPACE_END
