@@ -160,12 +160,12 @@ BENCHMARK(bm_flash_stream)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->Complexity(benchmark::oN);
-// Dense with e = 1536 values per key costs 7.1 TFLOP at 64K (~1 min per pass
-// on two idle cores, minutes on a shared machine), so it stops at 16K; the
-// O(n^2) fit (Complexity) gives 64K and beyond. One pass per repetition.
+// Dense with e = 1536 values per key costs 7.1 TFLOP at 64K (about a minute
+// on two idle cores): measured, not extrapolated, since the 10x target is
+// stated at 64K. One pass per repetition.
 BENCHMARK(bm_dense_causal)
     ->RangeMultiplier(4)
-    ->Range(1 << 10, 16 << 10)
+    ->Range(1 << 10, 64 << 10)
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
