@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "micro_gemm.hpp"
+#include "pack.hpp"
 #include "scratch.hpp"
 #include "../error.hpp"
 #include "../tensor/view.hpp"
@@ -31,19 +32,17 @@ struct chunk_mask {
 // the S tile (48 x 256 floats) stays in L1/L2 while the V panels stream.
 inline constexpr index_t chunk_attention_block_q = 48;
 
-constexpr index_t chunk_round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
-
 // Columns per packed V panel: one micro-tile's width (nr vectors).
 template <class Arch>
 inline constexpr index_t chunk_v_panel = index_t(gemm_tile_traits<Arch>::nr) * Arch::width;
 
 // A chunk's keys and values as the kernel reads them: kt (d, ldkt) = K^T with
-// zero columns [c_k, ldkt), ldkt a multiple of W; V packed in column panels
-// of chunk_v_panel columns, panel p at v + p * c_k * panel, each (c_k, panel)
-// row-major, zero-padded. Panels make the P V micro-kernel read B
-// contiguously: V rows of e = 1536 floats are 6 KB apart, and a micro-tile
-// walking 256 of them touches 256 pages, far past the L1 TLB
-// (bench/bench_flash.cpp bm_chunk_kernel).
+// zero columns [c_k, ldkt), ldkt a multiple of the micro-tile width nr W;
+// V packed in column panels of chunk_v_panel columns, panel p at
+// v + p * c_k * panel, each (c_k, panel) row-major, zero-padded. Panels make
+// the P V micro-kernel read B contiguously: V rows of e = 1536 floats are
+// 6 KB apart, and a micro-tile walking 256 of them touches 256 pages, far
+// past the L1 TLB (bench/bench_flash.cpp bm_chunk_kernel).
 // A caller with one or two query rows may leave V in place (pack_v = false,
 // when d_v % W == 0): the copy would cost as much as the product. The layout
 // never changes a bit of the result.
@@ -58,15 +57,15 @@ struct chunk_operands {
 // Floats prepare_chunk needs for c_k keys of dim d and values of dim d_v.
 template <class Arch>
 constexpr index_t chunk_pack_scratch(index_t c_k, index_t d, index_t d_v) noexcept {
-  constexpr index_t W = Arch::width, P = chunk_v_panel<Arch>;
-  return d * chunk_round_up(std::max<index_t>(c_k, 1), W) + c_k * chunk_round_up(d_v, P);
+  constexpr index_t P = chunk_v_panel<Arch>;
+  return d * round_up(std::max<index_t>(c_k, 1), P) + c_k * round_up(d_v, P);
 }
 
 // Floats chunk_attention_rows needs per call (per thread).
 template <class Arch>
 constexpr index_t chunk_rows_scratch(index_t c_k, index_t d_v) noexcept {
   constexpr index_t W = Arch::width, BQ = chunk_attention_block_q;
-  return BQ * chunk_round_up(std::max<index_t>(c_k, 1), W) + BQ * chunk_round_up(d_v, W) + BQ;
+  return BQ * round_up(std::max<index_t>(c_k, 1), chunk_v_panel<Arch>) + BQ * round_up(d_v, W) + BQ;
 }
 
 // Packs k (c_k, d) transposed and v (c_k, d_v) in panels into scratch
@@ -76,21 +75,23 @@ chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float
                              bool pack_v = true) noexcept {
   constexpr index_t W = Arch::width, P = chunk_v_panel<Arch>;
   const index_t c_k = k.extent(0), d = k.extent(1), d_v = v.extent(1);
-  const index_t ldkt = chunk_round_up(std::max<index_t>(c_k, 1), W);
+  const index_t ldkt = round_up(std::max<index_t>(c_k, 1), P);
   float* kt = scratch;
-  for (index_t p = 0; p < d; ++p) std::fill(kt + p * ldkt + c_k, kt + (p + 1) * ldkt, 0.0f);
-  for (index_t j = 0; j < c_k; ++j) {
-    const float* kr = k.data() + j * k.stride(0);
-    for (index_t p = 0; p < d; ++p) kt[p * ldkt + j] = kr[p];
-  }
+  detail::pack_kt(k.data(), k.stride(0), d, c_k, ldkt, kt, ldkt);
   if (!pack_v && d_v % W == 0) return {kt, ldkt, v.data(), v.stride(0), P, c_k, d, d_v};
+  // Row by row (each source row read once, sequentially), whole vectors: a
+  // memcpy per (row, panel) made packing 20% of a causal chunk's time.
+  using Vf = vec<float, Arch>;
   float* vp = kt + d * ldkt;
-  for (index_t c0 = 0; c0 < d_v; c0 += P) {
-    const index_t w = std::min(P, d_v - c0);
-    float* panel = vp + c0 * c_k;  // panel c0 / P starts at (c0 / P) * c_k * P
-    for (index_t j = 0; j < c_k; ++j) {
-      std::memcpy(panel + j * P, v.data() + j * v.stride(0) + c0, sizeof(float) * std::size_t(w));
-      std::fill(panel + j * P + w, panel + (j + 1) * P, 0.0f);
+  const index_t full = d_v / W * W;
+  for (index_t j = 0; j < c_k; ++j) {
+    const float* src = v.data() + j * v.stride(0);
+    index_t c = 0;
+    for (; c < full; c += W) Vf::load(src + c).store(vp + (c / P) * c_k * P + j * P + c % P);
+    for (; c < round_up(d_v, P); c += W) {  // last panel: partial vector, then zeros
+      const int t = int(std::clamp<index_t>(d_v - c, 0, W));
+      const Vf x = t > 0 ? Vf::load_partial(src + c, t) : Vf::zero();
+      x.store(vp + (c / P) * c_k * P + j * P + c % P);
     }
   }
   return {kt, ldkt, vp, P, c_k * P, c_k, d, d_v};
@@ -106,9 +107,12 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
                           matrix_view<const float> bias, chunk_mask mask, float* scratch) noexcept {
   using Vf = vec<float, Arch>;
   constexpr index_t W = Vf::width, BQ = chunk_attention_block_q, MR = gemm_tile_traits<Arch>::mr;
+  // Q K^T columns in whole micro-tiles (nr vectors): a one-vector tail tile
+  // does 6 broadcasts per 6 FMAs and ran at half speed.
+  constexpr index_t KC = chunk_v_panel<Arch>;
   static_assert(BQ % MR == 0, "chunk_attention_block_q must be a multiple of every arch's micro-tile rows");
   const index_t c_q = q.extent(0), c_k = ops.c_k, d = ops.d, d_v = ops.d_v;
-  const index_t dvp = chunk_round_up(d_v, W);
+  const index_t dvp = round_up(d_v, W);
   LONGCTX_ASSERT(q.extent(1) == d && o.extent(0) == c_q && o.extent(1) == d_v);
   float* s = scratch;                // (BQ, ldkt) scores, then probabilities
   float* acc = s + BQ * ops.ldkt;    // (BQ, dvp) P V when o cannot take it directly
@@ -134,12 +138,12 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
       };
       for (index_t r = 0; r < nb; r += MR) {
         const index_t rows = std::min(MR, nb - r);
-        block_gemm<Arch, false>(rows, chunk_round_up(strip_keys(r, rows), W), d, q.data() + (i0 + r) * q.stride(0),
+        block_gemm<Arch, false>(rows, round_up(strip_keys(r, rows), KC), d, q.data() + (i0 + r) * q.stride(0),
                                 q.stride(0), ops.kt, ops.ldkt, s + r * ops.ldkt, ops.ldkt);
       }
       for (index_t r = 0; r < nb; ++r) {
         float* sr = s + r * ops.ldkt;
-        const index_t nkp = chunk_round_up(strip_keys(r / MR * MR, std::min(MR, nb - r / MR * MR)), W);
+        const index_t nkp = round_up(strip_keys(r / MR * MR, std::min(MR, nb - r / MR * MR)), KC);
         const index_t vis = mask.causal ? std::min(nk, mask.q_offset + i0 + r + 1) : nk;
         const float* br = bias.data() ? bias.data() + (i0 + r) * bias.stride(0) : nullptr;
         index_t j = 0;

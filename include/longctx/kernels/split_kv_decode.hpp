@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "../simd/blas1.hpp"
+#include "pack.hpp"
 #include "tiled_attention.hpp"
 
 LONGCTX_NAMESPACE_BEGIN

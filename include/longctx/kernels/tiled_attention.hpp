@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "kv_storage.hpp"
+#include "pack.hpp"
 #include "mask.hpp"
 #include "micro_gemm.hpp"
 #include "online_softmax.hpp"
@@ -25,8 +26,6 @@ struct attention_blocking {
   static constexpr index_t block_q = 48;
   static constexpr index_t block_kv = 128;
 };
-
-constexpr index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
 
 // Floats of scratch tiled_attention_block needs.
 template <class Arch>
@@ -46,9 +45,9 @@ constexpr index_t packed_kt_floats(index_t n_kv, index_t d) noexcept {
   return (n_kv + BKV - 1) / BKV * d * BKV;
 }
 
-// V packed likewise: (n_kv rounded up to block_kv, d_v rounded up to W)
-// row-major, zero-padded, in the storage's float conversion and in aligned
-// memory whatever the caller's V is (unaligned rows cost up to 20% here).
+// V packed likewise, when it cannot be read in place (see attention()):
+// (n_kv rounded up to block_kv, d_v rounded up to W) row-major, zero-padded,
+// converted to float, in aligned memory.
 template <class Arch>
 constexpr index_t packed_v_floats(index_t n_kv, index_t d_v) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
@@ -76,31 +75,6 @@ inline void mask_row(const BoundMask& mask, index_t i, index_t j0, index_t nk, i
   for (index_t jj = nk; jj < nkp; ++jj) s[jj] = neg_inf;
 }
 
-// Copy keys [j0, j0 + nk) of K (n_kv, d) transposed into kt (d, ld), zero
-// columns [nk, nkp).
-template <class KV>
-inline void pack_kt(const KV* k, index_t ldk, index_t d, index_t nk, index_t nkp, float* kt,
-                    index_t ld) noexcept {
-  for (index_t jj = 0; jj < nk; ++jj) {
-    const KV* kr = k + jj * ldk;
-    for (index_t p = 0; p < d; ++p) kt[p * ld + jj] = kv_storage_traits<KV>::to_float(kr[p]);
-  }
-  for (index_t p = 0; p < d; ++p)
-    for (index_t jj = nk; jj < nkp; ++jj) kt[p * ld + jj] = 0.0f;
-}
-
-// Copy V rows [j0, j0 + nk) into vp (nkp, dvp), zero padding rows and columns.
-template <class KV>
-inline void pack_v(const KV* v, index_t ldv, index_t d_v, index_t dvp, index_t nk, index_t nkp,
-                   float* vp) noexcept {
-  for (index_t jj = 0; jj < nkp; ++jj) {
-    float* dst = vp + jj * dvp;
-    index_t c = 0;
-    if (jj < nk)
-      for (; c < d_v; ++c) dst[c] = kv_storage_traits<KV>::to_float(v[jj * ldv + c]);
-    for (; c < dvp; ++c) dst[c] = 0.0f;
-  }
-}
 }  // namespace detail
 
 // Packs key tile `tile` of k (n_kv, d) into kt_tiles (see packed_kt_floats).
@@ -121,12 +95,13 @@ void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noex
 }
 
 // Rows [i0, i1) (at most block_q) of one head. q (n_q, d), kt: the head's
-// packed K^T (pack_kt_tile, n_kv keys), vp: its packed V (pack_v_tile, d_v
-// columns), o (n_q, d_v); lse: n_q
+// packed K^T (pack_kt_tile, n_kv keys), vp: its V with row stride ldv, either
+// packed (pack_v_tile, ldv = d_v rounded up to W) or the caller's float rows
+// when they are whole, aligned vectors; o (n_q, d_v); lse: n_q
 // floats with stride lse_stride, or null. Inner strides must be 1 (checked
 // by the caller). scratch: tiled_attention_scratch floats.
 template <class Arch, class BoundMask, std::size_t D, std::size_t DV>
-void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t n_kv,
+void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t ldv, index_t n_kv,
                            matrix_view<float, DV> o, float* lse,
                            index_t lse_stride, float scale, const BoundMask& mask, index_t i0,
                            index_t i1, float* scratch) noexcept {
@@ -169,7 +144,7 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
         detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);
     for (index_t r = 0; r < nb; ++r) alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
     // P's padding columns are 0: k = nk reads no padding row.
-    block_gemm<Arch, true>(nb, dvp, nk, s, BKV, vp + j0 * dvp, dvp, acc, dvp, alpha);
+    block_gemm<Arch, true>(nb, dvp, nk, s, BKV, vp + j0 * ldv, ldv, acc, dvp, alpha);
   }
 
   for (index_t r = 0; r < nb; ++r) {
