@@ -62,9 +62,10 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
       } else {
         index_t jj = 0;
         if constexpr (std::is_same_v<KV, float>) {
-          // R keys per dot_rows call. Prefetch: K rows `ahead` keys on, and
-          // this tile's V rows for the P V product that follows (7% faster
-          // at n_kv = 32K, 2 threads; DRAM-bound).
+          // R keys per dot_rows call (q's loads shared). Prefetch: K rows
+          // `ahead` keys on, and this tile's V rows for the P V product that
+          // follows. Measured 0-7% at n_kv = 32K, 2 threads, within the
+          // host's bandwidth noise; distances 8-128 were indistinguishable.
           constexpr int R = 4;
           constexpr index_t ahead = 16;
           for (; jj + R <= nk; jj += R) {
