@@ -11,7 +11,7 @@
 #include <cmath>
 #include <vector>
 
-#include <longctx/kernels/attention.hpp>
+#include <longctx/attention.hpp>
 #include <longctx/policies/flash.hpp>
 
 #include "support/bench.hpp"

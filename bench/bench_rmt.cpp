@@ -14,8 +14,8 @@
 #include <random>
 #include <vector>
 
-#include <longctx/policies/rmt.hpp>
-#include <longctx/policies/rmt_backbone.hpp>
+#include <longctx/models/rmt.hpp>
+#include <longctx/models/rmt_backbone.hpp>
 
 #include "support/bench.hpp"
 

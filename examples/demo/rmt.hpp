@@ -12,8 +12,8 @@
 #include <vector>
 
 #include <longctx/longctx.hpp>
-#include <longctx/policies/rmt.hpp>
-#include <longctx/policies/rmt_backbone.hpp>
+#include <longctx/models/rmt.hpp>
+#include <longctx/models/rmt_backbone.hpp>
 
 inline void demo_rmt(bool quick) {
   using longctx::index_t;

@@ -11,13 +11,17 @@
 
 #include "config.hpp"
 
-LONGCTX_NAMESPACE_BEGIN
-
-// Thrown for bad shapes, strides, parameters or corrupt snapshots.
+namespace longctx {
+// Thrown for bad shapes, strides, parameters or corrupt snapshots. Outside
+// the ISA-tagged namespace (its code does not depend on the flags), so a
+// catch in a translation unit built with other -m flags still matches.
 class invalid_argument : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
 };
+}  // namespace longctx
+
+LONGCTX_NAMESPACE_BEGIN
 
 namespace detail {
 

@@ -1,11 +1,10 @@
-// Kernel layer umbrella: method-agnostic verbs (masks, online softmax,
-// micro-GEMM, tiled attention, split-KV decode, linear state, chunk
-// attention, RoPE, top-k, executors).
+// Kernel layer umbrella: method-agnostic, unchecked verbs (masks, online
+// softmax, micro-GEMM, tiled prefill, split-KV decode, linear state, chunk
+// attention, RoPE, top-k). The checked entry points are longctx/attention.hpp.
 #pragma once
 
 #include "kernels/attention.hpp"
 #include "kernels/chunk_attention.hpp"
-#include "kernels/executor.hpp"
 #include "kernels/linear_state.hpp"
 #include "kernels/mask.hpp"
 #include "kernels/micro_gemm.hpp"

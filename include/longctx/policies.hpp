@@ -1,10 +1,8 @@
-// Policy layer umbrella: one header per method, each a policy object with a
-// state_type, make_state and forward (see DESIGN.md section 5).
+// Policy layer umbrella: every sequence policy (the sequence_policy concept,
+// policies/protocol.hpp), one header per method.
 #pragma once
 
 #include "policies/flash.hpp"
 #include "policies/infini.hpp"
 #include "policies/kv_cache.hpp"
-#include "policies/rmt.hpp"
-#include "policies/rmt_backbone.hpp"
 #include "policies/tova.hpp"

@@ -16,8 +16,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "executor.hpp"
-#include "scratch.hpp"
+#include "../runtime/executor.hpp"
+#include "../runtime/scratch.hpp"
 #include "split_kv_decode.hpp"
 #include "tiled_attention.hpp"
 
@@ -27,55 +27,22 @@ using lse_view = strided_view<float, dextents<index_t, 3>>;  // (b, h, n_q)
 
 namespace detail {
 
-struct attention_dims {
+// Logical sizes of one attention call (after the boundary checks).
+struct attention_shape {
   index_t b, h, h_kv, n_q, n_kv, d, d_v, group;
 };
 
-template <class KV, class Mask>
-attention_dims check_attention(const char* where, const tensor4_view<const float>& q,
-                               const tensor4_view<const KV>& k, const tensor4_view<const KV>& v,
-                               const tensor4_view<float>& o, float scale, const Mask& mask,
-                               const lse_view& lse) {
-  const attention_dims a{q.extent(0), q.extent(1), k.extent(1), q.extent(2),
-                         k.extent(2), q.extent(3), v.extent(3), 0};
-  const auto shapes = [&] {
-    return concat("q ", shape_of(q), ", k ", shape_of(k), ", v ", shape_of(v), ", o ",
-                  shape_of(o));
-  };
-  require(k.extent(0) == a.b && v.extent(0) == a.b && o.extent(0) == a.b, where, "k/v/o",
-          "batch sizes differ: ", shapes);
-  require(a.d > 0, where, "q", "head dim d must be > 0: ", shapes);
-  require(k.extent(3) == a.d, where, "k", "head dim ", k.extent(3), " != q head dim ", a.d, ": ", shapes);
-  require(a.d_v > 0, where, "v", "value dim d_v must be > 0: ", shapes);
-  require(a.h_kv > 0 || a.h == 0, where, "k", "no KV heads: ", shapes);
-  require(a.h_kv == 0 || a.h % a.h_kv == 0, where, "k", "query heads ", a.h,
-          " not a multiple of KV heads ", a.h_kv, ": ", shapes);
-  require(v.extent(1) == a.h_kv && v.extent(2) == a.n_kv, where, "v",
-          "(h_kv, n_kv) must match k's: ", shapes);
-  require(o.extent(1) == a.h && o.extent(2) == a.n_q && o.extent(3) == a.d_v, where, "o",
-          "must be (b, h, n_q, d_v): ", shapes);
-  require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
-  require_unit_inner_stride(q, where, "q");
-  require_unit_inner_stride(k, where, "k");
-  require_unit_inner_stride(v, where, "v");
-  require_unit_inner_stride(o, where, "o");
-  require_data(q, where, "q");
-  require_data(k, where, "k");
-  require_data(v, where, "v");
-  require_data(o, where, "o");
-  if (lse.data()) {
-    require(lse.extent(0) == a.b && lse.extent(1) == a.h && lse.extent(2) == a.n_q, where, "lse",
-            "must be (b, h, n_q) = (", a.b, ", ", a.h, ", ", a.n_q, "), got ", shape_of(lse));
-  }
-  require_mask(mask, where);
-  attention_dims r = a;
-  r.group = a.h_kv > 0 ? a.h / a.h_kv : 1;
-  return r;
+template <class KV>
+attention_shape shape_of_call(const tensor4_view<const float>& q, const tensor4_view<const KV>& k,
+                              const tensor4_view<const KV>& v) noexcept {
+  const index_t h_kv = k.extent(1);
+  return {q.extent(0), q.extent(1), h_kv, q.extent(2), k.extent(2), q.extent(3), v.extent(3),
+          h_kv > 0 ? q.extent(1) / h_kv : 1};
 }
 
 // True when prefill can read V (b, h_kv, n_kv, d_v) in place: float storage,
 // d_v whole vectors, and every row starting on a vector boundary.
-template <class Arch, class KV>
+template <arch_tag Arch, class KV>
 bool readable_in_place(const tensor4_view<const KV>& v) noexcept {
   if constexpr (!std::is_same_v<KV, float>) {
     return false;
@@ -98,13 +65,12 @@ void dispatch_head_dims(index_t d, index_t d_v, F&& f) {
 
 }  // namespace detail
 
-// Tiled prefill. `scale` is explicit (usually 1/sqrt(d)).
-template <class Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
-          executor Exec = serial_executor>
-void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
-               std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
-               const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}) {
-  const auto a = detail::check_attention("attention", q, k, v, o, scale, mask, lse);
+// Tiled prefill, unchecked: the caller (attention() in longctx/attention.hpp,
+// or a policy after its own checks) guarantees the contract above.
+template <arch_tag Arch, kv_storage KV, mask_descriptor Mask, executor Exec>
+void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, tensor4_view<const KV> v,
+                       tensor4_view<float> o, float scale, const Mask& mask, lse_view lse, Exec&& exec) {
+  const auto a = detail::shape_of_call(q, k, v);
   if (a.b * a.h * a.n_q == 0) return;
   constexpr index_t BQ = attention_blocking<Arch>::block_q;
   const index_t q_blocks = (a.n_q + BQ - 1) / BQ;
@@ -155,24 +121,16 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
 }
 
 // Split-KV decode for a few query rows (typically n_q = 1) per head over a
-// long cache. Same contract as attention(); results agree with it to rounding.
-// `logits`, if given, receives the scaled, masked logits (b, h, n_q, n_kv):
-// with lse, probabilities_from_logits() gives a row's softmax without a
-// second pass over K (TOVA scores).
-template <class Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
-          executor Exec = serial_executor>
-void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
-            std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
-            const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {},
-            tensor4_view<float> logits = {}) {
-  const auto a = detail::check_attention("decode", q, k, v, o, scale, mask, lse);
-  if (logits.data()) {
-    require(logits.extent(0) == a.b && logits.extent(1) == a.h && logits.extent(2) == a.n_q &&
-                logits.extent(3) == a.n_kv,
-            "decode", "logits", "must be (b, h, n_q, n_kv) = (", a.b, ", ", a.h, ", ", a.n_q, ", ", a.n_kv,
-            "), got ", shape_of(logits));
-    require_unit_inner_stride(logits, "decode", "logits");
-  }
+// long cache; results agree with prefill_attention to rounding. `logits`, if
+// given, receives the scaled, masked logits (b, h, n_q, n_kv): with lse,
+// probabilities_from_logits() gives a row's softmax without a second pass
+// over K (TOVA scores).
+// Unchecked, like prefill_attention (checked: decode() in longctx/attention.hpp).
+template <arch_tag Arch, kv_storage KV, mask_descriptor Mask, executor Exec>
+void decode_attention(tensor4_view<const float> q, tensor4_view<const KV> k, tensor4_view<const KV> v,
+                      tensor4_view<float> o, float scale, const Mask& mask, lse_view lse, Exec&& exec,
+                      tensor4_view<float> logits) {
+  const auto a = detail::shape_of_call(q, k, v);
   if (a.b * a.h * a.n_q == 0) return;
   const index_t rows = a.group * a.n_q;  // all query rows of one KV group share the K/V stream
   const index_t chunk = decode_chunk_size<Arch>(a.n_kv);

@@ -13,7 +13,7 @@
 
 #include "micro_gemm.hpp"
 #include "pack.hpp"
-#include "scratch.hpp"
+#include "../runtime/scratch.hpp"
 #include "../error.hpp"
 #include "../tensor/view.hpp"
 
@@ -33,7 +33,7 @@ struct chunk_mask {
 inline constexpr index_t chunk_attention_block_q = 48;
 
 // Columns per packed V panel: one micro-tile's width (nr vectors).
-template <class Arch>
+template <arch_tag Arch>
 inline constexpr index_t chunk_v_panel = index_t(gemm_tile_traits<Arch>::nr) * Arch::width;
 
 // A chunk's keys and values as the kernel reads them: kt (d, ldkt) = K^T with
@@ -55,14 +55,14 @@ struct chunk_operands {
 };
 
 // Floats prepare_chunk needs for c_k keys of dim d and values of dim d_v.
-template <class Arch>
+template <arch_tag Arch>
 constexpr index_t chunk_pack_scratch(index_t c_k, index_t d, index_t d_v) noexcept {
   constexpr index_t P = chunk_v_panel<Arch>;
   return d * round_up(std::max<index_t>(c_k, 1), P) + c_k * round_up(d_v, P);
 }
 
 // Floats chunk_attention_rows needs per call (per thread).
-template <class Arch>
+template <arch_tag Arch>
 constexpr index_t chunk_rows_scratch(index_t c_k, index_t d_v) noexcept {
   constexpr index_t W = Arch::width, BQ = chunk_attention_block_q;
   return BQ * round_up(std::max<index_t>(c_k, 1), chunk_v_panel<Arch>) + BQ * round_up(d_v, W) + BQ;
@@ -70,7 +70,7 @@ constexpr index_t chunk_rows_scratch(index_t c_k, index_t d_v) noexcept {
 
 // Packs k (c_k, d) transposed and v (c_k, d_v) in panels into scratch
 // (chunk_pack_scratch floats). Inner strides 1.
-template <class Arch>
+template <arch_tag Arch>
 chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float> v, float* scratch,
                              bool pack_v = true) noexcept {
   constexpr index_t W = Arch::width, P = chunk_v_panel<Arch>;
@@ -102,7 +102,7 @@ chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float
 // scratch: chunk_rows_scratch floats. Masked and padding keys get P = 0
 // exactly, and the P V product stops at the last key the block can see, so
 // extra keys add exact zeros: streaming one row gives the block's bits.
-template <class Arch, bool Accumulate = false>
+template <arch_tag Arch, bool Accumulate = false>
 void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops, matrix_view<float> o, float scale,
                           matrix_view<const float> bias, chunk_mask mask, float* scratch) noexcept {
   using Vf = vec<float, Arch>;
@@ -208,7 +208,7 @@ struct chunk_attention_tag {};
 // Checked entry point for one chunk: o (c_q, d_v) (+)= relu(scale q k^T + bias)^2 v,
 // q (c_q, d), k (c_k, d), v (c_k, d_v), bias (c_q, c_k) optional. scale is
 // explicit: 1/C for FLASH's chunks, 1/n for FLASH-Quad over the whole sequence.
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 void chunk_attention(matrix_view<const float> q, matrix_view<const float> k, matrix_view<const float> v,
                      matrix_view<float> o, float scale, chunk_mask mask = {}, matrix_view<const float> bias = {},
                      bool accumulate = false) {

@@ -113,7 +113,7 @@ constexpr index_t linear_update_scratch(index_t d_k, index_t d_v) noexcept {
 // ---- Feature maps. ---------------------------------------------------------
 
 // y[i] = phi(x[i]) for n floats (x == y allowed). NaN stays NaN.
-template <class Arch>
+template <arch_tag Arch>
 inline void apply_feature_map(feature_map f, const float* x, float* y, index_t n) noexcept {
   if (f == feature_map::identity) {
     if (x != y) std::memmove(y, x, sizeof(float) * std::size_t(n));
@@ -170,7 +170,7 @@ inline double norm_factor(const retrieval_norm& nm, bool z_empty, double den) no
 }
 
 // phi of rows [r0, r0 + nr) of x (n, d) into dst (nr, d) contiguous.
-template <class Arch>
+template <arch_tag Arch>
 inline void feature_rows(feature_map f, matrix_view<const float> x, index_t r0, index_t nr, float* dst) noexcept {
   const index_t d = x.extent(1);
   for (index_t r = 0; r < nr; ++r) apply_feature_map<Arch>(f, x.data() + (r0 + r) * x.stride(0), dst + r * d, d);
@@ -184,7 +184,7 @@ inline void feature_rows_f64(feature_map f, matrix_view<const float> x, index_t 
 
 // Float state: num (nr, dvw) = phi (nr, d_k) M and factor[r] for each row
 // (dvw = d_v rounded up to whole vectors).
-template <class Arch>
+template <arch_tag Arch>
 inline void retrieve_rows_f32(linear_state_view<const float> st, const retrieval_norm& nm, bool z_empty,
                               const float* phi, index_t nr, float* num, float* factor) noexcept {
   const index_t d_k = st.d_k, dvw = round_up_to(st.d_v, Arch::width);
@@ -221,7 +221,7 @@ inline double retrieve_row_f64(linear_state_view<const double> st, const retriev
 // reading the state only. Inner strides 1; scratch: linear_retrieve_scratch
 // elements of S. A row's result does not depend on n or on the other rows,
 // so streaming token by token gives the same bits as a whole block.
-template <class Arch, class S>
+template <arch_tag Arch, class S>
 void linear_retrieve(linear_state_view<const S> st, feature_map phi_kind, const retrieval_norm& nm,
                      matrix_view<const float> q, matrix_view<float> out, retrieval_combine comb,
                      S* scratch) noexcept {
@@ -293,7 +293,7 @@ void linear_retrieve(linear_state_view<const S> st, feature_map phi_kind, const 
 // rule as above (delta normalises its retrieval with `nm`). Every key of the
 // block sees the state from before the block. Inner strides 1; scratch:
 // linear_update_scratch elements of S.
-template <class Arch, class S>
+template <arch_tag Arch, class S>
 void linear_update(linear_state_view<S> st, feature_map phi_kind, update_rule rule, const retrieval_norm& nm,
                    matrix_view<const float> k, matrix_view<const float> v, S* scratch) noexcept {
   using V = vec<float, Arch>;

@@ -16,7 +16,7 @@ LONGCTX_NAMESPACE_BEGIN
 // Micro-tile per arch: mr rows x nr vectors of accumulators, chosen so that
 // mr*nr accumulators + nr B vectors + 1 broadcast fit the register file
 // (16 ymm on AVX2, 32 zmm / q registers on AVX-512 / NEON).
-template <class Arch>
+template <arch_tag Arch>
 struct gemm_tile_traits {
   static constexpr int mr = 4, nr = 4;  // scalar: 16 accumulators
 };
@@ -33,7 +33,7 @@ struct gemm_tile_traits<neon> {
   static constexpr int mr = 6, nr = 4;  // 24 + 4 + 1 = 29 of 32 q registers
 };
 
-template <class Arch, int MR, int NV, bool Accumulate>
+template <arch_tag Arch, int MR, int NV, bool Accumulate>
 inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, index_t ldb, float* c,
                        index_t ldc, const float* row_scale) noexcept {
   using V = vec<float, Arch>;
@@ -61,7 +61,7 @@ inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, i
 
 namespace detail {
 // Tail dispatch: rows 1..MR and vectors 1..NR become compile-time constants.
-template <class Arch, int MR, int NV, bool Acc>
+template <arch_tag Arch, int MR, int NV, bool Acc>
 inline void micro_gemm_rows(int rows, index_t k, const float* a, index_t lda, const float* b,
                             index_t ldb, float* c, index_t ldc, const float* rs) noexcept {
   if constexpr (MR > 0) {
@@ -69,7 +69,7 @@ inline void micro_gemm_rows(int rows, index_t k, const float* a, index_t lda, co
     return micro_gemm_rows<Arch, MR - 1, NV, Acc>(rows, k, a, lda, b, ldb, c, ldc, rs);
   }
 }
-template <class Arch, int MR, int NV, bool Acc>
+template <arch_tag Arch, int MR, int NV, bool Acc>
 inline void micro_gemm_tail(int rows, int nvec, index_t k, const float* a, index_t lda,
                             const float* b, index_t ldb, float* c, index_t ldc,
                             const float* rs) noexcept {
@@ -83,7 +83,7 @@ inline void micro_gemm_tail(int rows, int nvec, index_t k, const float* a, index
 // C (m x n) (=|+=) A (m x k) B (k x n) for any m, n a multiple of W: the
 // micro-kernel swept over the tile, tails dispatched to smaller instances.
 // Accumulate scales C's row r by row_scale[r] first (the online-softmax rescale).
-template <class Arch, bool Accumulate>
+template <arch_tag Arch, bool Accumulate>
 inline void block_gemm(index_t m, index_t n, index_t k, const float* a, index_t lda, const float* b,
                        index_t ldb, float* c, index_t ldc, const float* row_scale = nullptr) noexcept {
   using T = gemm_tile_traits<Arch>;

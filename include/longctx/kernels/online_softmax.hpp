@@ -30,7 +30,7 @@ struct softmax_state {
 // p[j] = exp(s[j] - m_new) is written over s, and the factor the row's output
 // accumulator must be multiplied by is returned (exp(m_old - m_new), 1 when
 // nothing is visible yet). s must hold a multiple of W floats (padding -inf).
-template <class Arch>
+template <arch_tag Arch>
 inline float softmax_block(softmax_state& st, float* s, index_t n_padded) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
@@ -63,7 +63,7 @@ inline float softmax_block(softmax_state& st, float* s, index_t n_padded) noexce
 // Merge partial result b into a: outputs (d_v floats, unnormalised, i.e.
 // sum_j exp(s_j - m) v_j) and states. Order-dependent in rounding only; the
 // kernels always merge in a fixed order.
-template <class Arch>
+template <arch_tag Arch>
 inline void merge_partial(softmax_state& a, float* oa, const softmax_state& b, const float* ob,
                           index_t d_v) noexcept {
   using V = vec<float, Arch>;
@@ -85,7 +85,7 @@ inline void merge_partial(softmax_state& a, float* oa, const softmax_state& b, c
 
 // Softmax probabilities of one query row from its scaled logits and its LSE:
 // p[j] = exp(logit[j] - lse). One pass, vectorised; 0 for a fully masked row.
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 inline void probabilities_from_logits(const float* logits, float lse, float* p, index_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;

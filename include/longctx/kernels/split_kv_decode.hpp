@@ -16,14 +16,14 @@ LONGCTX_NAMESPACE_BEGIN
 
 // Keys per chunk: at least 512 (amortises the merge), and at most 64 chunks
 // per KV head; a multiple of block_kv.
-template <class Arch>
+template <arch_tag Arch>
 constexpr index_t decode_chunk_size(index_t n_kv) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   return std::max<index_t>(round_up(512, BKV), round_up((n_kv + 63) / 64, BKV));
 }
 
 // Floats of scratch decode_chunk needs for `rows` query rows.
-template <class Arch>
+template <arch_tag Arch>
 constexpr index_t decode_chunk_scratch(index_t rows, index_t d_v) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   return rows * BKV + BKV * round_up(d_v, Arch::width) + rows;
@@ -34,7 +34,7 @@ constexpr index_t decode_chunk_scratch(index_t rows, index_t d_v) noexcept {
 // acc (rows, dvp) and st[rows], which start zero / empty. logits_rows[r], if
 // not null, receives row r's scaled, masked logits for keys [c0, c1) at
 // logits_rows[r][j].
-template <class Arch, class KV, class BoundMask, std::size_t D, std::size_t DV>
+template <arch_tag Arch, class KV, class BoundMask, std::size_t D, std::size_t DV>
 void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows,
                   matrix_view<const KV, D> k, matrix_view<const KV, DV> v, float scale,
                   const BoundMask& mask, index_t c0, index_t c1, float* acc, softmax_state* st,

@@ -21,14 +21,14 @@ LONGCTX_NAMESPACE_BEGIN
 // Query rows per block and keys per tile. block_kv is a multiple of every
 // arch's nr*W; block_q a multiple of mr. Chosen by bench/bench_attention.cpp
 // (48 x 64 keeps Q, K^T, S, P V operands in L2 at d = 128).
-template <class Arch>
+template <arch_tag Arch>
 struct attention_blocking {
   static constexpr index_t block_q = 48;
   static constexpr index_t block_kv = 128;
 };
 
 // Floats of scratch tiled_attention_block needs.
-template <class Arch>
+template <arch_tag Arch>
 constexpr index_t tiled_attention_scratch(index_t d, index_t d_v) noexcept {
   constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
   const index_t dvp = round_up(d_v, Arch::width);
@@ -39,7 +39,7 @@ constexpr index_t tiled_attention_scratch(index_t d, index_t d_v) noexcept {
 // keys [t block_kv, (t + 1) block_kv) as columns, zero-padded. Packed once per
 // KV head and call, then read by every query block (and every query head of a
 // GQA group): the transpose is paid once, not once per query block.
-template <class Arch>
+template <arch_tag Arch>
 constexpr index_t packed_kt_floats(index_t n_kv, index_t d) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   return (n_kv + BKV - 1) / BKV * d * BKV;
@@ -48,7 +48,7 @@ constexpr index_t packed_kt_floats(index_t n_kv, index_t d) noexcept {
 // V packed likewise, when it cannot be read in place (see attention()):
 // (n_kv rounded up to block_kv, d_v rounded up to W) row-major, zero-padded,
 // converted to float, in aligned memory.
-template <class Arch>
+template <arch_tag Arch>
 constexpr index_t packed_v_floats(index_t n_kv, index_t d_v) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   return (n_kv + BKV - 1) / BKV * BKV * round_up(d_v, Arch::width);
@@ -78,7 +78,7 @@ inline void mask_row(const BoundMask& mask, index_t i, index_t j0, index_t nk, i
 }  // namespace detail
 
 // Packs key tile `tile` of k (n_kv, d) into kt_tiles (see packed_kt_floats).
-template <class Arch, class KV, std::size_t D>
+template <arch_tag Arch, class KV, std::size_t D>
 void pack_kt_tile(matrix_view<const KV, D> k, index_t tile, float* kt_tiles) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   const index_t d = k.extent(1), j0 = tile * BKV, nk = std::min(BKV, k.extent(0) - j0);
@@ -86,7 +86,7 @@ void pack_kt_tile(matrix_view<const KV, D> k, index_t tile, float* kt_tiles) noe
 }
 
 // Packs value tile `tile` of v (n_kv, d_v) into v_tiles (see packed_v_floats).
-template <class Arch, class KV, std::size_t DV>
+template <arch_tag Arch, class KV, std::size_t DV>
 void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noexcept {
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   const index_t d_v = v.extent(1), dvp = round_up(d_v, Arch::width);
@@ -100,7 +100,7 @@ void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noex
 // when they are whole, aligned vectors; o (n_q, d_v); lse: n_q
 // floats with stride lse_stride, or null. Inner strides must be 1 (checked
 // by the caller). scratch: tiled_attention_scratch floats.
-template <class Arch, class BoundMask, std::size_t D, std::size_t DV>
+template <arch_tag Arch, class BoundMask, std::size_t D, std::size_t DV>
 void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t ldv, index_t n_kv,
                            matrix_view<float, DV> o, float* lse,
                            index_t lse_stride, float scale, const BoundMask& mask, index_t i0,

@@ -26,7 +26,7 @@ inline bool score_less(float a, index_t oa, float b, index_t ob) noexcept {
 // Vectorised minimum of x[0, n); `finite` is false when any element is NaN or
 // infinite (then the caller falls back to the exact scalar rule: min drops NaN
 // lanes on x86, and x - x flags NaN and +-inf alike).
-template <class Arch>
+template <arch_tag Arch>
 inline float min_and_check(const float* x, index_t n, bool& finite) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
@@ -62,7 +62,7 @@ inline float min_and_check(const float* x, index_t n, bool& finite) noexcept {
 // order[j] (order == nullptr: the smallest j). n must be > 0. One vectorised
 // pass for the minimum, one scalar pass over the matches (cheap: a compare
 // per element, the branch almost never taken).
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 inline index_t argmin(const float* x, index_t n, const index_t* order = nullptr) noexcept {
   LONGCTX_ASSERT(n > 0);
   bool finite = true;

@@ -17,7 +17,7 @@
 
 #include "../kernels/attention.hpp"
 #include "../kernels/linear_state.hpp"
-#include "../kernels/scratch.hpp"
+#include "../runtime/scratch.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
@@ -257,7 +257,7 @@ struct basic_infini {
   // Processes in.q's n tokens (any n >= 0) and writes out (b, h, n, d_v).
   // read_only retrieves and attends as usual but never folds a segment into
   // the memory (the unfinished segment is still held for local attention).
-  template <class Arch = default_arch, executor Exec = serial_executor>
+  template <arch_tag Arch = default_arch, executor Exec = serial_executor>
   void forward(state_type& st, const infini_input& in, tensor4_view<float> out,
                memory_mode mode = memory_mode::read_write, Exec&& exec = {}) const {
     constexpr const char* where = "infini::forward";
@@ -311,7 +311,7 @@ struct basic_infini {
       // 1. A_dot: causal softmax attention of the new rows over the segment
       // so far (bottom-right: row i of the piece is token p + i).
       const tensor4_view<float> o = out.tokens(t, len);
-      attention<Arch>(in.q.tokens(t, len), keys, vals, o, sc, causal{}, lse_view{}, exec);
+      prefill_attention<Arch, float>(in.q.tokens(t, len), keys, vals, o, sc, causal{}, lse_view{}, exec);
       // 2. A = sigmoid(beta) A_mem + (1 - sigmoid(beta)) A_dot, A_mem from
       // the memory of finished segments only.
       const tensor4_view<const float> qm = q_mem.tokens(t, len);

@@ -249,7 +249,7 @@ class kv_cache {
   // The slot the policy evicts from `lane` when it holds budget + 1 rows;
   // -1: no eviction. `scores`: the lane's aggregated attention of the newest
   // query (read by tova only). Uses the cache's own workspace (not const).
-  template <class Arch = default_arch>
+  template <arch_tag Arch = default_arch>
   index_t victim(index_t lane, const float* scores) noexcept {
     if (!cfg_.bounded() || size_ <= cfg_.budget) return -1;
     const index_t* pos = positions(lane);

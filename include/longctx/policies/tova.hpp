@@ -53,7 +53,7 @@ struct tova {
   }
 
   // Decodes / prefills the n tokens of a segment; o receives their attention.
-  template <class Arch = default_arch, executor Exec = serial_executor>
+  template <arch_tag Arch = default_arch, executor Exec = serial_executor>
   void forward(state_type& st, tensor4_view<const float> q, tensor4_view<const float> k,
                tensor4_view<const float> v, tensor4_view<float> o, Exec&& exec = {}) const {
     const auto& dm = st.dims();
@@ -121,7 +121,7 @@ struct tova {
   }
 
   // Mean over query heads [h0, h1) of batch bi of p (rows of n floats), into s.
-  template <class Arch>
+  template <arch_tag Arch>
   static void mean_heads(const float* p, index_t head_stride, index_t h0, index_t h1, index_t n, float* s) {
     std::copy_n(p + h0 * head_stride, n, s);
     for (index_t hi = h0 + 1; hi < h1; ++hi) axpy<Arch>(1.0f, p + hi * head_stride, s, n);
@@ -130,7 +130,7 @@ struct tova {
 
   // Aggregated scores of lane (bi, hk) from head probabilities p
   // (b, h, n) with head stride hs; returns the lane's score row.
-  template <class Arch>
+  template <arch_tag Arch>
   const float* lane_scores(const kv_cache& st, const float* p, index_t hs, index_t bi, index_t hk, index_t n,
                            float* out) const {
     const index_t h = st.dims().heads, g = h / st.dims().kv_heads;
@@ -160,7 +160,7 @@ struct tova {
 
   // One token: append, decode over cache + itself (logits and LSE kept),
   // probabilities from them, aggregate, accumulate (H2O), evict one row.
-  template <class Arch, class Exec>
+  template <arch_tag Arch, class Exec>
   void step(kv_cache& st, tensor4_view<const float> q, tensor4_view<const float> k, tensor4_view<const float> v,
             tensor4_view<float> o, Exec&& exec) const {
     const auto& dm = st.dims();
@@ -179,7 +179,7 @@ struct tova {
       logits = tensor4_view<float>(w.logits.data(), E4(b, h, 1, n), {h * cap, cap, cap, 1});
       lse = lse_view(w.lse.data(), dextents<index_t, 3>(b, h, 1));
     }
-    decode<Arch>(q, st.keys(), st.values(), o, scale_for(dm.head_dim), no_mask{}, lse, exec, logits);
+    decode_attention<Arch, float>(q, st.keys(), st.values(), o, scale_for(dm.head_dim), no_mask{}, lse, exec, logits);
     const bool evicting = st.config().bounded() && n > st.config().budget;
     if (!scored && !evicting) return;
     w.scores.resize(std::size_t(L * cap));
@@ -214,7 +214,7 @@ struct tova {
   // A segment of c tokens: causal attention over cache + segment (bottom-right:
   // every cached row is older), then one top-k down to the budget scored from
   // the segment's last row (tova) or every row (h2o's accumulated attention).
-  template <class Arch, class Exec>
+  template <arch_tag Arch, class Exec>
   void segment(kv_cache& st, tensor4_view<const float> q, tensor4_view<const float> k,
                tensor4_view<const float> v, tensor4_view<float> o, Exec&& exec) const {
     const auto& dm = st.dims();
@@ -228,7 +228,7 @@ struct tova {
     q = relative_queries(st, q, s0, st.next_position() - c, w.q);
     w.lse.resize(std::size_t(b * h * c));
     const lse_view lse(w.lse.data(), dextents<index_t, 3>(b, h, c));
-    attention<Arch>(q, st.keys(), st.values(), o, sc, causal{}, lse, exec);
+    prefill_attention<Arch, float>(q, st.keys(), st.values(), o, sc, causal{}, lse, exec);
     const bool evicting = st.config().bounded() && n > st.config().budget;
     if (!needs_scores() && !evicting) return;
     w.scores.resize(std::size_t(L * cap));

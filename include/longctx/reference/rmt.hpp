@@ -7,8 +7,8 @@
 #include <cmath>
 #include <vector>
 
-#include "../policies/rmt.hpp"
-#include "../policies/rmt_backbone.hpp"
+#include "../models/rmt.hpp"
+#include "../models/rmt_backbone.hpp"
 #include "attention.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -34,7 +34,7 @@ inline bool rmt_decoder_visible(rmt_convention conv, rmt_xl xl_vis, index_t X, i
 
 // The example backbone on a whole packed sequence x (n, width) in double;
 // visible(i, j) over its rows.
-template <class Arch, class Visible>
+template <arch_tag Arch, class Visible>
 std::vector<double> rmt_backbone_forward(const rmt_reference_backbone<Arch>& bb, const std::vector<double>& x,
                                          const std::vector<index_t>& pos, Visible&& visible) {
   const index_t w = bb.width(), n = index_t(pos.size()), heads = bb.config().heads, dh = w / heads,
@@ -98,7 +98,7 @@ struct rmt_result {
 
 // The recurrence over input (n, width) with initial memory (m, width). The
 // last segment may be partial; its write rows are computed (as rmt::flush).
-template <class Arch>
+template <arch_tag Arch>
 rmt_result rmt_run(const rmt& p, const rmt_reference_backbone<Arch>& bb, const std::vector<double>& initial_memory,
                    const std::vector<double>& in) {
   const index_t w = bb.width(), m = p.memory, c = p.content(), n = index_t(in.size()) / w;

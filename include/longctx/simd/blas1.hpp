@@ -11,7 +11,7 @@
 LONGCTX_NAMESPACE_BEGIN
 
 // sum_i a[i] * b[i]
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 inline float dot(const float* a, const float* b, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
@@ -50,7 +50,7 @@ inline void prefetch(const float* x, std::ptrdiff_t n) noexcept {
 // out[r] = sum_i a[i] * b[r * ldb + i] for r in [0, R): R dots against one
 // vector, sharing its loads (decode's Q K^T). Two accumulators per row keep
 // 2R FMA chains in flight.
-template <int R, class Arch = default_arch>
+template <int R, arch_tag Arch = default_arch>
 inline void dot_rows(const float* a, const float* b, std::ptrdiff_t ldb, std::ptrdiff_t n, float* out) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
@@ -79,7 +79,7 @@ inline void dot_rows(const float* a, const float* b, std::ptrdiff_t ldb, std::pt
 }
 
 // y[i] += alpha * x[i]
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 inline void axpy(float alpha, const float* x, float* y, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
@@ -94,7 +94,7 @@ inline void axpy(float alpha, const float* x, float* y, std::ptrdiff_t n) noexce
 }
 
 // x[i] *= alpha
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 inline void scale(float alpha, float* x, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
@@ -109,7 +109,7 @@ inline void scale(float alpha, float* x, std::ptrdiff_t n) noexcept {
 }
 
 // sum_i x[i]
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 inline float sum(const float* x, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;
@@ -128,7 +128,7 @@ inline float sum(const float* x, std::ptrdiff_t n) noexcept {
 // max_i x[i]; -inf for n == 0. Whether a NaN element is returned depends on
 // the backend (x86 max keeps one operand): softmax does not rely on it, since
 // a NaN logit makes its exp, and so the row sum, NaN anyway.
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 inline float max_value(const float* x, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr std::ptrdiff_t W = V::width;

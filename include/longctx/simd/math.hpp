@@ -13,7 +13,7 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-template <class Arch>
+template <arch_tag Arch>
 inline vec<float, Arch> exp(vec<float, Arch> x) noexcept {
   using V = vec<float, Arch>;
   // Below -104 the result rounds to 0; above 88.8 to +inf. max/min take the

@@ -12,8 +12,8 @@
 #include <span>
 #include <vector>
 
-#include "../kernels/attention.hpp"
-#include "../kernels/executor.hpp"
+#include "../attention.hpp"
+#include "../runtime/executor.hpp"
 #include "../kernels/rmt_mask.hpp"
 #include "../tensor/eigen.hpp"
 
@@ -27,7 +27,7 @@ struct rmt_backbone_config {
   std::uint64_t seed = 1;
 };
 
-template <class Arch = default_arch>
+template <arch_tag Arch = default_arch>
 class rmt_reference_backbone {
  public:
   using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

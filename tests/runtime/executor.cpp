@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include <longctx/kernels/executor.hpp>
+#include <longctx/runtime/executor.hpp>
 
 using namespace longctx;
 

@@ -8,8 +8,8 @@
 #include <cmath>
 #include <vector>
 
-#include <longctx/policies/rmt.hpp>
-#include <longctx/policies/rmt_backbone.hpp>
+#include <longctx/models/rmt.hpp>
+#include <longctx/models/rmt_backbone.hpp>
 #include <longctx/reference/rmt.hpp>
 
 #include "../support/support.hpp"

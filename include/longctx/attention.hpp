@@ -1,0 +1,89 @@
+// Checked entry points of exact attention (layer 5): every argument is
+// validated (shapes, strides, null data, scale, mask) before the unchecked
+// kernels of kernels/attention.hpp run. Shapes, masks and the numerical
+// contract are documented there.
+#pragma once
+
+#include <cmath>
+
+#include "kernels/attention.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+namespace detail {
+
+template <class KV, class Mask>
+attention_shape check_attention(const char* where, const tensor4_view<const float>& q,
+                                const tensor4_view<const KV>& k, const tensor4_view<const KV>& v,
+                                const tensor4_view<float>& o, float scale, const Mask& mask,
+                                const lse_view& lse) {
+  const attention_shape a{q.extent(0), q.extent(1), k.extent(1), q.extent(2),
+                         k.extent(2), q.extent(3), v.extent(3), 0};
+  const auto shapes = [&] {
+    return concat("q ", shape_of(q), ", k ", shape_of(k), ", v ", shape_of(v), ", o ",
+                  shape_of(o));
+  };
+  require(k.extent(0) == a.b && v.extent(0) == a.b && o.extent(0) == a.b, where, "k/v/o",
+          "batch sizes differ: ", shapes);
+  require(a.d > 0, where, "q", "head dim d must be > 0: ", shapes);
+  require(k.extent(3) == a.d, where, "k", "head dim ", k.extent(3), " != q head dim ", a.d, ": ", shapes);
+  require(a.d_v > 0, where, "v", "value dim d_v must be > 0: ", shapes);
+  require(a.h_kv > 0 || a.h == 0, where, "k", "no KV heads: ", shapes);
+  require(a.h_kv == 0 || a.h % a.h_kv == 0, where, "k", "query heads ", a.h,
+          " not a multiple of KV heads ", a.h_kv, ": ", shapes);
+  require(v.extent(1) == a.h_kv && v.extent(2) == a.n_kv, where, "v",
+          "(h_kv, n_kv) must match k's: ", shapes);
+  require(o.extent(1) == a.h && o.extent(2) == a.n_q && o.extent(3) == a.d_v, where, "o",
+          "must be (b, h, n_q, d_v): ", shapes);
+  require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
+  require_unit_inner_stride(q, where, "q");
+  require_unit_inner_stride(k, where, "k");
+  require_unit_inner_stride(v, where, "v");
+  require_unit_inner_stride(o, where, "o");
+  require_data(q, where, "q");
+  require_data(k, where, "k");
+  require_data(v, where, "v");
+  require_data(o, where, "o");
+  if (lse.data()) {
+    require(lse.extent(0) == a.b && lse.extent(1) == a.h && lse.extent(2) == a.n_q, where, "lse",
+            "must be (b, h, n_q) = (", a.b, ", ", a.h, ", ", a.n_q, "), got ", shape_of(lse));
+  }
+  require_mask(mask, where);
+  attention_shape r = a;
+  r.group = a.h_kv > 0 ? a.h / a.h_kv : 1;
+  return r;
+}
+
+}  // namespace detail
+
+// Tiled prefill. `scale` is explicit (usually default_scale(d)).
+template <arch_tag Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
+          executor Exec = serial_executor>
+void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
+               std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
+               const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}) {
+  detail::check_attention("attention", q, k, v, o, scale, mask, lse);
+  prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec);
+}
+
+// Split-KV decode for a few query rows (typically n_q = 1) per head over a
+// long cache. Same contract as attention(); results agree with it to
+// rounding. `logits`, if given, receives the scaled, masked logits
+// (b, h, n_q, n_kv).
+template <arch_tag Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
+          executor Exec = serial_executor>
+void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
+            std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
+            const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}, tensor4_view<float> logits = {}) {
+  const auto a = detail::check_attention("decode", q, k, v, o, scale, mask, lse);
+  if (logits.data()) {
+    require(logits.extent(0) == a.b && logits.extent(1) == a.h && logits.extent(2) == a.n_q &&
+                logits.extent(3) == a.n_kv,
+            "decode", "logits", "must be (b, h, n_q, n_kv) = (", a.b, ", ", a.h, ", ", a.n_q, ", ", a.n_kv,
+            "), got ", shape_of(logits));
+    require_unit_inner_stride(logits, "decode", "logits");
+  }
+  decode_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, logits);
+}
+
+LONGCTX_NAMESPACE_END

@@ -1,0 +1,15 @@
+// The default softmax logit scale, written once: 1 / sqrt(d), computed in
+// double and rounded once to float, so every policy and entry point that
+// defaults the scale uses the same bits (the float formula 1.0f / sqrtf(d)
+// differs by one ulp for 242 head dims in [1, 1024]).
+#pragma once
+
+#include <cmath>
+
+#include "../tensor/extents.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+inline float default_scale(index_t d) noexcept { return float(1.0 / std::sqrt(double(d))); }
+
+LONGCTX_NAMESPACE_END

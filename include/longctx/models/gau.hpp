@@ -1,0 +1,220 @@
+// The Gated Attention Unit layer of FLASH (arXiv 2202.10447, PAPERS.md
+// section 2), a whole-layer driver: norm, SiLU projection to [U | V | Z],
+// per-dim scale/offset heads, RoPE, FLASH or FLASH-Quad attention, gated
+// output projection. X, Y (n, d_model). Single head. Uses Eigen for the
+// projections (the kernels and policies do not).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include <Eigen/Core>
+
+#include "../policies/flash.hpp"
+#include "../tensor/eigen.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// ---- Gated Attention Unit layer (the paper's appendix pseudocode). --------
+//   [U | V | Z] = SiLU(norm(X) W + b),  U, V (n, e), Z (n, s)
+//   Q_quad, K_quad, Q_lin, K_lin = Z * gamma_i + beta_i, then RoPE (global positions)
+//   A = attention(...) (n, e);  Y = X + (U * A) W_o.
+// X, Y (n, d_model). Single head.
+
+enum class gau_norm {
+  scale_norm,  // g * x / max(||x||_2, epsilon), g a learned scalar (Nguyen & Salazar; the paper's choice)
+  layer_norm,  // (x - mean) / sqrt(var + epsilon) * gain + bias, per feature
+};
+
+enum class gau_attention {
+  mixed_chunk,  // FLASH: the `flash` policy above
+  flash_quad,   // FLASH-Quad: one chunk = the whole call, scale 1/n, no linear part
+};
+
+// One layer's weights, fp32, row-major.
+struct gau_weights {
+  using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  matrix w;                  // (d_model, 2e + s): the [U | V | Z] projection
+  Eigen::RowVectorXf b;      // (2e + s)
+  matrix gamma, beta;        // (4, s): rows q_quad, k_quad, q_lin, k_lin
+  matrix w_o;                // (e, d_model)
+  Eigen::RowVectorXf norm_gain;  // layer_norm: (d_model); scale_norm: (1), the scalar g
+  Eigen::RowVectorXf norm_bias;  // layer_norm: (d_model); scale_norm: unused
+
+  index_t d_model() const noexcept { return index_t(w.rows()); }
+  index_t e() const noexcept { return index_t(w_o.rows()); }
+  index_t s() const noexcept { return index_t(gamma.cols()); }
+};
+
+struct gau {
+  gau_norm norm = gau_norm::scale_norm;
+  gau_attention attention = gau_attention::mixed_chunk;
+  flash mixed{};                       // mixed_chunk: chunk, mode, normalisation, bias
+  std::optional<float> quad_scale{};   // flash_quad: logit scale; default 1/n
+  float norm_epsilon = 1e-5f;
+  double rope_base = 10000.0;
+
+  class state_type {
+   public:
+    state_type() = default;
+    index_t position() const noexcept { return pos_; }
+    const flash::state_type& attention_state() const noexcept { return attn_; }
+
+   private:
+    friend struct gau;
+    flash::state_type attn_;
+    index_t pos_ = 0;
+    bool closed_ = false;
+    gau_weights::matrix xn_, h_, q_[4], a_;  // work buffers, reused across calls
+  };
+
+  state_type make_state(const gau_weights& w) const {
+    check_weights(w, "gau::make_state");
+    state_type st;
+    st.attn_ = mixed.make_state(w.s(), w.e());
+    return st;
+  }
+
+  // Y (n, d_model) = layer(X (n, d_model)), continuing the state's sequence
+  // (positions start at position()). Causal mixed-chunk attention streams:
+  // calling it token by token agrees with one call up to the projections'
+  // rounding (Eigen's GEMV and GEMM round differently); the attention itself
+  // is bit-exact. flash_quad and non-causal need the whole sequence in one
+  // call on a fresh state. y may alias x.
+  template <arch_tag Arch = default_arch, executor Exec = serial_executor>
+  void forward(const gau_weights& w, state_type& st, matrix_view<const float> x, matrix_view<float> y,
+               Exec&& exec = {}) const {
+    constexpr const char* where = "gau::forward";
+    check_weights(w, where);
+    const index_t n = x.extent(0), dm = w.d_model(), e = w.e(), s = w.s(), hw = 2 * e + s;
+    require(st.attn_.s() == s && st.attn_.e() == e, where, "state", "made for s ", st.attn_.s(), ", e ",
+            st.attn_.e(), ", weights have s ", s, ", e ", e);
+    require(!st.closed_, where, "state", "already consumed by a whole-sequence call (make a new state)");
+    require(x.extent(1) == dm, where, "x", "must be (n, d_model = ", dm, "), got ", shape_of(x));
+    require(y.extent(0) == n && y.extent(1) == dm, where, "y", "must be (n, d_model) = (", n, ", ", dm, "), got ",
+            shape_of(y));
+    require_unit_inner_stride(x, where, "x");
+    require_unit_inner_stride(y, where, "y");
+    require_data(x, where, "x");
+    require_data(y, where, "y");
+    const bool whole = attention == gau_attention::flash_quad || mixed.mode == flash_mode::non_causal;
+    if (whole) {
+      require(st.pos_ == 0, where, "state", "flash_quad / non-causal attention needs the whole sequence in one "
+              "call on a fresh state; this one is at position ", st.pos_);
+      st.closed_ = true;
+    }
+    if (n == 0) return;
+    using row_map = Eigen::Map<const gau_weights::matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+    using row_map_mut = Eigen::Map<gau_weights::matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+    const row_map X(x.data(), n, dm, Eigen::OuterStride<>(x.stride(0)));
+    st.xn_.resize(n, dm);
+    st.h_.resize(n, hw);
+    for (auto& q : st.q_) q.resize(n, s);
+    st.a_.resize(n, e);
+
+    // Row blocks run in parallel through the projections (Eigen itself is
+    // single-threaded here); block size only changes which GEMM shape runs.
+    constexpr index_t RB = 128;
+    const index_t blocks = (n + RB - 1) / RB;
+    exec.parallel_for(blocks, [&](index_t blk) {
+      const index_t r0 = blk * RB, nr = std::min(RB, n - r0);
+      for (index_t r = r0; r < r0 + nr; ++r) normalise_row(w, X.row(r), st.xn_.row(r));
+      st.h_.middleRows(r0, nr).noalias() = st.xn_.middleRows(r0, nr) * w.w;
+      for (index_t r = r0; r < r0 + nr; ++r) {
+        float* hr = st.h_.row(r).data();
+        for (index_t c = 0; c < hw; ++c) {
+          const float t = hr[c] + w.b[c];
+          hr[c] = t / (1.0f + std::exp(-t));  // SiLU; exp(-t) = inf gives -0 / 0, never NaN for finite t
+        }
+        const float* z = hr + 2 * e;
+        for (int i = 0; i < 4; ++i) {
+          float* qr = st.q_[i].row(r).data();
+          const float* g = w.gamma.row(i).data();
+          const float* bb = w.beta.row(i).data();
+          for (index_t c = 0; c < s; ++c) qr[c] = z[c] * g[c] + bb[c];
+        }
+      }
+      for (auto& q : st.q_) rope_rotate(as_view(q).rows(r0, nr), st.pos_ + r0, rope_base);
+    });
+
+    const auto view_of = [](const gau_weights::matrix& m) { return matrix_view<const float>(as_view(m)); };
+    const matrix_view<const float> v(st.h_.data() + e, matrix_view<const float>::extents_type(n, e), {hw, 1});
+    const matrix_view<float> a = as_view(st.a_);
+    if (attention == gau_attention::mixed_chunk) {
+      mixed.forward<Arch>(st.attn_, flash_input{view_of(st.q_[0]), view_of(st.q_[1]), view_of(st.q_[2]),
+                                                view_of(st.q_[3]), v},
+                          a, exec);
+    } else {
+      require(mixed.bias.data() == nullptr, where, "mixed.bias", "flash_quad takes no (C, C) chunk bias");
+      const float sc = quad_scale ? *quad_scale : 1.0f / float(n);
+      const bool causal = mixed.mode == flash_mode::causal;
+      // Rows in parallel blocks; each packs the keys its rows can see.
+      const index_t qb = (n + flash::quad_rows_per_task - 1) / flash::quad_rows_per_task;
+      exec.parallel_for(qb, [&](index_t blk) {
+        const index_t r0 = blk * flash::quad_rows_per_task, nr = std::min(flash::quad_rows_per_task, n - r0);
+        const index_t keys = causal ? r0 + nr : n;
+        thread_local scratch_buffer<float> buf;
+        const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
+        float* scratch = buf.grow(pack + chunk_rows_scratch<Arch>(keys, e));
+        const chunk_operands ops = prepare_chunk<Arch>(view_of(st.q_[1]).rows(0, keys), v.rows(0, keys), scratch);
+        chunk_attention_rows<Arch, false>(view_of(st.q_[0]).rows(r0, nr), ops, a.rows(r0, nr), sc, {},
+                                          chunk_mask{causal, r0}, scratch + pack);
+      });
+    }
+
+    exec.parallel_for(blocks, [&](index_t blk) {
+      const index_t r0 = blk * RB, nr = std::min(RB, n - r0);
+      st.a_.middleRows(r0, nr).array() *= st.h_.block(r0, 0, nr, e).array();  // U * A
+      row_map_mut Y(y.data() + r0 * y.stride(0), nr, dm, Eigen::OuterStride<>(y.stride(0)));
+      if (y.data() != x.data()) Y = X.middleRows(r0, nr);
+      Y.noalias() += st.a_.middleRows(r0, nr) * w.w_o;
+    });
+    st.pos_ += n;
+  }
+
+ private:
+  template <class In, class Out>
+  void normalise_row(const gau_weights& w, const In& xr, Out&& out) const {
+    const index_t dm = index_t(xr.size());
+    if (norm == gau_norm::scale_norm) {
+      double ss = 0;
+      for (index_t c = 0; c < dm; ++c) ss += double(xr[c]) * double(xr[c]);
+      const float f = float(double(w.norm_gain[0]) / std::max(std::sqrt(ss), double(norm_epsilon)));
+      for (index_t c = 0; c < dm; ++c) out[c] = xr[c] * f;
+    } else {
+      double mean = 0, var = 0;
+      for (index_t c = 0; c < dm; ++c) mean += xr[c];
+      mean /= double(dm);
+      for (index_t c = 0; c < dm; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+      var /= double(dm);
+      const double inv = 1.0 / std::sqrt(var + double(norm_epsilon));
+      for (index_t c = 0; c < dm; ++c)
+        out[c] = float((double(xr[c]) - mean) * inv) * w.norm_gain[c] + w.norm_bias[c];
+    }
+  }
+
+  void check_weights(const gau_weights& w, const char* where) const {
+    const index_t dm = w.d_model(), e = w.e(), s = w.s();
+    require(dm > 0 && e > 0 && s > 0, where, "weights", "d_model, e, s must be > 0, got ", dm, ", ", e, ", ", s);
+    require(w.w.cols() == 2 * e + s, where, "weights.w", "must be (d_model, 2e + s) = (", dm, ", ", 2 * e + s,
+            "), got (", w.w.rows(), ", ", w.w.cols(), ")");
+    require(w.b.size() == 2 * e + s, where, "weights.b", "must have 2e + s = ", 2 * e + s, " entries, got ",
+            w.b.size());
+    require(w.gamma.rows() == 4 && w.beta.rows() == 4 && w.beta.cols() == s, where, "weights.gamma/beta",
+            "must be (4, s = ", s, "), got (", w.gamma.rows(), ", ", w.gamma.cols(), ") and (", w.beta.rows(), ", ",
+            w.beta.cols(), ")");
+    require(w.w_o.cols() == dm, where, "weights.w_o", "must be (e, d_model = ", dm, "), got (", w.w_o.rows(), ", ",
+            w.w_o.cols(), ")");
+    if (norm == gau_norm::scale_norm)
+      require(w.norm_gain.size() == 1, where, "weights.norm_gain", "scale_norm needs 1 gain, got ",
+              w.norm_gain.size());
+    else
+      require(w.norm_gain.size() == dm && w.norm_bias.size() == dm, where, "weights.norm_gain/norm_bias",
+              "layer_norm needs d_model = ", dm, " entries each, got ", w.norm_gain.size(), " and ",
+              w.norm_bias.size());
+    require(norm_epsilon > 0, where, "norm_epsilon", "must be > 0, got ", norm_epsilon);
+  }
+};
+
+LONGCTX_NAMESPACE_END

@@ -1,0 +1,109 @@
+// The protocol of every sequence policy (DESIGN.md sections 1 and 5): a
+// policy is an aggregate of parameters with a state_type it creates from
+// attention_dims, and forward(state, in, out, exec) that attends a segment
+// of n tokens, any n, continuing the state's stream. A whole prompt, any
+// split of it into calls, or single tokens give the same bits; the state
+// snapshots and restores bit-exactly and reports its footprint in bytes.
+//   in.q (b, h, n, d), in.k (b, h_kv, n, d), in.v (b, h_kv, n, d_v),
+//   out (b, h, n, d_v). GQA: h % h_kv == 0.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "../runtime/executor.hpp"
+#include "../tensor/view.hpp"
+#include "snapshot.hpp"
+
+namespace longctx {
+
+// The shape letters every policy is made from (one struct for all of them).
+// Plain data, outside the ISA-tagged namespace: it crosses translation units
+// built with other flags.
+struct attention_dims {
+  std::ptrdiff_t b = 1;     // batch
+  std::ptrdiff_t h = 1;     // query heads
+  std::ptrdiff_t h_kv = 1;  // KV heads, h % h_kv == 0
+  std::ptrdiff_t d = 0;     // query / key head dim
+  std::ptrdiff_t d_v = 0;   // value head dim; 0 means d
+};
+
+}  // namespace longctx
+
+LONGCTX_NAMESPACE_BEGIN
+
+// d_v with 0 resolved to d.
+constexpr index_t value_dim(const attention_dims& a) noexcept { return a.d_v ? a.d_v : a.d; }
+
+// The tokens of one forward() call. A method with extra per-token inputs
+// extends this (infini_input, flash_input) with defaulted fields, so
+// `typename P::input_type{q, k, v}` works for every policy.
+struct sequence_input {
+  tensor4_view<const float> q, k, v;  // (b, h, n, d), (b, h_kv, n, d), (b, h_kv, n, d_v)
+};
+
+// Checks dims every policy needs (named `dims` in the message).
+inline void require_dims(const attention_dims& a, const char* where) {
+  require(a.b >= 0 && a.h >= 1 && a.h_kv >= 1 && a.d >= 1 && a.d_v >= 0, where, "dims",
+          "need b >= 0, h >= 1, h_kv >= 1, d >= 1, d_v >= 0 (0: d), got (b ", a.b, ", h ", a.h, ", h_kv ",
+          a.h_kv, ", d ", a.d, ", d_v ", a.d_v, ")");
+  require(a.h % a.h_kv == 0, where, "dims", "query heads h ", a.h, " not a multiple of KV heads h_kv ", a.h_kv);
+}
+
+// Checks one forward() call's q, k, v, out against the state's dims: shapes,
+// unit inner strides and data (named by argument in the message).
+inline void require_sequence_call(const char* where, const attention_dims& a, const tensor4_view<const float>& q,
+                                  const tensor4_view<const float>& k, const tensor4_view<const float>& v,
+                                  const tensor4_view<float>& out) {
+  const index_t n = q.extent(2), dv = value_dim(a);
+  const auto shapes = [&] {
+    return detail::concat("q ", shape_of(q), ", k ", shape_of(k), ", v ", shape_of(v), ", out ", shape_of(out),
+                          "; state (b ", a.b, ", h ", a.h, ", h_kv ", a.h_kv, ", d ", a.d, ", d_v ", dv, ")");
+  };
+  require(q.extent(0) == a.b && q.extent(1) == a.h && q.extent(3) == a.d, where, "q",
+          "must be (b, h, n, d) of the state: ", shapes);
+  require(k.extent(0) == a.b && k.extent(1) == a.h_kv && k.extent(2) == n && k.extent(3) == a.d, where, "k",
+          "must be (b, h_kv, n, d): ", shapes);
+  require(v.extent(0) == a.b && v.extent(1) == a.h_kv && v.extent(2) == n && v.extent(3) == dv, where, "v",
+          "must be (b, h_kv, n, d_v): ", shapes);
+  require(out.extent(0) == a.b && out.extent(1) == a.h && out.extent(2) == n && out.extent(3) == dv, where,
+          "out", "must be (b, h, n, d_v): ", shapes);
+  require_unit_inner_stride(q, where, "q");
+  require_unit_inner_stride(k, where, "k");
+  require_unit_inner_stride(v, where, "v");
+  require_unit_inner_stride(out, where, "out");
+  require_data(q, where, "q");
+  require_data(k, where, "k");
+  require_data(v, where, "v");
+  require_data(out, where, "out");
+}
+
+// Every bounded-state attention policy (and the dense baseline) satisfies
+// this; user code written against it swaps methods in one line.
+template <class P>
+concept sequence_policy =
+    requires(const P& p, typename P::state_type& st, const typename P::state_type& cst,
+             const typename P::input_type& in, tensor4_view<float> out, const attention_dims& dims,
+             std::span<const std::byte> bytes, serial_executor& exec) {
+      { p.make_state(dims) } -> std::same_as<typename P::state_type>;
+      p.forward(st, in, out);
+      p.forward(st, in, out, exec);
+      { cst.snapshot() } -> std::same_as<snapshot_bytes>;
+      st.restore(bytes);
+      { cst.footprint() } -> std::same_as<std::size_t>;
+      { cst.dims() } -> std::convertible_to<attention_dims>;
+    } && std::is_aggregate_v<P> && std::constructible_from<typename P::input_type, tensor4_view<const float>,
+                                                           tensor4_view<const float>, tensor4_view<const float>>;
+
+// The readable form of the check, one line under each policy:
+//   LONGCTX_ASSERT_SEQUENCE_POLICY(tova);
+#define LONGCTX_ASSERT_SEQUENCE_POLICY(...)                                                                    \
+  static_assert(::longctx::sequence_policy<__VA_ARGS__>,                                                       \
+                #__VA_ARGS__ " is not a longctx::sequence_policy: it needs state_type, input_type (from q, k, "  \
+                "v), make_state(attention_dims), forward(state, in, out[, exec]) and a state with dims(), "      \
+                "snapshot(), restore(bytes), footprint()")
+
+LONGCTX_NAMESPACE_END
