@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include <longctx/attention.hpp>
 #include <longctx/kernels.hpp>
 
 #include "support/bench.hpp"

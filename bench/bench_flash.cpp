@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <longctx/attention.hpp>
+#include <longctx/models/gau.hpp>
 #include <longctx/policies/flash.hpp>
 
 #include "support/bench.hpp"
@@ -51,22 +52,22 @@ void bm_flash_stream(benchmark::State& st) {
   std::vector<float> qq = random_data(std::size_t(seg * S), 1), kq = random_data(std::size_t(seg * S), 2),
                      ql = random_data(std::size_t(seg * S), 3), kl = random_data(std::size_t(seg * S), 4),
                      v = random_data(std::size_t(seg * E), 5), o(std::size_t(seg * E));
-  const flash_input in{make_matrix<dynamic_extent, const float>(qq.data(), seg, S),
-                       make_matrix<dynamic_extent, const float>(kq.data(), seg, S),
-                       make_matrix<dynamic_extent, const float>(ql.data(), seg, S),
-                       make_matrix<dynamic_extent, const float>(kl.data(), seg, S),
-                       make_matrix<dynamic_extent, const float>(v.data(), seg, E)};
+  const auto head = [&](const std::vector<float>& x, index_t cols) {  // (1, 1, seg, cols)
+    return from_bhnd<dynamic_extent, const float>(x.data(), 1, 1, seg, cols);
+  };
+  const flash_input in{head(qq, S), head(kq, S), head(v, E), head(ql, S), head(kl, S)};
+  const attention_dims dims{.d = S, .d_v = E};
   thread_pool pool(threads);
-  auto state = pol.make_state(S, E);
+  auto state = pol.make_state(dims);
   for (auto _ : st) {
-    state = pol.make_state(S, E);
-    for (index_t t = 0; t < n; t += seg) pol.forward(state, in, make_matrix(o.data(), seg, E), pool);
+    state = pol.make_state(dims);
+    for (index_t t = 0; t < n; t += seg) pol.forward(state, in, from_bhnd(o.data(), 1, 1, seg, E), pool);
     benchmark::DoNotOptimize(o.data());
     benchmark::ClobberMemory();
   }
   bench::set_tokens(st, double(n));
   bench::set_flops(st, flash_flops_per_token() * double(n), threads);
-  st.counters["state_bytes"] = double(state.floats()) * sizeof(float);
+  st.counters["state_bytes"] = double(state.footprint());
   set_ns_per_token(st, double(n));
   st.SetComplexityN(n);
   bench::label(st, "flash causal C=256 s=128 e=1536");

@@ -7,9 +7,9 @@
 // same whatever its values, and 1M tokens of inputs would need 12 GB.
 // Rates are per wall-clock second; the CPU column is the process's CPU time
 // (both threads), which stays meaningful when the machine is shared.
-#include <cmath>
 #include <vector>
 
+#include <longctx/attention.hpp>
 #include <longctx/policies/infini.hpp>
 
 #include "support/bench.hpp"
@@ -45,7 +45,7 @@ double flops_per_token(update_rule rule) {
 void bm_infini_stream(benchmark::State& st, update_rule rule) {
   const index_t n = st.range(0);
   const infini pol{.segment = N, .beta = std::vector<float>(H, 0.0f), .update = rule};
-  const infini_dims dims{1, H, H, D, D};
+  const attention_dims dims{1, H, H, D, D};
   std::vector<float> q = random_data(std::size_t(H * N * D), 1), k = random_data(std::size_t(H * N * D), 2),
                      v = random_data(std::size_t(H * N * D), 3), o(std::size_t(H * N * D));
   const infini_input in{from_bhnd<dynamic_extent, const float>(q.data(), 1, H, N, D),
@@ -55,13 +55,13 @@ void bm_infini_stream(benchmark::State& st, update_rule rule) {
   thread_pool pool(threads);
   auto state = pol.make_state(dims);
   for (auto _ : st) {
-    for (index_t t = 0; t < n; t += N) pol.forward(state, in, out, memory_mode::read_write, pool);
+    for (index_t t = 0; t < n; t += N) pol.forward(state, in, out, pool);
     benchmark::DoNotOptimize(o.data());
     benchmark::ClobberMemory();
   }
   bench::set_tokens(st, double(n));
   bench::set_flops(st, flops_per_token(rule) * double(n), threads);
-  st.counters["state_bytes"] = double(state.footprint().bytes);
+  st.counters["state_bytes"] = double(state.footprint());
   st.counters["ns/token"] = benchmark::Counter(double(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate |
                                                                         benchmark::Counter::kInvert);
   st.SetComplexityN(n);
@@ -73,7 +73,7 @@ void bm_infini_stream(benchmark::State& st, update_rule rule) {
 // the time per iteration / N is the average per-token decode latency.
 void bm_infini_decode(benchmark::State& st) {
   const infini pol{.segment = N, .beta = std::vector<float>(H, 0.0f)};
-  const infini_dims dims{1, H, H, D, D};
+  const attention_dims dims{1, H, H, D, D};
   std::vector<float> q = random_data(std::size_t(H * N * D), 1), k = random_data(std::size_t(H * N * D), 2),
                      v = random_data(std::size_t(H * N * D), 3), o(std::size_t(H * N * D));
   const auto qv = from_bhnd<dynamic_extent, const float>(q.data(), 1, H, N, D);
@@ -82,11 +82,10 @@ void bm_infini_decode(benchmark::State& st) {
   const auto out = from_bhnd(o.data(), 1, H, N, D);
   thread_pool pool(threads);
   auto state = pol.make_state(dims);
-  pol.forward(state, {qv, kv, vv}, out, memory_mode::read_write, pool);  // a non-empty memory
+  pol.forward(state, {qv, kv, vv}, out, pool);  // a non-empty memory
   for (auto _ : st) {
     for (index_t t = 0; t < N; ++t)
-      pol.forward(state, {qv.tokens(t, 1), kv.tokens(t, 1), vv.tokens(t, 1)}, out.tokens(t, 1),
-                  memory_mode::read_write, pool);
+      pol.forward(state, {qv.tokens(t, 1), kv.tokens(t, 1), vv.tokens(t, 1)}, out.tokens(t, 1), pool);
     benchmark::DoNotOptimize(o.data());
   }
   bench::set_tokens(st, double(N));
@@ -105,7 +104,7 @@ void bm_dense_causal(benchmark::State& st) {
     attention(from_bhnd<dynamic_extent, const float>(q.data(), 1, H, n, D),
               from_bhnd<dynamic_extent, const float>(k.data(), 1, H, n, D),
               from_bhnd<dynamic_extent, const float>(v.data(), 1, H, n, D), from_bhnd(o.data(), 1, H, n, D),
-              float(1.0 / std::sqrt(double(D))), causal{}, lse_view{}, pool);
+              default_scale(D), causal{}, lse_view{}, pool);
     benchmark::DoNotOptimize(o.data());
     benchmark::ClobberMemory();
   }

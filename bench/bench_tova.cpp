@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include <longctx/attention.hpp>
 #include <longctx/policies/tova.hpp>
 
 #include "support/bench.hpp"
@@ -26,15 +27,15 @@ thread_pool& pool() {
 
 // A cache already holding `rows` random rows (filled by append, no prefill
 // attention: the benchmark is the steady-state step).
-kv_cache filled(const tova& p, index_t rows) {
-  kv_cache st = p.make_state({1, H, HKV, D, D});
-  st.reserve(rows + 1 + (p.policy == eviction::full ? 4096 : 0));
+template <class Policy>
+typename Policy::state_type filled(const Policy& p, index_t rows) {
+  auto st = p.make_state({1, H, HKV, D, D});
   const index_t block = 1024;
   const auto k = bench::random_floats(std::size_t(HKV * block * D), 1), v = bench::random_floats(std::size_t(HKV * block * D), 2);
   for (index_t r = 0; r < rows; r += block) {
     const index_t n = std::min(block, rows - r);
-    st.append(from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, block, D).tokens(0, n),
-              from_bhnd<dynamic_extent, const float>(v.data(), 1, HKV, block, D).tokens(0, n));
+    st.preload(from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, block, D).tokens(0, n),
+               from_bhnd<dynamic_extent, const float>(v.data(), 1, HKV, block, D).tokens(0, n));
   }
   return st;
 }
@@ -46,7 +47,8 @@ void set_step_counters(benchmark::State& state, index_t rows) {
   bench::label(state);
 }
 
-void run_steps(benchmark::State& state, const tova& p, kv_cache& st) {
+template <class Policy>
+void run_steps(benchmark::State& state, const Policy& p, typename Policy::state_type& st) {
   const auto q = bench::random_floats(std::size_t(H * POOL * D), 3), k = bench::random_floats(std::size_t(HKV * POOL * D), 4),
              v = bench::random_floats(std::size_t(HKV * POOL * D), 5);
   std::vector<float> o(std::size_t(H * D));
@@ -56,28 +58,40 @@ void run_steps(benchmark::State& state, const tova& p, kv_cache& st) {
   index_t t = 0;
   for (auto _ : state) {
     const index_t i = t++ % POOL;
-    p.forward(st, qv.tokens(i, 1), kv.tokens(i, 1), vv.tokens(i, 1), from_bhnd(o.data(), 1, H, 1, D), pool());
+    p.forward(st, {qv.tokens(i, 1), kv.tokens(i, 1), vv.tokens(i, 1)}, from_bhnd(o.data(), 1, H, 1, D), pool());
     benchmark::DoNotOptimize(o.data());
   }
 }
 
 // One decode step at a budget (the cache is full: every step evicts).
-void BM_step(benchmark::State& state) {
-  const auto policy = static_cast<eviction>(state.range(0));
-  const index_t budget = state.range(1);
-  const tova p{.budget = budget, .policy = policy, .layout = static_cast<kv_layout>(state.range(2))};
-  kv_cache st = filled(p, budget);
+template <class Rule>
+void step_at(benchmark::State& state, index_t budget, kv_layout layout) {
+  const bounded_cache<Rule> p{.budget = budget, .layout = layout};
+  auto st = filled(p, budget);
   run_steps(state, p, st);
   set_step_counters(state, budget + 1);
-  state.SetLabel(std::string(default_arch::name) + " " + eviction_name(policy) +
-                 (p.layout == kv_layout::compacted ? " compacted" : ""));
+  state.SetLabel(std::string(default_arch::name) + " " + Rule::name +
+                 (layout == kv_layout::compacted ? " compacted" : ""));
+}
+
+void BM_step(benchmark::State& state) {
+  const index_t budget = state.range(1);
+  const auto layout = static_cast<kv_layout>(state.range(2));
+  switch (static_cast<eviction>(state.range(0))) {
+    case eviction::tova: return step_at<tova_rule>(state, budget, layout);
+    case eviction::h2o: return step_at<h2o_rule>(state, budget, layout);
+    case eviction::window: return step_at<window_rule>(state, budget, layout);
+    case eviction::sinks: return step_at<sinks_rule>(state, budget, layout);
+    case eviction::full: break;
+  }
+  state.SkipWithError("no such rule");
 }
 
 // The full cache at the end of a 32K stream (grows by one row per step; the
 // benchmark's few hundred steps change n by < 2%).
 void BM_full_32k(benchmark::State& state) {
-  const tova p{.policy = eviction::full};
-  kv_cache st = filled(p, 32768);
+  const dense p{};
+  auto st = filled(p, 32768);
   run_steps(state, p, st);
   set_step_counters(state, 32768);
   state.SetLabel(std::string(default_arch::name) + " full");
@@ -91,7 +105,7 @@ void BM_decode_kernel(benchmark::State& state) {
   const auto k = bench::random_floats(std::size_t(HKV * n * D), 1), v = bench::random_floats(std::size_t(HKV * n * D), 2),
              q = bench::random_floats(std::size_t(H * D), 3);
   std::vector<float> o(std::size_t(H * D)), lg(std::size_t(H * n)), lse(static_cast<std::size_t>(H));
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = default_scale(D);
   for (auto _ : state) {
     decode(from_bhnd<dynamic_extent, const float>(q.data(), 1, H, 1, D),
            from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, n, D),
@@ -110,13 +124,14 @@ void BM_decode_kernel(benchmark::State& state) {
 // noisy decode timings cannot resolve a 1% overhead.
 void BM_eviction_only(benchmark::State& state) {
   const index_t budget = state.range(0);
-  const tova p{.budget = budget};
-  kv_cache st = filled(p, budget);
+  kv_cache st({1, H, HKV, D, D}, kv_cache_options{.reserve = budget + 1});
   const index_t n = budget + 1;
   const auto logits = bench::random_floats(std::size_t(H * n), 6), k = bench::random_floats(std::size_t(HKV * D), 7);
   std::vector<float> prob(std::size_t(H * n)), score(static_cast<std::size_t>(n)), lse(std::size_t(H), 5.0f);
   std::vector<index_t> victims(static_cast<std::size_t>(HKV));
   const auto row = from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, 1, D);
+  for (index_t r = 0; r < budget; ++r) st.append(row, row);
+  const eviction_context ctx{st, budget, false};
   for (auto _ : state) {
     st.append(row, row);
     for (index_t hi = 0; hi < H; ++hi)
@@ -124,7 +139,7 @@ void BM_eviction_only(benchmark::State& state) {
     std::copy_n(prob.data(), n, score.data());
     for (index_t hi = 1; hi < H; ++hi) axpy(1.0f, prob.data() + hi * n, score.data(), n);
     scale(1.0f / float(H), score.data(), n);
-    const index_t victim = st.victim(0, score.data());
+    const index_t victim = tova_rule{}.victim<default_arch>(ctx, 0, score.data());
     std::fill(victims.begin(), victims.end(), victim);
     st.evict(victims.data());
     benchmark::DoNotOptimize(score.data());

@@ -37,7 +37,8 @@ function(longctx_configure_target target)
   # GCC 12's own AVX-512 intrinsics pass _mm512_undefined_ps() as the merge
   # source, and -Wmaybe-uninitialized reports it at every inlining site
   # (hundreds of warnings, GCC PR 105593, fixed in 13): silence only that.
-  if(LONGCTX_ISA STREQUAL "avx512" AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU"
+  # -march=native enables AVX-512 on hosts that have it, so native too.
+  if(LONGCTX_ISA MATCHES "^(avx512|native)$" AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU"
      AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
     target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized -Wno-uninitialized)
   endif()

@@ -4,10 +4,10 @@
 // segment at a time; its state (per head M (64 x 64) and z (64), plus the
 // unfinished segment) never grows. The first segment plants 16 key/value
 // pairs per head; then random distractor tokens flow in. At growing
-// distances we probe the memory with the planted keys (gate forced to pure
-// memory, read-only, between snapshot and restore so the stream is not
-// disturbed) and print how far the retrieved values are from the planted
-// ones, for the linear and the delta update rules.
+// distances we probe the memory with the planted keys (a second layer with
+// the gate at pure memory, read-only, reading a copy of the stream's memory,
+// so the stream is not disturbed) and print how far the retrieved values are
+// from the planted ones, for the linear and the delta update rules.
 //
 //   example_02_infini_streaming [--quick]
 #include <chrono>
@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   constexpr index_t H = 4, D = 64, N = 256, P = 16;
   const index_t total = quick ? index_t(1) << 16 : index_t(1) << 20;  // tokens streamed
-  const longctx::infini_dims dims{1, H, H, D, D};
+  const longctx::attention_dims dims{1, H, H, D, D};
   longctx::thread_pool pool(2);
 
   std::printf("Infini-attention streaming: H=%ld d=%ld segment=%ld, %ld tokens, %zu threads\n", long(H), long(D),
@@ -57,10 +57,12 @@ int main(int argc, char** argv) {
   for (const auto rule : {longctx::update_rule::linear, longctx::update_rule::delta}) {
     const char* name = rule == longctx::update_rule::linear ? "linear" : "delta";
     // Streaming layer: gate sigmoid(0) = 1/2 in every head. The probe is the
-    // same configuration with the gate at pure memory (beta = +inf).
+    // same configuration with the gate at pure memory (beta = +inf), read-only:
+    // another configuration, so it gets its own state and a copy of the memory.
     const longctx::infini layer{.segment = N, .beta = std::vector<float>(H, 0.0f), .update = rule};
     longctx::infini probe = layer;
     probe.beta.assign(H, std::numeric_limits<float>::infinity());
+    probe.memory = longctx::memory_mode::read_only;
     auto state = layer.make_state(dims);
 
     // Planted pairs: key i is +3 on its own D / P dimensions and -3 elsewhere,
@@ -89,14 +91,13 @@ int main(int argc, char** argv) {
           k[std::size_t((h * N + t) * D + c)] = kp[std::size_t((h * P + t % P) * D + c)];
           v[std::size_t((h * N + t) * D + c)] = vp[std::size_t((h * P + t % P) * D + c)];
         }
-    layer.forward(state, {qv, kv, vv}, ov, longctx::memory_mode::read_write, pool);
+    layer.forward(state, {qv, kv, vv}, ov, pool);
 
     std::vector<float> po(std::size_t(H * P * D));
     auto probe_memory = [&]() -> probe_result {
-      const std::vector<std::byte> saved = state.snapshot();
-      probe.forward(state, {kpv, kpv, vpv}, longctx::from_bhnd(po.data(), 1, H, P, D), longctx::memory_mode::read_only,
-                    pool);
-      state.restore(saved);
+      auto probe_state = probe.make_state(dims);
+      probe_state.assign_memory(state);
+      probe.forward(probe_state, {kpv, kpv, vpv}, longctx::from_bhnd(po.data(), 1, H, P, D), pool);
       double err = 0, ref = 0, dot = 0, no = 0;
       for (std::size_t i = 0; i < po.size(); ++i) {
         err += (po[i] - vp[i]) * double(po[i] - vp[i]);
@@ -112,7 +113,7 @@ int main(int argc, char** argv) {
     auto stream_segment = [&] {
       rng.fill(q), rng.fill(k), rng.fill(v);
       const auto t0 = std::chrono::steady_clock::now();
-      layer.forward(state, {qv, kv, vv}, ov, longctx::memory_mode::read_write, pool);
+      layer.forward(state, {qv, kv, vv}, ov, pool);
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
     // Probes after 0, 1, 4, 16, ... segments of distractors, and at the end.
@@ -124,10 +125,10 @@ int main(int argc, char** argv) {
       const probe_result r = probe_memory();
       std::printf("%-8s %14ld %12.3f %10.3f\n", name, long(streamed), r.rel_error, r.cosine);
     }
-    const auto fp = state.footprint();
+    const auto fp = state.memory_footprint();
     std::printf("%-8s streamed %ld tokens in %.1f s: %.0f tokens/s; state %.2f MB (memory %.1f KB), constant;"
                 " a dense KV cache would hold %.0f MB\n",
-                name, long(state.tokens_seen()), seconds, double(streamed) / seconds, double(fp.bytes) / 1e6,
+                name, long(state.tokens_seen()), seconds, double(streamed) / seconds, double(state.footprint()) / 1e6,
                 double(fp.memory_values) * 4 / 1e3, 2.0 * double(H * state.tokens_seen() * D) * 4 / 1e6);
   }
   std::printf("rel. error = ||retrieved - planted|| / ||planted|| (1 = nothing left; 0 = perfect);\n"

@@ -46,30 +46,30 @@ int main(int argc, char** argv) {
   const auto vv = from_bhnd<dynamic_extent, const float>(v.data(), 1, h_kv, n, d);
   thread_pool pool(2);
 
-  const auto run = [&](const tova& policy, std::vector<float>& out, double& seconds, kv_cache& cache) {
+  // Any sequence policy: the same loop runs every bounded cache and dense.
+  const auto run = [&](const auto& policy, std::vector<float>& out, double& seconds, auto& cache) {
     out.assign(std::size_t(h * n * d), 0.0f);
     const auto ov = from_bhnd(out.data(), 1, h, n, d);
-    policy.forward(cache, qv.tokens(0, prompt), kv.tokens(0, prompt), vv.tokens(0, prompt), ov.tokens(0, prompt), pool);
+    policy.forward(cache, {qv.tokens(0, prompt), kv.tokens(0, prompt), vv.tokens(0, prompt)}, ov.tokens(0, prompt), pool);
     const auto t0 = std::chrono::steady_clock::now();
     for (index_t t = prompt; t < n; ++t)
-      policy.forward(cache, qv.tokens(t, 1), kv.tokens(t, 1), vv.tokens(t, 1), ov.tokens(t, 1), pool);
+      policy.forward(cache, {qv.tokens(t, 1), kv.tokens(t, 1), vv.tokens(t, 1)}, ov.tokens(t, 1), pool);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
 
-  const kv_cache_dims dims{.batch = 1, .heads = h, .kv_heads = h_kv, .head_dim = d};
-  const tova full_policy{.policy = eviction::full};
-  kv_cache full_cache = full_policy.make_state(dims);
+  const attention_dims dims{.b = 1, .h = h, .h_kv = h_kv, .d = d};
+  const dense full_policy{};
+  auto full_cache = full_policy.make_state(dims);
   std::vector<float> ref;
   double ref_s = 0;
   run(full_policy, ref, ref_s, full_cache);
   std::printf("stream %lld tokens (prompt %lld), h %lld, h_kv %lld, d %lld\n", (long long)n, (long long)prompt,
               (long long)h, (long long)h_kv, (long long)d);
   std::printf("%-7s %7s %10s %10s %12s %s\n", "policy", "budget", "cache MB", "tokens/s", "mean rel.err", "keeps needle");
-  std::printf("%-7s %7s %10.1f %10.0f %12s %s\n", "full", "-", full_cache.memory_bytes() / 1e6,
+  std::printf("%-7s %7s %10.1f %10.0f %12s %s\n", "full", "-", double(full_cache.footprint()) / 1e6,
               double(n - prompt) / ref_s, "0", "yes");
-  for (eviction e : {eviction::tova, eviction::h2o, eviction::sinks, eviction::window}) {
-    const tova policy{.budget = n / 8, .policy = e};
-    kv_cache cache = policy.make_state(dims);
+  const auto bounded = [&](const auto& policy) {
+    auto cache = policy.make_state(dims);
     std::vector<float> out;
     double s = 0;
     run(policy, out, s, cache);
@@ -86,8 +86,13 @@ int main(int argc, char** argv) {
       }
     const auto held = cache.held_positions(0);
     const bool kept = std::count(held.begin(), held.end(), needle) == 1;
-    std::printf("%-7s %7lld %10.1f %10.0f %12.2e %s\n", eviction_name(e), (long long)policy.budget,
-                cache.memory_bytes() / 1e6, double(n - prompt) / s, sum / double(h * (n - prompt)), kept ? "yes" : "no");
-  }
+    std::printf("%-7s %7lld %10.1f %10.0f %12.2e %s\n", std::decay_t<decltype(policy)>::rule_type::name,
+                (long long)policy.budget, double(cache.footprint()) / 1e6, double(n - prompt) / s,
+                sum / double(h * (n - prompt)), kept ? "yes" : "no");
+  };
+  bounded(tova{.budget = n / 8});
+  bounded(h2o_cache{.budget = n / 8});
+  bounded(sinks_cache{.budget = n / 8});
+  bounded(window_cache{.budget = n / 8});
   return 0;
 }

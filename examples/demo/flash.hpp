@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include <longctx/policies/flash.hpp>
+#include <longctx/models/gau.hpp>
 
 namespace flash_demo {
 
@@ -83,9 +83,9 @@ inline void demo_flash(bool quick) {
               long(e), long(s), long(C));
   std::printf("parallel  n=%ld tokens, %zu threads: %.2f s, %.0f tokens/s\n", long(n), pool.concurrency(), t_par,
               double(n) / t_par);
-  std::printf("streaming %ld tokens one at a time, 1 thread: %.2f s, %.0f tokens/s; state %ld floats per layer "
-              "(constant)\n",
-              long(n_stream), t_stream, double(n_stream) / t_stream, long(states[0].attention_state().floats()));
+  std::printf("streaming %ld tokens one at a time, 1 thread: %.2f s, %.0f tokens/s; attention state %zu bytes per "
+              "layer (constant)\n",
+              long(n_stream), t_stream, double(n_stream) / t_stream, states[0].attention_state().footprint());
   std::printf("agreement streaming vs parallel: max abs diff %.2e (max |y| %.2f); the attention is bit-exact, the\n"
               "          projections round differently as GEMV vs GEMM\n",
               err, mag);

@@ -68,7 +68,7 @@ inline void demo_infini(bool quick) {
       auto st = pol.make_state({1, H, H, D, D});
       const auto t0 = std::chrono::steady_clock::now();
       for (index_t s = 0; s < segments; ++s)
-        pol.forward(st, {qv, kv, vv}, longctx::from_bhnd(o.data(), 1, H, N, D), longctx::memory_mode::read_write, pool);
+        pol.forward(st, {qv, kv, vv}, longctx::from_bhnd(o.data(), 1, H, N, D), pool);
       const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double tokens = double(segments * N);
       const double flops_tok =
@@ -77,7 +77,7 @@ inline void demo_infini(bool quick) {
                   "peak); state %.2f MB memory + %.1f MB unfinished segment, constant (dense KV at 1M tokens: %.1f GB)\n",
                   rule == longctx::update_rule::linear ? "linear" : "delta", long(H), long(D), long(N), tokens,
                   tokens / sec, flops_tok * tokens / sec / 1e9, 100 * flops_tok * tokens / sec / 230e9,
-                  double(st.footprint().memory_values) * 4 / 1e6, double(st.footprint().buffer_values) * 4 / 1e6, 2.0 * H * D * 4 * double(1 << 20) / 1e9);
+                  double(st.memory_footprint().memory_values) * 4 / 1e6, double(st.memory_footprint().buffer_values) * 4 / 1e6, 2.0 * H * D * 4 * double(1 << 20) / 1e9);
     }
   }
 
@@ -103,6 +103,7 @@ inline void demo_infini(bool quick) {
       const longctx::infini layer{.segment = N, .update = rule};
       longctx::infini probe = layer;
       probe.beta.assign(H, std::numeric_limits<float>::infinity());  // pure memory
+      probe.memory = longctx::memory_mode::read_only;
       auto st = layer.make_state({1, H, H, D, D});
       fill(q);
       for (index_t h = 0; h < H; ++h)
@@ -111,20 +112,19 @@ inline void demo_infini(bool quick) {
             k[std::size_t((h * N + t) * D + c)] = kp[std::size_t((h * P + t % P) * D + c)];
             v[std::size_t((h * N + t) * D + c)] = vp[std::size_t((h * P + t % P) * D + c)];
           }
-      layer.forward(st, {qv, kv, vv}, longctx::from_bhnd(o.data(), 1, H, N, D), longctx::memory_mode::read_write, pool);
+      layer.forward(st, {qv, kv, vv}, longctx::from_bhnd(o.data(), 1, H, N, D), pool);
       std::printf("          %-8s", rule == longctx::update_rule::linear ? "linear" : "delta");
       for (index_t c = N; c <= total; c *= 4) {
         while (index_t(st.tokens_seen()) < c) {
           fill(q), fill(k), fill(v);
-          layer.forward(st, {qv, kv, vv}, longctx::from_bhnd(o.data(), 1, H, N, D), longctx::memory_mode::read_write,
-                        pool);
+          layer.forward(st, {qv, kv, vv}, longctx::from_bhnd(o.data(), 1, H, N, D), pool);
         }
-        // The probe's P tokens would stay in the unfinished segment (read-only
-        // never folds them, but they would shift the segment boundaries):
-        // probe between snapshot and restore.
-        const std::vector<std::byte> saved = st.snapshot();
-        probe.forward(st, {kpv, kpv, vpv}, longctx::from_bhnd(po.data(), 1, H, P, D), longctx::memory_mode::read_only, pool);
-        st.restore(saved);
+        // The probe is another configuration (gate, read-only): it reads a
+        // copy of the stream's memory in its own state, so its P tokens never
+        // enter the stream's unfinished segment.
+        auto probe_st = probe.make_state({1, H, H, D, D});
+        probe_st.assign_memory(st);
+        probe.forward(probe_st, {kpv, kpv, vpv}, longctx::from_bhnd(po.data(), 1, H, P, D), pool);
         double dot = 0, a = 0, b = 0;
         for (std::size_t i = 0; i < po.size(); ++i) dot += double(po[i]) * vp[i], a += double(po[i]) * po[i], b += double(vp[i]) * vp[i];
         std::printf(" %8.3f", dot / std::sqrt(a * b + 1e-300));

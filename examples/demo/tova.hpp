@@ -62,11 +62,13 @@ struct run_result {
   std::vector<std::vector<index_t>> held;  // per layer, positions of head 0
 };
 
-inline run_result run(const tova& p, const std::vector<layer_stream>& layers, index_t n, index_t prompt, index_t h,
-                      index_t d) {
+// One multi-layer decode loop for any sequence policy.
+template <sequence_policy Policy>
+run_result run(const Policy& p, const std::vector<layer_stream>& layers, index_t n, index_t prompt, index_t h,
+               index_t d) {
   run_result r;
   r.out.assign(layers.size() * std::size_t(n * h * d), 0.0f);
-  std::vector<kv_cache> caches;
+  std::vector<typename Policy::state_type> caches;
   for (std::size_t l = 0; l < layers.size(); ++l) caches.push_back(p.make_state({1, h, h, d, d}));
   const auto views = [&](std::size_t l) {
     const auto& s = layers[l];
@@ -77,17 +79,17 @@ inline run_result run(const tova& p, const std::vector<layer_stream>& layers, in
   };
   for (std::size_t l = 0; l < layers.size(); ++l) {  // prefill: one segment per layer
     const auto [q, k, v, o] = views(l);
-    p.forward(caches[l], q.tokens(0, prompt), k.tokens(0, prompt), v.tokens(0, prompt), o.tokens(0, prompt));
+    p.forward(caches[l], {q.tokens(0, prompt), k.tokens(0, prompt), v.tokens(0, prompt)}, o.tokens(0, prompt));
   }
   const auto t0 = std::chrono::steady_clock::now();
   for (index_t t = prompt; t < n; ++t)
     for (std::size_t l = 0; l < layers.size(); ++l) {
       const auto [q, k, v, o] = views(l);
-      p.forward(caches[l], q.tokens(t, 1), k.tokens(t, 1), v.tokens(t, 1), o.tokens(t, 1));
+      p.forward(caches[l], {q.tokens(t, 1), k.tokens(t, 1), v.tokens(t, 1)}, o.tokens(t, 1));
     }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (const auto& c : caches) {
-    r.bytes += double(c.memory_bytes());
+    r.bytes += double(c.footprint());
     r.held.push_back(c.held_positions(0));
   }
   return r;
@@ -107,7 +109,7 @@ inline void demo_tova(bool quick) {
               "token by token); budget %lld = 1/8 of the stream. Synthetic sparse attention: a drifting latent\n"
               "(recent tokens matter) plus 4 early needles (9, 57, 130, 201) every query keeps attending to.\n",
               (long long)n_layers, (long long)h, (long long)d, (long long)n, (long long)prompt, (long long)budget);
-  const run_result full = run(tova{.policy = eviction::full}, layers, n, prompt, h, d);
+  const run_result full = run(dense{}, layers, n, prompt, h, d);
   std::printf("%-7s %9s %10s %15s %15s %8s\n", "policy", "cache MB", "tokens/s", "mean rel.err", "rel.err last", "needles");
   const auto report = [&](const char* name, const run_result& r) {
     // Per decoded row (layer, token, head): |o - o_full| / |o_full|.
@@ -135,8 +137,10 @@ inline void demo_tova(bool quick) {
                 (long long)(needles.size() * std::size_t(n_layers)));
   };
   report("full", full);
-  for (eviction e : {eviction::tova, eviction::h2o, eviction::sinks, eviction::window})
-    report(eviction_name(e), run(tova{.budget = budget, .policy = e}, layers, n, prompt, h, d));
+  report("tova", run(tova{.budget = budget}, layers, n, prompt, h, d));
+  report("h2o", run(h2o_cache{.budget = budget}, layers, n, prompt, h, d));
+  report("sinks", run(sinks_cache{.budget = budget}, layers, n, prompt, h, d));
+  report("window", run(window_cache{.budget = budget}, layers, n, prompt, h, d));
   std::printf("rel.err: per decoded (layer, token, head) row, mean over all rows and over the last eighth of the\n"
               "stream; needles: needle rows still held at the end over all layers. tokens/s: decode, all layers,\n"
               "one thread, on a shared machine. Synthetic statistics, not a language model: this shows which rows\n"

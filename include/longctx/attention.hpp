@@ -56,14 +56,30 @@ attention_shape check_attention(const char* where, const tensor4_view<const floa
 
 }  // namespace detail
 
-// Tiled prefill. `scale` is explicit (usually default_scale(d)).
+// Tiled prefill. `scale` is explicit (usually default_scale(d)). `rows`, if
+// given, receives the scaled, masked logits of query rows [first, first + w)
+// in rows.logits (b, h, w, n_kv) (see row_logits).
 template <arch_tag Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
           executor Exec = serial_executor>
 void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
                std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
-               const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}) {
-  detail::check_attention("attention", q, k, v, o, scale, mask, lse);
-  prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec);
+               const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}, row_logits rows = {}) {
+  const auto a = detail::check_attention("attention", q, k, v, o, scale, mask, lse);
+  const tensor4_view<float>& lg = rows.logits;
+  // Anything but the default {0, {}} is a request, and checked as one (a
+  // first without a view is a mistake, not a no-op).
+  if (lg.data() || !lg.empty() || rows.first != 0) {
+    const index_t w = lg.extent(2);
+    require(lg.extent(0) == a.b && lg.extent(1) == a.h && lg.extent(3) == a.n_kv, "attention", "logits",
+            "must be (b, h, w, n_kv) = (", a.b, ", ", a.h, ", w, ", a.n_kv, "), got ", shape_of(lg));
+    // Written so that first + w cannot overflow.
+    require(rows.first >= 0 && w <= a.n_q && rows.first <= a.n_q - w, "attention", "logits",
+            "rows [first, first + w) = [", rows.first, ", ", rows.first, " + ", w,
+            ") must lie within the n_q = ", a.n_q, " query rows");
+    require_unit_inner_stride(lg, "attention", "logits");
+    require_data(lg, "attention", "logits");
+  }
+  prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, rows);
 }
 
 // Split-KV decode for a few query rows (typically n_q = 1) per head over a

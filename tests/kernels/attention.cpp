@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -288,4 +290,244 @@ TEST_CASE("attention: bad input is rejected with the argument and the shapes", "
                     Catch::Contains("'lse'"));
   tensor4 zero_d(g, 1, 4, 5, 0, false, 0), k0(g, 1, 2, 7, 0, false, 0);
   CHECK_THROWS_WITH(attention(zero_d.view, k0.view, v.view, o.view, 1.0f), Catch::Contains("d must be > 0"));
+}
+
+// ---- Prefill's row logits (row_logits): the pre-softmax logits of a range of
+// query rows, for SnapKV / TOVA / H2O scores without a second Q K^T. ---------
+
+namespace {
+
+// Which rows a case asks for, biased to what the policies ask and to the
+// 48-row query block edges.
+std::pair<index_t, index_t> random_rows(test::rng_t& g, index_t n_q, index_t bq) {
+  switch (test::uniform_int(g, 0, 4)) {
+    case 0: {  // SnapKV: the last w prompt rows
+      const index_t w = test::uniform_int(g, 1, int(std::min<index_t>(n_q, 64)));
+      return {n_q - w, w};
+    }
+    case 1: return {n_q - 1, 1};  // TOVA: the last prompt row
+    case 2: {  // straddling a block edge (or ending on one)
+      const index_t edge = std::min(n_q, bq * test::uniform_int(g, 1, int(std::max<index_t>(1, n_q / bq))));
+      const index_t first = std::max<index_t>(0, edge - test::uniform_int(g, 0, 3));
+      return {first, std::min(n_q - first, index_t(test::uniform_int(g, 0, 6)))};
+    }
+    case 3: return {0, n_q};  // every row (H2O)
+    default: {
+      const index_t first = test::uniform_int(g, 0, int(n_q));
+      return {first, test::uniform_int(g, 0, int(n_q - first))};
+    }
+  }
+}
+
+// One prefill with and without a row_logits request for rows [first, first + w):
+//  - o and lse are bit-identical with and without it;
+//  - the logits match the double oracle within the dot-product bound
+//    (d + 2) eps |scale| |q_i| |k_j| (the kernel rounds scale q, then sums d
+//    products), and are -inf exactly where the oracle's mask hides the key;
+//  - nothing outside the logits view is written;
+//  - probabilities_from_logits(row, lse) is the oracle's softmax row, and sums
+//    to 1 to within the rounding of the kernel's own running sum: the logits
+//    are the floats its LSE was computed from.
+template <class Arch>
+void check_row_logits(test::rng_t& g, const shape& s, index_t first, index_t w) {
+  const index_t h = s.h_kv * s.group;
+  tensor4 q(g, s.b, h, s.n_q, s.d, s.bnhd, s.pad, s.aligned), k(g, s.b, s.h_kv, s.n_kv, s.d, s.bnhd, s.pad, s.aligned),
+      v(g, s.b, s.h_kv, s.n_kv, s.d_v, s.bnhd, s.pad, s.aligned, -2, 2),
+      o(g, s.b, h, s.n_q, s.d_v, s.bnhd, s.pad, s.aligned), o2 = o,
+      lg(g, s.b, h, w, s.n_kv, s.bnhd, s.pad, s.aligned);
+  o2.view = tensor4_view<float>(o2.data.data() + (o.view.data() - o.data.data()), o.view.extents(), o.view.strides());
+  constexpr float unwritten = 777.0f;  // no logit or input value comes near it
+  std::fill(lg.data.begin(), lg.data.end(), unwritten);
+  std::vector<float> lse_buf(std::size_t(s.b * h * s.n_q), 123.0f), lse_buf2 = lse_buf;
+  lse_view lse(lse_buf.data(), dextents<index_t, 3>(s.b, h, s.n_q)),
+      lse2(lse_buf2.data(), dextents<index_t, 3>(s.b, h, s.n_q));
+  std::visit(
+      [&](const auto& m) {
+        attention<Arch>(q.view, k.view, v.view, o.view, s.scale, m, lse);
+        attention<Arch>(q.view, k.view, v.view, o2.view, s.scale, m, lse2, serial_executor{},
+                        row_logits{first, lg.view});
+      },
+      s.mask);
+  INFO(describe(s) << " rows [" << first << ", " << first + w << ")");
+  REQUIRE(o.values() == o2.values());
+  REQUIRE(lse_buf == lse_buf2);
+  REQUIRE(std::count(lg.data.begin(), lg.data.end(), unwritten) == std::ptrdiff_t(lg.data.size()) - lg.view.size());
+
+  const auto norm = [](const auto& row, index_t n) {
+    double t = 0;
+    for (index_t p = 0; p < n; ++p) t += double(row(p)) * double(row(p));
+    return std::sqrt(t);
+  };
+  std::vector<float> p(std::size_t(s.n_kv));
+  for (index_t bi = 0; bi < s.b; ++bi)
+    for (index_t hi = 0; hi < h; ++hi) {
+      const index_t hk = hi / s.group;
+      const auto qh = matrix_view<const float>(q.view.head(bi, hi)), kh = matrix_view<const float>(k.view.head(bi, hk));
+      // The oracle for rows [first, first + w) only, the mask bound to the whole call.
+      const auto ref = std::visit(
+          [&](const auto& m) {
+            const auto bound = m.bind(s.n_q, s.n_kv);
+            return reference::attention_head(qh.rows(first, w), kh, matrix_view<const float>(v.view.head(bi, hk)),
+                                             double(s.scale),
+                                             [&](index_t i, index_t j) { return bound.visible(first + i, j); });
+          },
+          s.mask);
+      std::vector<double> k_norm(std::size_t(s.n_kv));
+      for (index_t j = 0; j < s.n_kv; ++j) k_norm[std::size_t(j)] = norm(kh.row(j), s.d);
+      // Per row, the first bad key is reported: a REQUIRE per element would
+      // dominate the run time.
+      std::string bad;
+      for (index_t r = 0; r < w && bad.empty(); ++r) {
+        const index_t i = first + r;
+        INFO("batch " << bi << " head " << hi << " row " << i);
+        const double q_norm = norm(qh.row(i), s.d);
+        const float* row = &lg.view(bi, hi, r, 0);
+        const double* ref_row = &ref.logits[std::size_t(r * s.n_kv)];
+        std::vector<double> tol(std::size_t(s.n_kv));
+        double max_logit = 0, max_tol = 0;
+        for (index_t j = 0; j < s.n_kv && bad.empty(); ++j) {
+          const double rl = ref_row[j];
+          tol[std::size_t(j)] = (s.d + 2) * test::eps_f32 * std::abs(double(s.scale)) * q_norm * k_norm[std::size_t(j)];
+          if (std::isinf(rl) ? row[j] != neg_inf : !(std::abs(row[j] - rl) <= tol[std::size_t(j)]))
+            bad = detail::concat("key ", j, ": logit ", row[j], ", oracle ", rl, ", tol ", tol[std::size_t(j)]);
+          if (std::isfinite(rl)) {
+            max_logit = std::max(max_logit, std::abs(rl));
+            max_tol = std::max(max_tol, tol[std::size_t(j)]);
+          }
+        }
+        INFO(bad);
+        REQUIRE(bad.empty());
+        const double rlse = ref.lse[std::size_t(r)];
+        const float klse = lse2(bi, hi, i);
+        probabilities_from_logits<Arch>(row, klse, p.data(), s.n_kv);
+        if (std::isinf(rlse)) {  // fully masked row
+          REQUIRE(klse == neg_inf);
+          REQUIRE(std::all_of(p.begin(), p.end(), [](float x) { return x == 0.0f; }));
+          continue;
+        }
+        // LSE error: the existing bound plus the largest logit error it sums.
+        const double lse_tol = test::attention_tolerance(max_logit + std::abs(rlse), 1.0) + max_tol;
+        REQUIRE(std::abs(klse - rlse) <= lse_tol);
+        double total = 0, max_gap = 0;
+        index_t visible = 0;
+        for (index_t j = 0; j < s.n_kv && bad.empty(); ++j) {
+          const double rl = ref_row[j], pj = p[std::size_t(j)];
+          total += pj;
+          if (std::isinf(rl)) {
+            if (pj != 0.0) bad = detail::concat("key ", j, ": p ", pj, " where masked");
+            continue;
+          }
+          ++visible;
+          max_gap = std::max(max_gap, std::abs(double(row[j]) - double(klse)));
+          // p = exp(fl(logit - lse)) (exp within 2 ulp): its relative error is
+          // the logit's and the LSE's errors, the subtraction's rounding and exp's.
+          const double rp = std::exp(rl - rlse);
+          const double e = tol[std::size_t(j)] + lse_tol + test::eps_f32 * (std::abs(rl - rlse) + 3);
+          const double p_tol = std::expm1(e) * rp + 2 * double(std::numeric_limits<float>::min());
+          if (!(std::abs(pj - rp) <= p_tol))
+            bad = detail::concat("key ", j, ": p ", pj, ", oracle ", rp, ", tol ", p_tol);
+        }
+        INFO(bad);
+        REQUIRE(bad.empty());
+        // Sums to 1 far tighter than the oracle comparison allows: the
+        // kernel's l = sum exp(s - m) in float (error ~ n eps), LSE = m + log l
+        // rounded (eps |lse|), then exp(fl(s - lse)) per key.
+        const double sum_tol = test::eps_f32 * double(visible + 8 + 4 * (std::abs(klse) + max_gap));
+        INFO("sum " << total << " tol " << sum_tol);
+        REQUIRE(std::abs(total - 1.0) <= sum_tol);
+      }
+    }
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("attention: row logits against the double oracle on random shapes", "[kernels]",
+                        compiled_archs) {
+  const int cases = test::scaled(300);
+  for (int c = 0; c < cases; ++c) {
+    test::rng_t g(test::seed_for(17, std::uint64_t(c)));
+    const shape s = random_shape(g, false);
+    const auto [first, w] = random_rows(g, s.n_q, attention_blocking<TestType>::block_q);
+    INFO("arch " << TestType::name << " case " << c << " seed " << test::seed_for(17, std::uint64_t(c)));
+    check_row_logits<TestType>(g, s, first, w);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("attention: row logits at block and tile edges, every mask", "[kernels]", compiled_archs) {
+  constexpr index_t BQ = attention_blocking<TestType>::block_q, BKV = attention_blocking<TestType>::block_kv;
+  // Windows shorter than a tile (whole tiles skipped left of the window, and
+  // between sinks and window), longer than one, and chunks on and off the
+  // tile grid; causal with n_q < n_kv, n_q > n_kv (fully masked rows) and top-left.
+  const std::vector<any_mask> masks{no_mask{},
+                                    causal{},
+                                    causal{alignment::top_left},
+                                    sliding_window{20},
+                                    sliding_window{BKV + 3},
+                                    sinks_window{4, 20},
+                                    sinks_window{1, BKV},
+                                    chunk_local{50},
+                                    chunk_local{BKV}};
+  int c = 0;
+  for (index_t n_q : {index_t(1), BQ - 1, BQ, BQ + 1, 2 * BQ + 1})
+    for (index_t n_kv : {index_t(1), BKV - 1, BKV, BKV + 1, 2 * BKV + 1, 3 * BKV - 20})
+      for (std::size_t mi = 0; mi < masks.size(); ++mi) {
+        test::rng_t g(test::seed_for(18, std::uint64_t(c)));
+        const shape s{1, 2, 2, n_q, n_kv, 16, 8, c % 2 == 0, c % 3 != 0, c % 5 == 0 ? 3 : 0, 0.7f, masks[mi]};
+        // The last row, the last rows across the last block edge, rows
+        // around the first block edge, and all of them.
+        const index_t around = std::min(BQ - 2, n_q - 1);
+        for (auto [first, w] : {std::pair<index_t, index_t>{n_q - 1, 1},
+                                {std::max<index_t>(0, n_q - BQ - 2), std::min(n_q, BQ + 2)},
+                                {around, std::min<index_t>(4, n_q - around)},
+                                {0, n_q}}) {
+          INFO("arch " << TestType::name << " case " << c);
+          check_row_logits<TestType>(g, s, first, w);
+        }
+        ++c;
+      }
+}
+
+TEMPLATE_LIST_TEST_CASE("attention: row logits are bit-identical for any thread count", "[kernels]",
+                        compiled_archs) {
+  test::rng_t g(test::seed_for(19, 0));
+  const index_t b = 2, h = 4, h_kv = 2, n = 301, d = 59, first = 40, w = 70;
+  tensor4 q(g, b, h, n, d, true, 0), k(g, b, h_kv, n, d, true, 0), v(g, b, h_kv, n, d, true, 0),
+      o(g, b, h, n, d, true, 0), l1(g, b, h, w, n, true, 0), l2(g, b, h, w, n, true, 0);
+  attention<TestType>(q.view, k.view, v.view, o.view, 0.2f, sinks_window{4, 100}, {}, serial_executor{},
+                      row_logits{first, l1.view});
+  for (std::size_t threads : {2, 3, 5}) {
+    thread_pool pool(threads);
+    attention<TestType>(q.view, k.view, v.view, o.view, 0.2f, sinks_window{4, 100}, {}, pool, row_logits{first, l2.view});
+    INFO("threads " << threads);
+    CHECK(l1.values() == l2.values());
+  }
+}
+
+TEST_CASE("attention: bad row logits are rejected naming 'logits'", "[kernels]") {
+  test::rng_t g(test::seed_for(20, 0));
+  tensor4 q(g, 1, 4, 5, 8, false, 0), k(g, 1, 2, 7, 8, false, 0), v(g, 1, 2, 7, 6, false, 0), o(g, 1, 4, 5, 6, false, 0);
+  tensor4 lg(g, 1, 4, 2, 7, false, 0), wrong_h(g, 1, 2, 2, 7, false, 0), wrong_n(g, 1, 4, 2, 6, false, 0),
+      all(g, 1, 4, 5, 7, false, 0), too_many(g, 1, 4, 6, 7, false, 0), none(g, 1, 4, 0, 7, false, 0);
+  const auto run = [&](index_t first, tensor4_view<float> view) {
+    attention(q.view, k.view, v.view, o.view, 1.0f, causal{}, {}, serial_executor{}, row_logits{first, view});
+  };
+  CHECK_NOTHROW(run(3, lg.view));
+  CHECK_NOTHROW(run(0, all.view));
+  CHECK_NOTHROW(run(5, none.view));                   // w = 0 at the end: a no-op
+  CHECK_NOTHROW(run(0, tensor4_view<float>{}));       // the default: not requested
+  CHECK_NOTHROW(run(2, tensor4_view<float>(nullptr, none.view.extents())));  // empty, null
+  const auto bad = Catch::Contains("argument 'logits'");
+  CHECK_THROWS_WITH(run(0, wrong_h.view), bad && Catch::Contains("(1, 4, w, 7)") && Catch::Contains("(1, 2, 2, 7)"));
+  CHECK_THROWS_WITH(run(0, wrong_n.view), bad && Catch::Contains("n_kv"));
+  CHECK_THROWS_WITH(run(-1, lg.view), bad && Catch::Contains("n_q = 5"));
+  CHECK_THROWS_WITH(run(4, lg.view), bad && Catch::Contains("n_q = 5"));
+  CHECK_THROWS_WITH(run(0, too_many.view), bad && Catch::Contains("n_q = 5"));
+  CHECK_THROWS_WITH(run(std::numeric_limits<index_t>::max(), lg.view), bad);  // first + w would overflow
+  CHECK_THROWS_WITH(run(2, tensor4_view<float>{}), bad);  // a first without a view
+  CHECK_THROWS_WITH(run(0, tensor4_view<float>(lg.data.data(), lg.view.extents(), {56, 14, 7, 2})),
+                    bad && Catch::Contains("contiguous"));
+  CHECK_THROWS_WITH(run(0, tensor4_view<float>(nullptr, lg.view.extents())), bad && Catch::Contains("null data"));
+  // decode() keeps its own (b, h, n_q, n_kv) logits.
+  CHECK_THROWS_WITH(decode(q.view, k.view, v.view, o.view, 1.0f, causal{}, {}, serial_executor{}, lg.view),
+                    Catch::Contains("'logits'"));
 }

@@ -2,14 +2,18 @@
 // random shapes for every compiled backend: odd segment lengths, 1 to several
 // segments, GQA and both memory sharings, per-head and per-value-dim gates,
 // separate memory inputs, initial states, read-only, both layouts, inputs
-// split at random points. Plus the properties of PAPERS.md section 1.
+// split at random points. Plus the properties of PAPERS.md section 1 and the
+// sequence_policy protocol: fingerprint, snapshot envelope, strong restore.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <span>
+#include <string>
 #include <vector>
 
+#include <longctx/attention.hpp>
 #include <longctx/policies/infini.hpp>
 #include <longctx/reference/infini.hpp>
 
@@ -29,14 +33,14 @@ struct tensor4 {
 };
 
 struct problem {
-  infini_dims dims;
+  attention_dims dims;  // d_v given (not 0)
   index_t n = 0;
   bool bnhd = false, separate_mem = false;
   tensor4 q, k, v, qm, km;
-  problem(test::rng_t& g, infini_dims d, index_t n_, bool bnhd_, bool sep)
-      : dims(d), n(n_), bnhd(bnhd_), separate_mem(sep), q(g, d.b, d.h, n_, d.d_k, bnhd_),
-        k(g, d.b, d.h_kv, n_, d.d_k, bnhd_), v(g, d.b, d.h_kv, n_, d.d_v, bnhd_, -2, 2),
-        qm(g, d.b, d.h, n_, d.d_k, bnhd_), km(g, d.b, d.h_kv, n_, d.d_k, bnhd_) {}
+  problem(test::rng_t& g, attention_dims d, index_t n_, bool bnhd_, bool sep)
+      : dims(d), n(n_), bnhd(bnhd_), separate_mem(sep), q(g, d.b, d.h, n_, d.d, bnhd_),
+        k(g, d.b, d.h_kv, n_, d.d, bnhd_), v(g, d.b, d.h_kv, n_, d.d_v, bnhd_, -2, 2),
+        qm(g, d.b, d.h, n_, d.d, bnhd_), km(g, d.b, d.h_kv, n_, d.d, bnhd_) {}
   infini_input input(index_t t, index_t len) const {
     infini_input in{q.view.tokens(t, len), k.view.tokens(t, len), v.view.tokens(t, len)};
     if (separate_mem) in.q_mem = qm.view.tokens(t, len), in.k_mem = km.view.tokens(t, len);
@@ -47,14 +51,14 @@ struct problem {
 // Feeds tokens [0, n) in pieces of the given lengths (the rest in one piece).
 template <class Arch, class P, class Exec = serial_executor>
 void run_pieces(const P& pol, typename P::state_type& st, const problem& pr, tensor4_view<float> out,
-                const std::vector<index_t>& pieces, memory_mode mode = memory_mode::read_write, Exec&& exec = {}) {
+                const std::vector<index_t>& pieces, Exec&& exec = {}) {
   index_t t = 0;
   for (index_t len : pieces) {
     len = std::min(len, pr.n - t);
-    pol.template forward<Arch>(st, pr.input(t, len), out.tokens(t, len), mode, exec);
+    pol.template forward<Arch>(st, pr.input(t, len), out.tokens(t, len), exec);
     t += len;
   }
-  if (t < pr.n) pol.template forward<Arch>(st, pr.input(t, pr.n - t), out.tokens(t, pr.n - t), mode, exec);
+  if (t < pr.n) pol.template forward<Arch>(st, pr.input(t, pr.n - t), out.tokens(t, pr.n - t), exec);
 }
 
 double sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
@@ -63,11 +67,11 @@ double sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
 template <class P>
 void check_head(const P& pol, const problem& pr, const tensor4_view<float>& out, index_t bi, index_t hi,
                 const reference::linear_state& init, bool read_only, double state_eps, const std::string& what) {
-  const infini_dims& d = pr.dims;
+  const attention_dims& d = pr.dims;
   const index_t hk = hi / (d.h / d.h_kv);
   reference::infini_head_params rp;
   rp.segment = pol.segment;
-  rp.scale = pol.effective_scale(d.d_k);
+  rp.scale = pol.effective_scale(d.d);
   rp.phi = pol.phi;
   rp.rule = pol.update;
   rp.epsilon = pol.epsilon;
@@ -97,7 +101,7 @@ void check_head(const P& pol, const problem& pr, const tensor4_view<float>& out,
     // (reference/linear_state.hpp), worst case, times 2; plus the gate's own
     // rounding (a few eps of the output).
     const double tol = test::attention_tolerance(ref.max_logit[std::size_t(i)], ref.max_v) +
-                       2 * state_eps * g_max * (double(d.d_k) + ref.mem_terms[std::size_t(i)] + 8) *
+                       2 * state_eps * g_max * (double(d.d) + ref.mem_terms[std::size_t(i)] + 8) *
                            ref.mem_bound[std::size_t(i)] +
                        4 * test::eps_f32 * (ref.max_v + ref.mem_bound[std::size_t(i)]);
     if (!(err <= worst * tol) && !std::isnan(worst)) {
@@ -123,17 +127,32 @@ reference::linear_state oracle_state(const linear_state_view<const float>& m) {
   return s;
 }
 
+// M (without padding) and z of every memory of a state, in order.
+template <class State>
+std::vector<double> memory_values(const State& st) {
+  std::vector<double> x;
+  for (index_t bi = 0; bi < st.dims().b; ++bi)
+    for (index_t m = 0; m < st.memory_heads(); ++m) {
+      const auto mem = st.memory(bi, m);
+      for (index_t p = 0; p < mem.d_k; ++p) {
+        for (index_t c = 0; c < mem.d_v; ++c) x.push_back(double(mem.m[p * mem.ld_m + c]));
+        x.push_back(double(mem.z[p]));
+      }
+    }
+  return x;
+}
+
 template <class Arch>
 void random_case(std::uint64_t seed) {
   static const std::vector<int> dims{1, 2, 3, 7, 8, 16, 17, 32, 59, 64};
   static const std::vector<int> segs = test::odd_sizes({8, 16, 48, 64}, 70);
   test::rng_t g(seed);
-  infini_dims d;
+  attention_dims d;
   d.b = test::uniform_int(g, 1, 2);
   d.h_kv = test::uniform_int(g, 1, 2);
   d.h = d.h_kv * std::vector<index_t>{1, 1, 2, 3}[std::size_t(test::uniform_int(g, 0, 3))];
-  d.d_k = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
-  d.d_v = test::uniform_int(g, 0, 2) ? d.d_k : dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
+  d.d = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
+  d.d_v = test::uniform_int(g, 0, 2) ? d.d : dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
   infini pol;
   pol.segment = test::random_size(g, segs, 70);
   pol.update = test::uniform_int(g, 0, 1) ? update_rule::delta : update_rule::linear;
@@ -149,6 +168,7 @@ void random_case(std::uint64_t seed) {
   const index_t segments = test::uniform_int(g, 1, 4);
   const index_t n = segments * pol.segment + (test::uniform_int(g, 0, 1) ? test::uniform_int(g, 0, int(pol.segment)) : 0);
   const bool read_only = test::uniform_int(g, 0, 7) == 0;
+  pol.memory = read_only ? memory_mode::read_only : memory_mode::read_write;
   problem pr(g, d, n, test::uniform_int(g, 0, 1), test::uniform_int(g, 0, 3) == 0);
   auto st = pol.make_state(d);
   // Sometimes a user-supplied initial state (z > 0 keeps ELU+1 well posed).
@@ -158,7 +178,7 @@ void random_case(std::uint64_t seed) {
     for (index_t m = 0; m < st.memory_heads(); ++m) {
       if (initial) {
         auto mem = st.memory(bi, m);
-        for (index_t p = 0; p < d.d_k; ++p) {
+        for (index_t p = 0; p < d.d; ++p) {
           for (index_t c = 0; c < d.d_v; ++c) mem.m[p * mem.ld_m + c] = test::random_floats(g, 1, -1, 1)[0];
           mem.z[p] = test::random_floats(g, 1, 0.5f, 2)[0];
         }
@@ -172,9 +192,9 @@ void random_case(std::uint64_t seed) {
     for (index_t t = 0; t < n; t += pieces.emplace_back(test::uniform_int(g, 1, int(pol.segment) + 3))) {}
   if (split == 2 && n < 200) pieces.assign(std::size_t(n), 1);
   tensor4 out(g, d.b, d.h, n, d.d_v, pr.bnhd, 100, 200);
-  run_pieces<Arch>(pol, st, pr, out.view, pieces, read_only ? memory_mode::read_only : memory_mode::read_write);
+  run_pieces<Arch>(pol, st, pr, out.view, pieces);
   const std::string what =
-      detail::concat("b ", d.b, " h ", d.h, " h_kv ", d.h_kv, " d_k ", d.d_k, " d_v ", d.d_v, " segment ", pol.segment,
+      detail::concat("b ", d.b, " h ", d.h, " h_kv ", d.h_kv, " d_k ", d.d, " d_v ", d.d_v, " segment ", pol.segment,
                      " n ", n, " rule ", int(pol.update), " phi ", int(pol.phi), " sharing ", int(pol.sharing),
                      " beta ", pol.beta.size(), " read_only ", read_only, " initial ", initial, " split ", split,
                      " separate ", pr.separate_mem);
@@ -192,7 +212,7 @@ void random_case(std::uint64_t seed) {
 // Whole segments vs token by token (and other splits): identical bits.
 template <class Arch>
 void check_streaming_equal(const infini& pol, const problem& pr, const std::vector<index_t>& pieces) {
-  const infini_dims& d = pr.dims;
+  const attention_dims& d = pr.dims;
   test::rng_t g1(1), g2(2);
   tensor4 whole(g1, d.b, d.h, pr.n, d.d_v, false), split(g2, d.b, d.h, pr.n, d.d_v, true);
   auto s1 = pol.make_state(d), s2 = pol.make_state(d);
@@ -229,7 +249,7 @@ TEMPLATE_LIST_TEST_CASE("infini: token by token and any split equal the whole-se
     infini pol{.segment = std::vector<index_t>{1, 7, 64, 65, 100}[std::size_t(c % 5)],
                .beta = {0.3f, -1.0f, 2.0f, 0.0f},
                .update = c % 2 ? update_rule::delta : update_rule::linear};
-    const infini_dims d{2, 4, 2, c % 3 ? 64 : 17, c % 3 ? 64 : 9};
+    const attention_dims d{2, 4, 2, c % 3 ? 64 : 17, c % 3 ? 64 : 9};
     const index_t n = 3 * pol.segment + 5;
     problem pr(g, d, n, c % 2, c % 4 == 3);
     std::vector<index_t> ones(std::size_t(n), 1), random;
@@ -243,7 +263,7 @@ TEMPLATE_LIST_TEST_CASE("infini: token by token and any split equal the whole-se
 TEMPLATE_LIST_TEST_CASE("infini: gate extremes give local causal attention or pure memory retrieval",
                         "[policies][infini]", compiled_archs) {
   test::rng_t g(test::seed_for(52, 0));
-  const infini_dims d{1, 4, 2, 32, 24};
+  const attention_dims d{1, 4, 2, 32, 24};
   const index_t N = 37, n = 3 * N;
   problem pr(g, d, n, false, false);
   const float inf = std::numeric_limits<float>::infinity();
@@ -282,7 +302,7 @@ TEMPLATE_LIST_TEST_CASE("infini: gate extremes give local causal attention or pu
 TEMPLATE_LIST_TEST_CASE("infini: first segment and tiny denominators never give NaN", "[policies][infini]",
                         compiled_archs) {
   test::rng_t g(test::seed_for(53, 0));
-  const infini_dims d{1, 2, 1, 16, 16};
+  const attention_dims d{1, 2, 1, 16, 16};
   SECTION("first segment: A = (1 - sigmoid(beta)) A_dot exactly") {
     const infini pol{.segment = 50, .beta = {1.5f, -0.5f}};
     problem pr(g, d, 50, false, false);
@@ -320,21 +340,27 @@ TEMPLATE_LIST_TEST_CASE("infini: first segment and tiny denominators never give 
 TEMPLATE_LIST_TEST_CASE("infini: read-only retrieves without updating; GQA memory per KV head",
                         "[policies][infini]", compiled_archs) {
   test::rng_t g(test::seed_for(54, 0));
-  const infini_dims d{1, 6, 2, 16, 8};
+  const attention_dims d{1, 6, 2, 16, 8};
   const infini pol{.segment = 10, .beta = {0, 1, -1, 2, 0.5f, -2}, .update = update_rule::delta};
   problem pr(g, d, 40, true, false);
-  auto st = pol.make_state(d);
+  auto rw = pol.make_state(d);
   tensor4 out(g, 1, 6, 40, 8, true);
-  pol.forward<TestType>(st, pr.input(0, 20), out.view.tokens(0, 20));
-  CHECK(st.memory_heads() == 2);
-  CHECK(st.segments_folded() == 2);
-  const auto before = st.snapshot();
-  pol.forward<TestType>(st, pr.input(20, 20), out.view.tokens(20, 20), memory_mode::read_only);
-  CHECK(st.segments_folded() == 2);
-  // Same memory bytes (the header's token count differs).
-  const auto after = st.snapshot();
-  const std::size_t hdr = sizeof(detail::infini_snapshot_header);
-  CHECK(std::vector<std::byte>(before.begin() + hdr, before.end()) == std::vector<std::byte>(after.begin() + hdr, after.end()));
+  pol.forward<TestType>(rw, pr.input(0, 20), out.view.tokens(0, 20));
+  CHECK(rw.memory_heads() == 2);
+  CHECK(rw.segments_folded() == 2);
+  // Read-only is another configuration: forward() rejects the read-write
+  // state, and the read-only layer reads its memory through assign_memory.
+  infini ro = pol;
+  ro.memory = memory_mode::read_only;
+  CHECK_THROWS_WITH(ro.forward<TestType>(rw, pr.input(20, 20), out.view.tokens(20, 20)), Catch::Contains("'state'"));
+  auto st = ro.make_state(d);
+  st.assign_memory(rw);
+  const std::vector<double> before = memory_values(st);
+  CHECK(before == memory_values(rw));
+  ro.forward<TestType>(st, pr.input(20, 20), out.view.tokens(20, 20));
+  CHECK(st.segments_folded() == 0);
+  CHECK(st.tokens_seen() == 20);
+  CHECK(memory_values(st) == before);  // two whole segments went by, nothing folded
   // Tokens 20..39 read the memory of segments 0 and 1 only: the oracle over
   // 40 tokens in read-only mode after a read-write prefix is the oracle over
   // the prefix's final state, so compare with a read-only run from there.
@@ -367,7 +393,7 @@ TEMPLATE_LIST_TEST_CASE("infini: read-only retrieves without updating; GQA memor
 TEMPLATE_LIST_TEST_CASE("infini: snapshot and restore continue bit for bit; bad snapshots are rejected",
                         "[policies][infini]", compiled_archs) {
   test::rng_t g(test::seed_for(55, 0));
-  const infini_dims d{2, 4, 2, 17, 33};
+  const attention_dims d{2, 4, 2, 17, 33};
   const infini pol{.segment = 23, .beta = {0.1f, 0.2f, -0.3f, 1}, .update = update_rule::delta};
   problem pr(g, d, 100, false, true);
   tensor4 o1(g, 2, 4, 100, 33, false), o2(g, 2, 4, 100, 33, false);
@@ -386,33 +412,23 @@ TEMPLATE_LIST_TEST_CASE("infini: snapshot and restore continue bit for bit; bad 
         for (index_t c = 0; c < 33; ++c) REQUIRE(o1.view(bi, hi, i, c) == o2.view(bi, hi, i, c));
   CHECK(a.snapshot() == b.snapshot());
 
+  // The envelope (snapshot.hpp) rejects malformed bytes before anything is
+  // read, and the state is untouched (other configurations: see below).
   auto c = pol.make_state(d);
-  const std::vector<std::byte> fresh = c.snapshot();
-  std::vector<std::byte> bad(snap.begin(), snap.end() - 1);
-  CHECK_THROWS_WITH(c.restore(bad), Catch::Contains("truncated"));
+  const snapshot_bytes fresh = c.snapshot();
+  const auto edited = [&](auto&& edit) { snapshot_bytes s = snap; edit(s); return s; };
+  CHECK_THROWS_WITH(c.restore(edited([](auto& s) { s.pop_back(); })), Catch::Contains("'payload size'"));
   CHECK_THROWS_WITH(c.restore(std::span(snap.data(), 10)), Catch::Contains("truncated"));
-  bad = snap;
-  bad.push_back(std::byte{0});
-  CHECK_THROWS_WITH(c.restore(bad), Catch::Contains("trailing"));
-  bad = snap;
-  bad[8] = std::byte{99};  // version
-  CHECK_THROWS_WITH(c.restore(bad), Catch::Contains("version"));
-  bad = snap;
-  bad[0] = std::byte{'X'};
-  CHECK_THROWS_WITH(c.restore(bad), Catch::Contains("magic"));
-  CHECK(c.snapshot() == fresh);  // rejected snapshots leave the state untouched
-  auto other = pol.make_state({2, 4, 2, 17, 32});
-  CHECK_THROWS_WITH(other.restore(snap), Catch::Contains("d_v"));
-  auto other_seg = infini{.segment = 22}.make_state(d);
-  CHECK_THROWS_WITH(other_seg.restore(snap), Catch::Contains("segment"));
-  auto dbl = basic_infini<double>{.segment = 23}.make_state(d);
-  CHECK_THROWS_WITH(dbl.restore(snap), Catch::Contains("scalar"));
+  CHECK_THROWS_WITH(c.restore(edited([](auto& s) { s.push_back(std::byte{0}); })), Catch::Contains("'payload size'"));
+  CHECK_THROWS_WITH(c.restore(edited([](auto& s) { s[8] = std::byte{99}; })), Catch::Contains("version"));
+  CHECK_THROWS_WITH(c.restore(edited([](auto& s) { s[0] = std::byte{'X'}; })), Catch::Contains("magic"));
+  CHECK(c.snapshot() == fresh);
 }
 
 TEMPLATE_LIST_TEST_CASE("infini: double memory state and thread-count invariance", "[policies][infini]",
                         compiled_archs) {
   test::rng_t g(test::seed_for(56, 0));
-  const infini_dims d{1, 2, 2, 24, 16};
+  const attention_dims d{1, 2, 2, 24, 16};
   const basic_infini<double> pol{.segment = 31, .beta = {0.7f, -0.2f}, .update = update_rule::delta};
   problem pr(g, d, 150, false, false);
   auto st = pol.make_state(d);
@@ -427,14 +443,14 @@ TEMPLATE_LIST_TEST_CASE("infini: double memory state and thread-count invariance
   auto s1 = fp.make_state(d), s2 = fp.make_state(d);
   fp.forward<TestType>(s1, pr.input(0, 150), o1.view);
   thread_pool pool(3);
-  fp.forward<TestType>(s2, pr.input(0, 150), o2.view, memory_mode::read_write, pool);
+  fp.forward<TestType>(s2, pr.input(0, 150), o2.view, pool);
   CHECK(o1.data == o2.data);
   CHECK(s1.snapshot() == s2.snapshot());
 }
 
 TEST_CASE("infini: bad configurations and inputs are rejected with the argument", "[policies][infini]") {
   test::rng_t g(test::seed_for(57, 0));
-  const infini_dims d{1, 4, 2, 8, 8};
+  const attention_dims d{1, 4, 2, 8, 8};
   CHECK_THROWS_WITH(infini{.segment = 0}.make_state(d), Catch::Contains("'segment'"));
   CHECK_THROWS_WITH((infini{.beta = {1, 2, 3}}.make_state(d)), Catch::Contains("'beta'") && Catch::Contains("got 3"));
   CHECK_THROWS_WITH((infini{.beta = {1, std::nanf(""), 0, 0}}.make_state(d)), Catch::Contains("NaN"));
@@ -451,11 +467,19 @@ TEST_CASE("infini: bad configurations and inputs are rejected with the argument"
   infini_input in = pr.input(0, 6);
   in.v = pr.v.view.tokens(0, 5);
   CHECK_THROWS_WITH(pol.forward(st, in, out.view), Catch::Contains("'v'"));
+  in = pr.input(0, 6);
+  in.k_mem = pr.km.view.tokens(0, 5);
+  CHECK_THROWS_WITH(pol.forward(st, in, out.view), Catch::Contains("'k_mem'") && Catch::Contains("(1, 2, 5, 8)"));
+  in = pr.input(0, 6);
+  in.q_mem = pr.qm.view.tokens(0, 5);
+  CHECK_THROWS_WITH(pol.forward(st, in, out.view), Catch::Contains("'q_mem'"));
   CHECK_THROWS_WITH(infini{.segment = 5}.forward(st, pr.input(0, 6), out.view), Catch::Contains("segment 4"));
   CHECK_THROWS_WITH((infini{.segment = 4, .sharing = memory_sharing::per_query_head}.forward(st, pr.input(0, 6), out.view)),
                     Catch::Contains("memory heads"));
   infini::state_type empty;
   CHECK_THROWS_WITH(pol.forward(empty, pr.input(0, 6), out.view), Catch::Contains("make_state"));
+  CHECK_THROWS_WITH(empty.restore(st.snapshot()), Catch::Contains("make_state"));
+  CHECK_THROWS_WITH(pol.make_state({1, 4, 2, 8, 4}).assign_memory(st), Catch::Contains("'from'"));
 }
 
 TEST_CASE("infini: footprint reproduces the paper's Table 2 arithmetic", "[policies][infini]") {
@@ -464,12 +488,16 @@ TEST_CASE("infini: footprint reproduces the paper's Table 2 arithmetic", "[polic
   constexpr std::uint64_t layers = 12, H = 8, dk = 128, dv = 128, N = 2048;
   STATIC_REQUIRE(infini_memory_values(layers, H, dk, dv) == 1'585'152);
   const infini pol{.segment = 2048};
-  const infini_footprint f = pol.footprint({1, 8, 8, 128, 128});
+  const infini_footprint f = pol.memory_footprint({1, 8, 8, 128, 128});
   CHECK(f.memory_values * layers == 1'585'152);
   CHECK(f.buffer_values == 8 * 2048 * (2 * 128 + 128));
   CHECK(f.bytes == f.memory_values * 4 + f.buffer_values * 4);
-  CHECK(pol.make_state({1, 8, 8, 128, 128}).footprint().memory_values == f.memory_values);
-  CHECK(basic_infini<double>{}.footprint({1, 8, 8, 128, 128}).bytes == f.memory_values * 8 + f.buffer_values * 4);
+  CHECK(pol.make_state({1, 8, 8, 128, 128}).memory_footprint().memory_values == f.memory_values);
+  CHECK(basic_infini<double>{}.memory_footprint({1, 8, 8, 128, 128}).bytes ==
+        f.memory_values * 8 + f.buffer_values * 4);
+  // footprint(): every byte held, the above plus the 2 h d_v gate factors.
+  CHECK(pol.footprint({1, 8, 8, 128, 128}) == f.bytes + 2 * 8 * 128 * 4);
+  CHECK(pol.make_state({1, 8, 8, 128, 0}).footprint() == pol.footprint({1, 8, 8, 128, 128}));
   // Transformer-XL: (d_key + d_value) H N l = 50,331,648 ("50M"), and the
   // ratios the paper quotes against Memorizing Transformers' 183M, computed
   // from the rounded sizes as printed: 183 / 1.6 = 114x, 183 / 50 = 3.7x.
@@ -486,6 +514,142 @@ TEST_CASE("infini: footprint reproduces the paper's Table 2 arithmetic", "[polic
   CHECK(rmt == 2'457'600);
   CHECK(std::floor(183 / (std::round(double(rmt) / 1e5) / 10)) == 73);
   // The state does not grow with the stream: the footprint has no n in it.
-  auto st = pol.make_state({1, 1, 1, 4, 4});
-  CHECK(st.footprint().bytes == pol.footprint({1, 1, 1, 4, 4}).bytes);
+  const infini small{.segment = 8};
+  auto st = small.make_state({1, 1, 1, 4, 4});
+  const std::size_t bytes = st.footprint();
+  test::rng_t g(test::seed_for(58, 0));
+  problem pr(g, {1, 1, 1, 4, 4}, 29, false, false);
+  tensor4 out(g, 1, 1, 29, 4, false);
+  small.forward(st, pr.input(0, 29), out.view);
+  CHECK(st.footprint() == bytes);
+  CHECK(bytes == small.footprint({1, 1, 1, 4, 4}));
+}
+
+namespace {
+// A snapshot edited after it was taken, its payload size and checksum made
+// valid again: what only the state's own checks can reject.
+snapshot_bytes resealed(snapshot_bytes s) {
+  constexpr std::size_t H = detail::snapshot_header_bytes, T = detail::snapshot_trailer_bytes;
+  const std::uint64_t payload = s.size() - H - T;
+  std::memcpy(s.data() + H - 8, &payload, 8);
+  const std::uint32_t crc = detail::crc32c(std::span(s.data(), s.size() - T));
+  std::memcpy(s.data() + s.size() - T, &crc, T);
+  return s;
+}
+template <class T>
+snapshot_bytes poked(snapshot_bytes s, std::size_t payload_offset, T x) {
+  std::memcpy(s.data() + detail::snapshot_header_bytes + payload_offset, &x, sizeof x);
+  return resealed(std::move(s));
+}
+
+// Written against the concept only: the one-line swap of DESIGN.md 5.
+template <sequence_policy P>
+snapshot_bytes run_generic(const P& pol, const attention_dims& d, const problem& pr, tensor4_view<float> out) {
+  auto st = pol.make_state(d);
+  pol.forward(st, typename P::input_type{pr.q.view, pr.k.view, pr.v.view}, out);
+  return st.snapshot();
+}
+}  // namespace
+
+TEST_CASE("infini: a state made by another policy is rejected by forward and by restore", "[policies][infini]") {
+  STATIC_REQUIRE(sequence_policy<basic_infini<double>>);
+  test::rng_t g(test::seed_for(59, 0));
+  const attention_dims d{1, 2, 2, 8, 8};
+  const infini pol{.segment = 4, .beta = {0.5f, -1}};
+  problem pr(g, d, 6, false, false);
+  tensor4 out(g, 1, 2, 6, 8, false), out2(g, 1, 2, 6, 8, false);
+  auto st = pol.make_state(d);
+  pol.forward(st, pr.input(0, 6), out.view);
+  const snapshot_bytes snap = st.snapshot();
+  // The same parameters written again, the default scale spelled out, d_v
+  // = 0 for d: the same configuration.
+  const infini same{.segment = 4, .scale = default_scale(8), .beta = {0.5f, -1}};
+  CHECK(same.fingerprint({1, 2, 2, 8, 0}) == st.fingerprint());
+  auto st2 = same.make_state({1, 2, 2, 8, 0});
+  CHECK_NOTHROW(st2.restore(snap));
+  CHECK_NOTHROW(same.forward(st2, pr.input(0, 6), out2.view));
+  // One parameter changed at a time (h == h_kv: the sharing gives the same
+  // memory heads, only the fingerprint tells the states apart).
+  std::vector<infini> others(9, pol);
+  others[0].segment = 5, others[1].scale = 0.5f, others[2].beta = {0.5f, -2};
+  others[3].beta.assign(16, 0.5f);  // per value column
+  others[4].update = update_rule::delta, others[5].phi = feature_map::identity;
+  others[6].sharing = memory_sharing::per_query_head, others[7].epsilon = 1e-5f;
+  others[8].memory = memory_mode::read_only;
+  const snapshot_bytes before = st.snapshot();
+  for (std::size_t i = 0; i < others.size(); ++i) {
+    INFO("variant " << i);
+    CHECK(others[i].fingerprint(d) != st.fingerprint());
+    CHECK_THROWS_WITH(others[i].forward(st, pr.input(0, 6), out.view), Catch::Contains("'state'"));
+    auto theirs = others[i].make_state(d);
+    CHECK_THROWS_WITH(theirs.restore(snap), Catch::Contains("'configuration'"));
+    CHECK_THROWS_WITH(st.restore(theirs.snapshot()), Catch::Contains("'configuration'"));
+  }
+  CHECK(st.snapshot() == before);
+  // Other dims or scalar type; a policy mutated after make_state.
+  CHECK_THROWS_WITH(pol.make_state({1, 2, 2, 8, 4}).restore(snap), Catch::Contains("'configuration'"));
+  auto dbl = basic_infini<double>{.segment = 4, .beta = {0.5f, -1}}.make_state(d);
+  CHECK_THROWS_WITH(dbl.restore(snap), Catch::Contains("'configuration'"));
+  infini mutated = pol;
+  mutated.beta[1] = -1.5f;
+  CHECK_THROWS_WITH(mutated.forward(st, pr.input(0, 6), out.view), Catch::Contains("other parameters"));
+  // Generic code over the concept gives the policy's own bits.
+  tensor4 o3(g, 1, 2, 6, 8, false), o4(g, 1, 2, 6, 8, false);
+  const snapshot_bytes generic = run_generic(pol, d, pr, o3.view);
+  auto direct = pol.make_state(d);
+  pol.forward(direct, infini_input(pr.q.view, pr.k.view, pr.v.view), o4.view);
+  CHECK(o3.data == o4.data);
+  CHECK(generic == direct.snapshot());
+}
+
+TEST_CASE("infini: corrupt or inconsistent snapshots are rejected with the state unchanged", "[policies][infini]") {
+  test::rng_t g(test::seed_for(60, 0));
+  const attention_dims d{2, 2, 1, 4, 3};
+  const infini pol{.segment = 5, .update = update_rule::delta};
+  problem pr(g, d, 13, false, true);
+  tensor4 out(g, 2, 2, 13, 3, false);
+  auto src = pol.make_state(d), st = pol.make_state(d);
+  pol.forward(src, pr.input(0, 13), out.view);
+  const snapshot_bytes snap = src.snapshot();  // position 3, 13 tokens, 2 segments folded
+  pol.forward(st, pr.input(0, 7), out.view.tokens(0, 7));
+  const snapshot_bytes before = st.snapshot();
+  const auto rejected = [&](const snapshot_bytes& bad, const char* what) {
+    CHECK_THROWS_WITH(st.restore(bad), Catch::Contains(what));
+    CHECK(st.snapshot() == before);  // the strong guarantee
+  };
+  SECTION("any flipped byte, header or payload") {
+    int checksum = 0;
+    for (std::size_t i = 0; i < snap.size(); ++i)
+      for (unsigned flip : {0x01u, 0x80u, 0xFFu}) {
+        snapshot_bytes bad = snap;
+        bad[i] ^= std::byte(flip);
+        try {
+          st.restore(bad);
+          FAIL("byte " << i << " ^ " << flip << " accepted");
+        } catch (const longctx::invalid_argument& e) {
+          checksum += std::string(e.what()).find("'checksum'") != std::string::npos;
+        }
+      }
+    CHECK(checksum >= 3 * int(snap.size() - detail::snapshot_header_bytes));  // the CRC catches the payload
+    CHECK(st.snapshot() == before);
+  }
+  SECTION("a valid checksum over fields that contradict each other") {
+    const std::size_t m_at = 24, m_count = 2 * 1 * 4 * 3, z_at = m_at + 4 * m_count;
+    rejected(poked(snap, 0, std::int64_t(5)), "'position'");
+    rejected(poked(snap, 0, std::int64_t(-1)), "'position'");
+    rejected(poked(snap, 8, std::uint64_t(14)), "'tokens'");
+    rejected(poked(snap, 16, std::uint64_t(3)), "'segments'");
+    rejected(poked(snap, m_at + 4 * (m_count - 1), std::numeric_limits<float>::quiet_NaN()), "'M'");
+    rejected(poked(snap, z_at + 4, std::numeric_limits<float>::infinity()), "'z'");
+    // A position whose rows are not there: the reader stops at the payload.
+    rejected(poked(poked(snap, 0, std::int64_t(4)), 8, std::uint64_t(14)), "rows'");
+    rejected(resealed({snap.begin(), snap.end() - 8}), "'V rows'");  // the last V row cut short
+    snapshot_bytes longer = snap;
+    longer.insert(longer.end() - 4, std::byte{0});
+    rejected(resealed(longer), "unread trailing");
+  }
+  st.restore(snap);
+  CHECK(st.snapshot() == snap);
+  CHECK(st.position_in_segment() == 3);
+  CHECK(st.segments_folded() == 2);
 }

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -40,7 +41,7 @@ struct stream {
       std::copy_n(&x[std::size_t((a * t + i) * dim)], n * dim, &r[std::size_t(a * n * dim)]);
     return r;
   }
-  kv_cache_dims dims() const { return {b, h, hk, d, dv}; }
+  attention_dims dims() const { return {b, h, hk, d, dv}; }
 };
 
 struct out_buf {
@@ -50,7 +51,45 @@ struct out_buf {
       : data(std::size_t(std::max<index_t>(1, b * h * n * dv)), -7.0f), view(from_bhnd(data.data(), b, h, n, dv)) {}
 };
 
-std::vector<index_t> held(const kv_cache& st, index_t lane) { return st.held_positions(lane); }
+// The parameters of every bounded cache in one flat struct (the old
+// enum-driven spelling), so random sweeps can draw a rule at run time;
+// with_policy() turns it into the typed bounded_cache<Rule>.
+struct spec {
+  index_t budget = -1;
+  eviction policy = eviction::tova;
+  score_aggregation aggregation = score_aggregation::mean_all_heads;
+  current_token current = current_token::evictable;
+  index_t sinks = 4, recent = -1;
+  h2o_normalisation h2o_norm = h2o_normalisation::none;
+  kv_layout layout = kv_layout::slots;
+  position_mode positions = position_mode::absolute;
+  float rope_theta = 10000.0f;
+  prefill_mode prefill = prefill_mode::full_then_top_k;
+  index_t chunk = 0;
+  std::optional<float> scale{};
+  float scale_for(index_t d) const { return scale ? *scale : default_scale(d); }
+};
+
+template <class Rule>
+bounded_cache<Rule> typed(const spec& p, Rule r) {
+  return {p.budget, r, p.aggregation, p.current, p.layout, p.positions, p.rope_theta, p.prefill, p.chunk, p.scale};
+}
+template <class F>
+decltype(auto) with_policy(const spec& p, F&& f) {
+  switch (p.policy) {
+    case eviction::tova: return f(typed(p, tova_rule{}));
+    case eviction::window: return f(typed(p, window_rule{}));
+    case eviction::sinks: return f(typed(p, sinks_rule{.sinks = p.sinks}));
+    case eviction::h2o: return f(typed(p, h2o_rule{.recent = p.recent, .norm = p.h2o_norm}));
+    case eviction::full: break;
+  }
+  return f(typed(p, full_rule{}));
+}
+
+template <class State>
+std::vector<index_t> held(const State& st, index_t lane) { return st.held_positions(lane); }
+template <class State>
+index_t lanes_of(const State& st) { return st.cache().lanes(); }
 
 // Cauchy-Schwarz bound on |logit| over the stream (for the tolerance).
 double logit_bound(const stream& s, float scale) {
@@ -68,8 +107,8 @@ double logit_bound(const stream& s, float scale) {
   return std::abs(scale) * mq * mk;
 }
 
-tova random_policy(test::rng_t& g, index_t t, index_t group) {
-  tova p;
+spec random_policy(test::rng_t& g, index_t t, index_t group) {
+  spec p;
   p.policy = static_cast<eviction>(test::uniform_int(g, 0, 4));
   p.budget = test::uniform_int(g, 0, 3) == 0 ? test::uniform_int(g, 0, 2) : test::uniform_int(g, 0, int(t));
   p.layout = test::uniform_int(g, 0, 1) ? kv_layout::slots : kv_layout::compacted;
@@ -85,14 +124,14 @@ tova random_policy(test::rng_t& g, index_t t, index_t group) {
 }
 
 // cache_relative positions (RoPE) need an even head dim.
-void maybe_relative(test::rng_t& g, tova& p, index_t d) {
+void maybe_relative(test::rng_t& g, spec& p, index_t d) {
   if (d % 2 == 0 && test::uniform_int(g, 0, 2) == 0) {
     p.positions = position_mode::cache_relative;
     p.rope_theta = test::uniform_int(g, 0, 1) ? 10000.0f : 50.0f;  // 50: fast-turning pairs at small lags
   }
 }
 
-std::string describe(const tova& p, const stream& s) {
+std::string describe(const spec& p, const stream& s) {
   return detail::concat("policy ", eviction_name(p.policy), " budget ", p.budget, " layout ", int(p.layout), " agg ",
                         int(p.aggregation), " keep_cur ", int(p.current), " sinks ", p.sinks, " recent ", p.recent,
                         " norm ", int(p.h2o_norm), " positions ", int(p.positions), " theta ", p.rope_theta,
@@ -103,9 +142,10 @@ std::string describe(const tova& p, const stream& s) {
 
 // Kept sets equal, or differing only between rows whose oracle scores are
 // within `tol` (a near-tie fp32 may break the other way). Returns true if equal.
-bool check_kept(const kv_cache& st, const reference::tova_oracle& ref, double tol) {
+template <class State>
+bool check_kept(const State& st, const reference::tova_oracle& ref, double tol) {
   bool equal = true;
-  for (index_t lane = 0; lane < st.lanes(); ++lane) {
+  for (index_t lane = 0; lane < lanes_of(st); ++lane) {
     const auto mine = held(st, lane), want = ref.positions(lane);
     if (mine == want) continue;
     equal = false;
@@ -138,15 +178,16 @@ TEMPLATE_LIST_TEST_CASE("tova: every policy, random shapes, step by step against
     const index_t d = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
     const index_t dv = test::uniform_int(g, 0, 2) ? d : dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
     const stream s(g, test::uniform_int(g, 1, 2), hk * group, hk, test::uniform_int(g, 1, 64), d, dv);
-    tova p = random_policy(g, s.t, group);
+    spec p = random_policy(g, s.t, group);
     // Half the cases open with a multi-token segment (prefill modes).
     const index_t pre = test::uniform_int(g, 0, 1) ? test::uniform_int(g, 2, int(std::max<index_t>(2, s.t))) : 0;
     p.prefill = static_cast<prefill_mode>(test::uniform_int(g, 0, 2));
     p.chunk = test::uniform_int(g, 1, 9);
     maybe_relative(g, p, d);
     INFO("case " << c << ": " << describe(p, s) << " prefill tokens " << pre);
-    kv_cache st = p.make_state(s.dims());
-    reference::tova_oracle ref(s.dims(), p);
+    with_policy(p, [&](const auto& pol) {
+    auto st = pol.make_state(s.dims());
+    reference::tova_oracle ref(s.dims(), pol);
     const float scale = p.scale_for(d);
     const double lb = logit_bound(s, scale);
     const double tol_o = test::attention_tolerance(lb, 1.0);
@@ -158,7 +199,7 @@ TEMPLATE_LIST_TEST_CASE("tova: every policy, random shapes, step by step against
       const auto want = ref.forward(stream::slice(s.q, s.b, s.h, s.t, d, i, n), stream::slice(s.k, s.b, s.hk, s.t, d, i, n),
                                     stream::slice(s.v, s.b, s.hk, s.t, dv, i, n), n);
       out_buf o(s.b, s.h, n, dv);
-      p.forward<Arch>(st, s.qs(i, n), s.ks(i, n), s.vs(i, n), o.view);
+      pol.template forward<Arch>(st, {s.qs(i, n), s.ks(i, n), s.vs(i, n)}, o.view);
       REQUIRE(test::max_abs_diff(o.data, want) <= tol_o);
       REQUIRE(st.size() == (p.policy == eviction::full ? i + n : std::min(p.budget, i + n)));
       if (n == 1 || p.prefill != prefill_mode::token_by_token) {  // token_by_token ran n steps: oracle too
@@ -167,6 +208,7 @@ TEMPLATE_LIST_TEST_CASE("tova: every policy, random shapes, step by step against
       }
       i += n;
     }
+    });
   }
   // Near-ties are a rounding accident in random data, never the rule.
   INFO("steps " << steps << " near ties " << near_ties);
@@ -181,7 +223,7 @@ TEMPLATE_LIST_TEST_CASE("tova: budget >= n is dense attention, bit for bit", "[p
     const index_t hk = test::uniform_int(g, 1, 2), group = test::uniform_int(g, 1, 3);
     const index_t d = std::vector<index_t>{3, 16, 64, 128}[std::size_t(test::uniform_int(g, 0, 3))];
     const stream s(g, test::uniform_int(g, 1, 2), hk * group, hk, test::uniform_int(g, 1, 80), d, d);
-    tova p;
+    spec p;
     p.policy = static_cast<eviction>(c % 5);
     p.budget = s.t + test::uniform_int(g, 0, 3);
     p.layout = c % 2 ? kv_layout::slots : kv_layout::compacted;
@@ -189,24 +231,26 @@ TEMPLATE_LIST_TEST_CASE("tova: budget >= n is dense attention, bit for bit", "[p
     if (d % 2 == 0 && c % 4 == 1) p.positions = position_mode::cache_relative;
     const index_t pre = c % 3 == 0 ? test::uniform_int(g, 1, int(s.t)) : 0;
     INFO("case " << c << ": " << describe(p, s) << " prefill " << pre);
-    kv_cache st = p.make_state(s.dims());
+    with_policy(p, [&](const auto& pol) {
+    auto st = pol.make_state(s.dims());
     const float scale = p.scale_for(d);
     if (pre > 0) {  // prefill = causal attention over the prompt
       out_buf o(s.b, s.h, pre, d), want(s.b, s.h, pre, d);
-      p.forward<Arch>(st, s.qs(0, pre), s.ks(0, pre), s.vs(0, pre), o.view);
+      pol.template forward<Arch>(st, {s.qs(0, pre), s.ks(0, pre), s.vs(0, pre)}, o.view);
       attention<Arch>(s.qs(0, pre), s.ks(0, pre), s.vs(0, pre), want.view, scale, causal{});
       REQUIRE(o.data == want.data);
     }
     for (index_t i = pre; i < s.t; ++i) {
       out_buf o(s.b, s.h, 1, d), want(s.b, s.h, 1, d);
-      p.forward<Arch>(st, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), o.view);
+      pol.template forward<Arch>(st, {s.qs(i, 1), s.ks(i, 1), s.vs(i, 1)}, o.view);
       decode<Arch>(s.qs(i, 1), s.ks(0, i + 1), s.vs(0, i + 1), want.view, scale);
       INFO("token " << i);
       REQUIRE(o.data == want.data);
     }
     std::vector<index_t> all(static_cast<std::size_t>(s.t));
     std::iota(all.begin(), all.end(), index_t(0));
-    for (index_t lane = 0; lane < st.lanes(); ++lane) REQUIRE(held(st, lane) == all);
+    for (index_t lane = 0; lane < lanes_of(st); ++lane) REQUIRE(held(st, lane) == all);
+    });
   }
 }
 
@@ -214,22 +258,25 @@ namespace {
 
 // One head, d = 1, q = 1, scale 1: logit of token j is exactly k[j], so the
 // attention each token gets is known in closed form.
-std::vector<std::vector<index_t>> run_scalar(const tova& p, const std::vector<float>& keys,
+std::vector<std::vector<index_t>> run_scalar(const spec& sp, const std::vector<float>& keys,
                                              std::vector<float>* outs = nullptr) {
+  return with_policy(sp, [&](const auto& p) {
   const index_t t = index_t(keys.size());
   std::vector<float> q(keys.size(), 1.0f), v(keys.size());
   for (std::size_t j = 0; j < keys.size(); ++j) v[j] = float(j + 1);
-  kv_cache st = p.make_state({1, 1, 1, 1, 1});
+  auto st = p.make_state({1, 1, 1, 1, 1});
   std::vector<std::vector<index_t>> sets;
   for (index_t i = 0; i < t; ++i) {
     float o = 0;
-    p.forward(st, from_bhnd<dynamic_extent, const float>(&q[std::size_t(i)], 1, 1, 1, 1),
-              from_bhnd<dynamic_extent, const float>(&keys[std::size_t(i)], 1, 1, 1, 1),
-              from_bhnd<dynamic_extent, const float>(&v[std::size_t(i)], 1, 1, 1, 1), from_bhnd(&o, 1, 1, 1, 1));
+    p.forward(st, {from_bhnd<dynamic_extent, const float>(&q[std::size_t(i)], 1, 1, 1, 1),
+                   from_bhnd<dynamic_extent, const float>(&keys[std::size_t(i)], 1, 1, 1, 1),
+                   from_bhnd<dynamic_extent, const float>(&v[std::size_t(i)], 1, 1, 1, 1)},
+              from_bhnd(&o, 1, 1, 1, 1));
     if (outs) outs->push_back(o);
     sets.push_back(st.held_positions(0));
   }
   return sets;
+  });
 }
 
 using set = std::vector<index_t>;
@@ -320,37 +367,43 @@ TEMPLATE_LIST_TEST_CASE("tova: prefill modes and layouts agree", "[policies][tov
   for (int c = 0; c < cases; ++c) {
     test::rng_t g(test::seed_for(93, std::uint64_t(c)));
     const stream s(g, 1, 4, 2, test::uniform_int(g, 2, 60), 16, 16, 2.0f);
-    tova p{.budget = test::uniform_int(g, 1, int(s.t)), .policy = static_cast<eviction>(c % 4)};
-    INFO("case " << c << ": " << describe(p, s));
+    const spec sp{.budget = test::uniform_int(g, 1, int(s.t)), .policy = static_cast<eviction>(c % 4)};
+    INFO("case " << c << ": " << describe(sp, s));
+    with_policy(sp, [&](const auto& p) {
+    using P = std::decay_t<decltype(p)>;
     // token_by_token over a segment == one forward per token, bit for bit.
-    tova tbt = p;
+    P tbt = p;
     tbt.prefill = prefill_mode::token_by_token;
-    kv_cache a = tbt.make_state(s.dims()), b = p.make_state(s.dims());
+    auto a = tbt.make_state(s.dims());
+    auto b = p.make_state(s.dims());
     out_buf oa(1, 4, s.t, 16), ob(1, 4, s.t, 16);
-    tbt.forward<Arch>(a, s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t), oa.view);
+    tbt.template forward<Arch>(a, {s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t)}, oa.view);
     for (index_t i = 0; i < s.t; ++i)
-      p.forward<Arch>(b, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), ob.view.tokens(i, 1));
+      p.template forward<Arch>(b, {s.qs(i, 1), s.ks(i, 1), s.vs(i, 1)}, ob.view.tokens(i, 1));
     REQUIRE(oa.data == ob.data);
     REQUIRE(held(a, 0) == held(b, 0));
     // chunked with a chunk >= n is the full prefill.
-    tova ch = p;
+    P ch = p;
     ch.prefill = prefill_mode::chunked;
     ch.chunk = s.t + 1;
-    kv_cache x = ch.make_state(s.dims()), y = p.make_state(s.dims());
-    ch.forward<Arch>(x, s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t), oa.view);
-    p.forward<Arch>(y, s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t), ob.view);
+    auto x = ch.make_state(s.dims());
+    auto y = p.make_state(s.dims());
+    ch.template forward<Arch>(x, {s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t)}, oa.view);
+    p.template forward<Arch>(y, {s.qs(0, s.t), s.ks(0, s.t), s.vs(0, s.t)}, ob.view);
     REQUIRE(oa.data == ob.data);
     for (index_t lane = 0; lane < 2; ++lane) REQUIRE(held(x, lane) == held(y, lane));
     // compacted and slots hold the same positions; outputs agree to rounding.
-    tova cp = p;
+    P cp = p;
     cp.layout = kv_layout::compacted;
-    kv_cache u = cp.make_state(s.dims()), w = p.make_state(s.dims());
+    auto u = cp.make_state(s.dims());
+    auto w = p.make_state(s.dims());
     for (index_t i = 0; i < s.t; ++i) {
-      cp.forward<Arch>(u, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), oa.view.tokens(i, 1));
-      p.forward<Arch>(w, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), ob.view.tokens(i, 1));
+      cp.template forward<Arch>(u, {s.qs(i, 1), s.ks(i, 1), s.vs(i, 1)}, oa.view.tokens(i, 1));
+      p.template forward<Arch>(w, {s.qs(i, 1), s.ks(i, 1), s.vs(i, 1)}, ob.view.tokens(i, 1));
     }
     REQUIRE(test::max_abs_diff(oa.data, ob.data) <= test::attention_tolerance(2.0 * 16 / 4, 1.0));
     for (index_t lane = 0; lane < 2; ++lane) REQUIRE(held(u, lane) == held(w, lane));
+    });
   }
 }
 
@@ -361,91 +414,112 @@ TEST_CASE("tova: snapshot and restore", "[policies][tova]") {
     const eviction pol = std::vector<eviction>{eviction::tova, eviction::h2o, eviction::sinks, eviction::full,
                                                eviction::tova}[std::size_t(variant)];
     INFO("policy " << eviction_name(pol) << " variant " << variant);
-    const tova p{.budget = 12,
-                 .policy = pol,
-                 .positions = variant == 4 ? position_mode::cache_relative : position_mode::absolute};
-    kv_cache a = p.make_state(s.dims());
+    const spec sp{.budget = 12,
+                  .policy = pol,
+                  .positions = variant == 4 ? position_mode::cache_relative : position_mode::absolute};
+    with_policy(sp, [&](const auto& p) {
+    using P = std::decay_t<decltype(p)>;
+    auto a = p.make_state(s.dims());
     out_buf oa(2, 4, 50, 5), ob(2, 4, 50, 5);
-    p.forward(a, s.qs(0, 20), s.ks(0, 20), s.vs(0, 20), oa.view.tokens(0, 20));
-    for (index_t i = 20; i < 30; ++i) p.forward(a, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), oa.view.tokens(i, 1));
+    p.forward(a, {s.qs(0, 20), s.ks(0, 20), s.vs(0, 20)}, oa.view.tokens(0, 20));
+    for (index_t i = 20; i < 30; ++i) p.forward(a, {s.qs(i, 1), s.ks(i, 1), s.vs(i, 1)}, oa.view.tokens(i, 1));
     const auto snap = a.snapshot();
-    kv_cache b = p.make_state(s.dims());
+    auto b = p.make_state(s.dims());
     b.restore(snap);
     REQUIRE(b.snapshot() == snap);
     for (index_t i = 30; i < 50; ++i) {
-      p.forward(a, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), oa.view.tokens(i, 1));
-      p.forward(b, s.qs(i, 1), s.ks(i, 1), s.vs(i, 1), ob.view.tokens(i, 1));
+      p.forward(a, {s.qs(i, 1), s.ks(i, 1), s.vs(i, 1)}, oa.view.tokens(i, 1));
+      p.forward(b, {s.qs(i, 1), s.ks(i, 1), s.vs(i, 1)}, ob.view.tokens(i, 1));
     }
     for (index_t r = 0; r < 8; ++r)
       for (index_t i = 30; i < 50; ++i)
         for (index_t c = 0; c < 5; ++c)
           REQUIRE(oa.data[std::size_t((r * 50 + i) * 5 + c)] == ob.data[std::size_t((r * 50 + i) * 5 + c)]);
     for (index_t lane = 0; lane < 4; ++lane) REQUIRE(held(a, lane) == held(b, lane));
-    // Truncated, trailing, foreign and mismatched input is rejected; the
-    // target keeps its contents.
+    // Truncated, trailing, foreign, corrupt and mismatched input is
+    // rejected; the target keeps its contents.
     const auto before = b.snapshot();
     auto cut = snap;
     cut.pop_back();
     REQUIRE_THROWS_AS(b.restore(cut), longctx::invalid_argument);
-    REQUIRE_THROWS_AS(b.restore(std::span<const unsigned char>(snap.data(), 10)), longctx::invalid_argument);
+    REQUIRE_THROWS_AS(b.restore(std::span<const std::byte>(snap.data(), 10)), longctx::invalid_argument);
     auto extra = snap;
-    extra.push_back(0);
+    extra.push_back(std::byte{0});
     REQUIRE_THROWS_AS(b.restore(extra), longctx::invalid_argument);
     auto bad = snap;
-    bad[0] = 'X';
-    REQUIRE_THROWS_AS(b.restore(bad), longctx::invalid_argument);
+    bad[0] = std::byte{'X'};
+    REQUIRE_THROWS_WITH(b.restore(bad), Catch::Contains("magic"));
     auto ver = snap;
-    ver[8] = 99;
-    REQUIRE_THROWS_AS(b.restore(ver), longctx::invalid_argument);
-    kv_cache other = tova{.budget = 13, .policy = pol, .positions = p.positions}.make_state(s.dims());
-    REQUIRE_THROWS_WITH(other.restore(snap), Catch::Contains("differently configured"));
-    kv_cache other_dims = p.make_state({2, 4, 4, 8, 5});
+    ver[8] = std::byte{99};
+    REQUIRE_THROWS_WITH(b.restore(ver), Catch::Contains("version"));
+    for (std::size_t at : {snap.size() / 2, snap.size() - 5}) {  // one flipped bit anywhere in the payload
+      auto flip = snap;
+      flip[at] ^= std::byte{4};
+      REQUIRE_THROWS_WITH(b.restore(flip), Catch::Contains("checksum"));
+    }
+    P other_p = p;
+    other_p.budget = 13;
+    auto other = other_p.make_state(s.dims());
+    REQUIRE_THROWS_WITH(other.restore(snap), Catch::Contains("configuration"));
+    auto other_dims = p.make_state({2, 4, 4, 8, 5});
     REQUIRE_THROWS_AS(other_dims.restore(snap), longctx::invalid_argument);
     REQUIRE(b.snapshot() == before);
+    });
   }
+  // A snapshot of another rule is another kind.
+  auto t = tova{.budget = 12}.make_state(s.dims());
+  auto h = h2o_cache{.budget = 12}.make_state(s.dims());
+  REQUIRE_THROWS_WITH(h.restore(t.snapshot()), Catch::Contains("kind"));
 }
 
 TEST_CASE("tova: bad configurations and shapes are rejected", "[policies][tova]") {
-  const kv_cache_dims dm{1, 4, 2, 8, 8};
+  const attention_dims dm{1, 4, 2, 8, 8};
   using Catch::Contains;
+  REQUIRE_THROWS_WITH(tova{}.make_state(dm), Contains("budget"));  // no silent budget 0
   REQUIRE_THROWS_WITH(tova{.budget = -1}.make_state(dm), Contains("budget"));
   REQUIRE_THROWS_WITH((tova{.budget = 0, .current = current_token::kept}.make_state(dm)), Contains("current"));
-  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::h2o, .recent = 5}.make_state(dm)), Contains("recent"));
-  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::h2o, .recent = -2}.make_state(dm)), Contains("recent"));
-  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::sinks, .current = current_token::kept}.make_state(dm)),
-                      Contains("sinks"));
-  REQUIRE_THROWS_WITH((tova{.budget = 4, .policy = eviction::sinks, .sinks = -1}.make_state(dm)), Contains("sinks"));
+  REQUIRE_THROWS_WITH((h2o_cache{.budget = 4, .rule = {.recent = 5}}.make_state(dm)), Contains("recent"));
+  REQUIRE_THROWS_WITH((h2o_cache{.budget = 4, .rule = {.recent = -2}}.make_state(dm)), Contains("recent"));
+  REQUIRE_THROWS_WITH((sinks_cache{.budget = 4, .current = current_token::kept}.make_state(dm)), Contains("sinks"));
+  REQUIRE_THROWS_WITH((sinks_cache{.budget = 4, .rule = {.sinks = -1}}.make_state(dm)), Contains("sinks"));
   REQUIRE_THROWS_WITH((tova{.budget = 4, .aggregation = score_aggregation::per_head}.make_state(dm)),
                       Contains("per_head"));
   REQUIRE_THROWS_WITH((tova{.budget = 4, .prefill = prefill_mode::chunked}.make_state(dm)), Contains("chunk"));
   REQUIRE_THROWS_WITH((tova{.budget = 4, .scale = std::numeric_limits<float>::infinity()}.make_state(dm)),
                       Contains("scale"));
-  REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 3, 2, 8, 8}), Contains("kv_heads"));
+  REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 3, 2, 8, 8}), Contains("h_kv"));
   REQUIRE_THROWS_WITH((tova{.budget = 4, .positions = position_mode::cache_relative}.make_state({1, 4, 2, 7, 8})),
-                      Contains("even head_dim"));
+                      Contains("even head dim"));
   REQUIRE_THROWS_WITH(
       (tova{.budget = 4, .positions = position_mode::cache_relative, .rope_theta = 0}.make_state(dm)),
       Contains("rope_theta"));
-  REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 4, 2, 0, 8}), Contains("head_dim"));
-  REQUIRE_NOTHROW(tova{.budget = 4, .policy = eviction::full, .recent = -5}.make_state(dm));  // unused fields
+  REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({1, 4, 2, 0, 8}), Contains("dims"));
+  REQUIRE_NOTHROW(dense{}.make_state(dm));  // keeps everything: no budget needed
 
   const tova p{.budget = 4};
-  kv_cache st = p.make_state(dm);
+  auto st = p.make_state(dm);
   std::vector<float> q(64, 0.1f), k(32, 0.1f), v(32, 0.1f), o(64);
   const auto q1 = from_bhnd<dynamic_extent, const float>(q.data(), 1, 4, 1, 8);
   const auto k1 = from_bhnd<dynamic_extent, const float>(k.data(), 1, 2, 1, 8);
   const auto v1 = from_bhnd<dynamic_extent, const float>(v.data(), 1, 2, 1, 8);
   const auto o1 = from_bhnd(o.data(), 1, 4, 1, 8);
-  REQUIRE_NOTHROW(p.forward(st, q1, k1, v1, o1));
-  REQUIRE_THROWS_WITH(p.forward(st, from_bhnd<dynamic_extent, const float>(q.data(), 1, 2, 1, 8), k1, v1, o1),
+  REQUIRE_NOTHROW(p.forward(st, {q1, k1, v1}, o1));
+  const auto before = st.snapshot();
+  REQUIRE_THROWS_WITH(p.forward(st, {from_bhnd<dynamic_extent, const float>(q.data(), 1, 2, 1, 8), k1, v1}, o1),
                       Contains("'q'") && Contains("(1, 2, 1, 8)"));
-  REQUIRE_THROWS_WITH(p.forward(st, q1, from_bhnd<dynamic_extent, const float>(k.data(), 1, 1, 1, 8), v1, o1),
+  REQUIRE_THROWS_WITH(p.forward(st, {q1, from_bhnd<dynamic_extent, const float>(k.data(), 1, 1, 1, 8), v1}, o1),
                       Contains("'k'"));
-  REQUIRE_THROWS_WITH(p.forward(st, q1, k1, from_bhnd<dynamic_extent, const float>(v.data(), 1, 2, 1, 4), o1),
+  REQUIRE_THROWS_WITH(p.forward(st, {q1, k1, from_bhnd<dynamic_extent, const float>(v.data(), 1, 2, 1, 4)}, o1),
                       Contains("'v'"));
-  REQUIRE_THROWS_WITH(p.forward(st, q1, k1, v1, from_bhnd(o.data(), 1, 4, 2, 8)), Contains("'o'"));
-  REQUIRE_THROWS_WITH((tova{.budget = 5}.forward(st, q1, k1, v1, o1)), Contains("different cache configuration"));
+  REQUIRE_THROWS_WITH(p.forward(st, {q1, k1, v1}, from_bhnd(o.data(), 1, 4, 2, 8)), Contains("'out'"));
+  // Null data is rejected before the cache appends anything.
+  REQUIRE_THROWS_WITH(p.forward(st, {q1, from_bhnd<dynamic_extent, const float>(nullptr, 1, 2, 1, 8), v1}, o1),
+                      Contains("'k'") && Contains("null"));
+  REQUIRE_THROWS_WITH(p.forward(st, {from_bhnd<dynamic_extent, const float>(nullptr, 1, 4, 1, 8), k1, v1}, o1),
+                      Contains("'q'") && Contains("null"));
+  REQUIRE_THROWS_WITH((tova{.budget = 5}.forward(st, {q1, k1, v1}, o1)), Contains("other parameters"));
   REQUIRE(st.size() == 1);  // rejected calls changed nothing
+  REQUIRE(st.snapshot() == before);
 }
 
 TEST_CASE("tova: non-finite input is not hidden", "[policies][tova]") {

@@ -5,7 +5,8 @@
 // Shapes (logical axes; any strides with a contiguous last axis, so both the
 // (b, h, n, d) and (b, n, h, d) memory layouts work without copies):
 //   q (b, h, n_q, d), k (b, h_kv, n_kv, d), v (b, h_kv, n_kv, d_v),
-//   o (b, h, n_q, d_v), lse (b, h, n_q) optional, logits (b, h, n_q, n_kv) optional.
+//   o (b, h, n_q, d_v), lse (b, h, n_q) optional; decode: logits (b, h, n_q, n_kv)
+//   optional; prefill: row_logits (b, h, w, n_kv) of rows [first, first + w) optional.
 // GQA/MQA: h % h_kv == 0, query head i reads KV head i / (h / h_kv).
 // Fully masked rows give o = 0 and lse = -inf. Results are bit-identical for
 // any executor and thread count.
@@ -24,6 +25,19 @@
 LONGCTX_NAMESPACE_BEGIN
 
 using lse_view = strided_view<float, dextents<index_t, 3>>;  // (b, h, n_q)
+
+// Prefill's optional pre-softmax logits of query rows [first, first + w),
+// e.g. SnapKV's observation window (the last w prompt rows) or TOVA's last
+// prompt row, so a policy never recomputes Q K^T. logits(bi, hi, r, j) is
+// row first + r's logit scale q.k for key j, bit-identical to the float the
+// kernel's online softmax consumed (the same rounding as its weights: with
+// the LSE, probabilities_from_logits() gives the row's softmax without a
+// second pass over K), and -inf wherever the mask hides key j. Null data:
+// not requested, and the kernel's results and speed are those without it.
+struct row_logits {
+  index_t first = 0;
+  tensor4_view<float> logits{};  // (b, h, w, n_kv)
+};
 
 namespace detail {
 
@@ -66,10 +80,14 @@ void dispatch_head_dims(index_t d, index_t d_v, F&& f) {
 }  // namespace detail
 
 // Tiled prefill, unchecked: the caller (attention() in longctx/attention.hpp,
-// or a policy after its own checks) guarantees the contract above.
+// or a policy after its own checks) guarantees the contract above, and for
+// `rows`: 0 <= first, first + w <= n_q, logits (b, h, w, n_kv) with a unit
+// inner stride. Only the query blocks that hold rows of [first, first + w)
+// write logits; the others pay one null test.
 template <arch_tag Arch, kv_storage KV, mask_descriptor Mask, executor Exec>
 void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, tensor4_view<const KV> v,
-                       tensor4_view<float> o, float scale, const Mask& mask, lse_view lse, Exec&& exec) {
+                       tensor4_view<float> o, float scale, const Mask& mask, lse_view lse, Exec&& exec,
+                       row_logits rows = {}) {
   const auto a = detail::shape_of_call(q, k, v);
   if (a.b * a.h * a.n_q == 0) return;
   constexpr index_t BQ = attention_blocking<Arch>::block_q;
@@ -115,7 +133,8 @@ void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, te
           matrix_view<const float, D>(q.head(bi, hi)), kt + bk * kt_head, v_rows, ldv, a.n_kv,
           matrix_view<float, DV>(o.head(bi, hi)), lse_row,
           lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
-          detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)));
+          detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)),
+          rows.logits.data() ? matrix_view<float>(rows.logits.head(bi, hi)) : matrix_view<float>{}, rows.first);
     });
   });
 }

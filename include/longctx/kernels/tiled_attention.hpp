@@ -100,11 +100,16 @@ void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noex
 // when they are whole, aligned vectors; o (n_q, d_v); lse: n_q
 // floats with stride lse_stride, or null. Inner strides must be 1 (checked
 // by the caller). scratch: tiled_attention_scratch floats.
+// logits (w, n_kv), if its data is not null: row r receives query row
+// logits_first + r's scaled, masked logits, for the rows of [i0, i1) it
+// holds: the very floats the online softmax consumed (S after the mask,
+// before exp), -inf for keys of skipped tiles and outside keys_for_rows.
 template <arch_tag Arch, class BoundMask, std::size_t D, std::size_t DV>
 void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t ldv, index_t n_kv,
                            matrix_view<float, DV> o, float* lse,
                            index_t lse_stride, float scale, const BoundMask& mask, index_t i0,
-                           index_t i1, float* scratch) noexcept {
+                           index_t i1, float* scratch, matrix_view<float> logits = {},
+                           index_t logits_first = 0) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
   constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
@@ -128,9 +133,19 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
   }
   std::memset(acc, 0, sizeof(float) * std::size_t(nb * dvp));
 
+  // Logit rows [l0, l1) of this block (relative to i0): lg is null when
+  // none was asked for here, and then the tile loop pays one test per tile.
+  const index_t l0 = std::clamp<index_t>(logits_first - i0, 0, nb);
+  const index_t l1 = std::clamp<index_t>(logits_first + logits.extent(0) - i0, l0, nb);
+  float* const lg = logits.data() && l0 < l1 ? logits.data() + (i0 + l0 - logits_first) * logits.stride(0) : nullptr;
+  const index_t ldl = logits.stride(0);
+  index_t written = 0;  // logit columns [0, written) are done for rows [l0, l1)
+  const auto hide = [&](index_t j_end) {  // keys [written, j_end) the block never computed
+    for (index_t r = l0; r < l1; ++r) std::fill(lg + (r - l0) * ldl + written, lg + (r - l0) * ldl + j_end, neg_inf);
+  };
+
   const key_interval keys = mask.keys_for_rows(i0, i1);
   LONGCTX_ASSERT(keys.hi <= n_kv);
-  static_cast<void>(n_kv);  // only the assert reads it
   const index_t start = (keys.prefix > 0 ? 0 : keys.lo) / BKV * BKV;
   for (index_t j0 = start; j0 < keys.hi; j0 += BKV) {
     const index_t j1 = std::min(j0 + BKV, keys.hi);
@@ -142,10 +157,17 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
     if (kind == tile_kind::partial || nk < nkp)
       for (index_t r = 0; r < nb; ++r)
         detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);
+    if (lg) {  // S is final here: softmax_block reads exactly these floats, then overwrites them with P
+      hide(j0);
+      for (index_t r = l0; r < l1; ++r)
+        std::memcpy(lg + (r - l0) * ldl + j0, s + r * BKV, sizeof(float) * std::size_t(nk));
+      written = j1;
+    }
     for (index_t r = 0; r < nb; ++r) alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
     // P's padding columns are 0: k = nk reads no padding row.
     block_gemm<Arch, true>(nb, dvp, nk, s, BKV, vp + j0 * ldv, ldv, acc, dvp, alpha);
   }
+  if (lg) hide(n_kv);  // skipped tiles at the end, and keys past keys_for_rows
 
   for (index_t r = 0; r < nb; ++r) {
     const V inv = V::broadcast(st[std::size_t(r)].inv_l());

@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 
+#include "../kernels/rope.hpp"
 #include "../policies/flash.hpp"
 #include "../tensor/eigen.hpp"
 
@@ -28,7 +29,7 @@ enum class gau_norm {
 };
 
 enum class gau_attention {
-  mixed_chunk,  // FLASH: the `flash` policy above
+  mixed_chunk,  // FLASH: the `flash` policy (policies/flash.hpp), b = h = h_kv = 1
   flash_quad,   // FLASH-Quad: one chunk = the whole call, scale 1/n, no linear part
 };
 
@@ -46,6 +47,17 @@ struct gau_weights {
   index_t e() const noexcept { return index_t(w_o.rows()); }
   index_t s() const noexcept { return index_t(gamma.cols()); }
 };
+
+namespace detail {
+// The (1, 1, n, d) view of a matrix (n, d) with any row stride (V is a
+// column block of the projection).
+template <class T>
+tensor4_view<T> single_head(matrix_view<T> m) {
+  using E = typename tensor4_view<T>::extents_type;
+  const index_t n = m.extent(0), ld = m.stride(0);
+  return tensor4_view<T>(m.data(), E(1, 1, n, m.extent(1)), {n * ld, n * ld, ld, 1});
+}
+}  // namespace detail
 
 struct gau {
   gau_norm norm = gau_norm::scale_norm;
@@ -72,7 +84,7 @@ struct gau {
   state_type make_state(const gau_weights& w) const {
     check_weights(w, "gau::make_state");
     state_type st;
-    st.attn_ = mixed.make_state(w.s(), w.e());
+    st.attn_ = mixed.make_state(attention_dims{.b = 1, .h = 1, .h_kv = 1, .d = w.s(), .d_v = w.e()});
     return st;
   }
 
@@ -88,8 +100,9 @@ struct gau {
     constexpr const char* where = "gau::forward";
     check_weights(w, where);
     const index_t n = x.extent(0), dm = w.d_model(), e = w.e(), s = w.s(), hw = 2 * e + s;
-    require(st.attn_.s() == s && st.attn_.e() == e, where, "state", "made for s ", st.attn_.s(), ", e ",
-            st.attn_.e(), ", weights have s ", s, ", e ", e);
+    const attention_dims ad = st.attn_.dims();
+    require(ad.d == s && ad.d_v == e, where, "state", "made for s ", ad.d, ", e ", ad.d_v, ", weights have s ", s,
+            ", e ", e);
     require(!st.closed_, where, "state", "already consumed by a whole-sequence call (make a new state)");
     require(x.extent(1) == dm, where, "x", "must be (n, d_model = ", dm, "), got ", shape_of(x));
     require(y.extent(0) == n && y.extent(1) == dm, where, "y", "must be (n, d_model) = (", n, ", ", dm, "), got ",
@@ -142,9 +155,12 @@ struct gau {
     const matrix_view<const float> v(st.h_.data() + e, matrix_view<const float>::extents_type(n, e), {hw, 1});
     const matrix_view<float> a = as_view(st.a_);
     if (attention == gau_attention::mixed_chunk) {
-      mixed.forward<Arch>(st.attn_, flash_input{view_of(st.q_[0]), view_of(st.q_[1]), view_of(st.q_[2]),
-                                                view_of(st.q_[3]), v},
-                          a, exec);
+      // One batch, one head: (1, 1, n, .) views over the matrices.
+      mixed.forward<Arch>(st.attn_,
+                          flash_input{detail::single_head(view_of(st.q_[0])), detail::single_head(view_of(st.q_[1])),
+                                      detail::single_head(v), detail::single_head(view_of(st.q_[2])),
+                                      detail::single_head(view_of(st.q_[3]))},
+                          detail::single_head(a), exec);
     } else {
       require(mixed.bias.data() == nullptr, where, "mixed.bias", "flash_quad takes no (C, C) chunk bias");
       const float sc = quad_scale ? *quad_scale : 1.0f / float(n);

@@ -1,23 +1,32 @@
-// FLASH (arXiv 2202.10447, PAPERS.md section 2): mixed-chunk attention and
-// the Gated Attention Unit. Single head. Per chunk g of C tokens:
+// FLASH (arXiv 2202.10447, PAPERS.md section 2): mixed-chunk attention as a
+// sequence policy (policies/protocol.hpp). Per query head and chunk g of C
+// tokens:
 //   out_g = relu(Q_quad,g K_quad,g^T * scale + B)^2 V_g  +  Q_lin,g S_g / divisor_g,
 // S_g = sum of K_lin,h^T V_h over earlier chunks h < g (causal) or all chunks
-// (non-causal). Shapes: q_quad, k_quad, q_lin, k_lin (n, s), v (n, e),
-// out (n, e). Causal calls stream: any n per call (whole prompt, segments,
-// token by token) gives the same bits; the state holds S, the chunk count and
-// the unfinished chunk's K_quad, K_lin, V rows.
+// (non-causal). Shapes: q = Q_quad, q_lin (b, h, n, s); k = K_quad, k_lin
+// (b, h_kv, n, s); v (b, h_kv, n, e); out (b, h, n, e). GQA: query head hi
+// reads KV head hi / (h / h_kv) for both parts (its K_quad, V and its S).
+// Causal calls stream: any n per call (whole prompt, segments, token by
+// token) gives the same bits; the state holds, per (batch, KV head), S, and
+// the unfinished chunk's K_quad, K_lin, V rows, plus the chunk count.
+// The GAU layer that produces these inputs is models/gau.hpp.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <optional>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "../kernels/chunk_attention.hpp"
-#include "../runtime/executor.hpp"
 #include "../kernels/linear_state.hpp"
-#include "../kernels/rope.hpp"
+#include "../runtime/executor.hpp"
 #include "../runtime/scratch.hpp"
+#include "protocol.hpp"
+#include "snapshot.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
@@ -30,9 +39,13 @@ enum class flash_norm {
 
 enum class flash_mode { causal, non_causal };
 
-// One forward() call's tokens: q_quad, k_quad, q_lin, k_lin (n, s), v (n, e).
+// One forward() call's tokens. FLASH's four scale/offset heads: q, k are the
+// quadratic part's Q_quad, K_quad; q_lin, k_lin the linear part's, empty
+// (data null) meaning "the same as q / k". flash_input(q, k, v) is a valid
+// sequence_input.
 struct flash_input {
-  matrix_view<const float> q_quad, k_quad, q_lin, k_lin, v;
+  tensor4_view<const float> q, k, v;           // (b, h, n, s), (b, h_kv, n, s), (b, h_kv, n, e)
+  tensor4_view<const float> q_lin{}, k_lin{};  // (b, h, n, s), (b, h_kv, n, s)
 };
 
 namespace detail {
@@ -49,6 +62,8 @@ template <class T>
 matrix_view<T> columns(matrix_view<T> m, index_t c0, index_t w) {
   return matrix_view<T>(m.data() + c0, typename matrix_view<T>::extents_type(m.extent(0), w), {m.stride(0), 1});
 }
+
+inline constexpr const char* flash_kind = "flash";
 }  // namespace detail
 
 struct flash {
@@ -58,8 +73,9 @@ struct flash {
   flash_norm norm = flash_norm::chunk_mean;
   std::optional<float> scale{};          // quadratic logit scale; default 1/C
   // Relative-position bias B (C, C) of the quadratic part, indexed by the
-  // query's and key's positions inside the chunk (the same for every chunk,
-  // as a relative bias is); empty: none.
+  // query's and key's positions inside the chunk (the same for every chunk
+  // and head, as a relative bias is); empty: none. Its shape is part of the
+  // configuration a state records, its values are not (they are read live).
   matrix_view<const float> bias{};
 
   // Value columns per task of the linear part: the state is split by columns
@@ -70,43 +86,126 @@ struct flash {
   // Query rows per task of the quadratic part (K^T is packed per task).
   static constexpr index_t quad_rows_per_task = 2 * chunk_attention_block_q;
 
+  using input_type = flash_input;
+
   class state_type {
    public:
     state_type() = default;
-    index_t s() const noexcept { return s_; }
-    index_t e() const noexcept { return e_; }
+    // d = s, d_v = e (resolved, never 0).
+    attention_dims dims() const noexcept { return dims_; }
     index_t chunk() const noexcept { return c_; }
     index_t chunks_folded() const noexcept { return g_; }
     index_t position_in_chunk() const noexcept { return pos_; }
     index_t tokens_seen() const noexcept { return g_ * c_ + pos_; }
-    // S (s, e) = sum of finished chunks' K_lin^T V, row stride ld_m.
-    linear_state_view<const float> memory() const noexcept {
-      return {m_.data(), z_.data(), s_, e_, linear_state_ld(e_)};
+    // S (s, e) of batch b, KV head kv_head: the sum of finished chunks'
+    // K_lin^T V (row stride linear_state_ld(e)).
+    matrix_view<const float> memory(index_t b, index_t kv_head) const noexcept {
+      LONGCTX_ASSERT(b >= 0 && b < dims_.b && kv_head >= 0 && kv_head < dims_.h_kv);
+      return make_matrix<dynamic_extent, const float>(m(b * dims_.h_kv + kv_head), dims_.d, dims_.d_v, ld_m_);
     }
-    // Floats held: S, z, and the unfinished chunk's buffers; constant in n.
-    index_t floats() const noexcept {
-      return index_t(m_.size() + z_.size() + kq_.size() + kl_.size() + v_.size());
+    // Bytes held: S and the unfinished chunk's buffers of every lane;
+    // constant in the number of tokens seen.
+    std::size_t footprint() const noexcept {
+      return (m_.size() + kq_.size() + kl_.size() + v_.size()) * sizeof(float);
+    }
+
+    // Payload: chunks folded, position in chunk, the non-causal "consumed"
+    // flag, every lane's S (s x e, no padding), then every lane's unfinished
+    // chunk rows (K_quad, K_lin: pos x s; V: pos x e).
+    snapshot_bytes snapshot() const {
+      snapshot_writer w(detail::flash_kind, fp_);
+      w.put(std::int64_t(g_));
+      w.put(std::int64_t(pos_));
+      w.put(std::uint8_t(closed_));
+      const index_t s = dims_.d, e = dims_.d_v;
+      for (index_t l = 0; l < lanes(); ++l)
+        for (index_t r = 0; r < s; ++r) w.put_array(m(l) + r * ld_m_, std::size_t(e));
+      for (index_t l = 0; l < lanes(); ++l) {
+        w.put_array(kq(l), std::size_t(pos_ * s));
+        w.put_array(kl(l), std::size_t(pos_ * s));
+        w.put_array(v(l), std::size_t(pos_ * e));
+      }
+      return std::move(w).finish();
+    }
+
+    // Restores a snapshot of a state of the same configuration (dims and
+    // policy parameters, by fingerprint). Strong guarantee: the bytes are
+    // parsed into a fresh state that replaces this one only on success.
+    void restore(std::span<const std::byte> bytes) {
+      constexpr const char* where = "flash::state_type::restore";
+      require(c_ > 0, where, "state", "not made by make_state");
+      snapshot_reader rd(bytes, detail::flash_kind, fp_, where);
+      state_type fresh;
+      fresh.dims_ = dims_, fresh.c_ = c_, fresh.fp_ = fp_;
+      fresh.allocate();
+      const auto g = rd.get<std::int64_t>("chunks folded");
+      // tokens_seen() = g C must not overflow.
+      rd.check(g >= 0 && g <= (std::numeric_limits<std::int64_t>::max() - c_) / c_, "chunks folded",
+               [&] { return detail::concat(g, " outside [0, 2^63 / C)"); });
+      const auto pos = rd.get<std::int64_t>("position in chunk");
+      rd.check(pos >= 0 && pos < c_, "position in chunk",
+               [&] { return detail::concat(pos, " outside [0, C = ", c_, ")"); });
+      const auto closed = rd.get<std::uint8_t>("consumed");
+      rd.check(closed <= 1, "consumed", [&] { return detail::concat("flag must be 0 or 1, got ", int(closed)); });
+      fresh.g_ = index_t(g), fresh.pos_ = index_t(pos), fresh.closed_ = closed == 1;
+      const index_t s = dims_.d, e = dims_.d_v;
+      for (index_t l = 0; l < lanes(); ++l)
+        for (index_t r = 0; r < s; ++r) {
+          float* row = fresh.m(l) + r * ld_m_;
+          rd.get_array(row, std::size_t(e), "S");
+          rd.check(std::all_of(row, row + e, [](float x) { return std::isfinite(x); }), "S",
+                   [&] { return detail::concat("non-finite value in row ", r, " of lane ", l); });
+        }
+      for (index_t l = 0; l < lanes(); ++l) {
+        rd.get_array(fresh.kq(l), std::size_t(fresh.pos_ * s), "K_quad rows");
+        rd.get_array(fresh.kl(l), std::size_t(fresh.pos_ * s), "K_lin rows");
+        rd.get_array(fresh.v(l), std::size_t(fresh.pos_ * e), "V rows");
+      }
+      rd.finish();
+      *this = std::move(fresh);
     }
 
    private:
     friend struct flash;
-    index_t s_ = 0, e_ = 0, c_ = 0, g_ = 0, pos_ = 0;
-    bool closed_ = false;                  // a non-causal call consumed the state
-    std::vector<float> m_, z_;             // (s, ld_m), (s)
-    std::vector<float> kq_, kl_, v_;       // (C, s), (C, s), (C, e)
+    // One lane per (batch, KV head), lane = b * h_kv + kv_head.
+    index_t lanes() const noexcept { return dims_.b * dims_.h_kv; }
+    float* m(index_t l) noexcept { return m_.data() + l * dims_.d * ld_m_; }
+    const float* m(index_t l) const noexcept { return m_.data() + l * dims_.d * ld_m_; }
+    float* kq(index_t l) noexcept { return kq_.data() + l * c_ * dims_.d; }
+    float* kl(index_t l) noexcept { return kl_.data() + l * c_ * dims_.d; }
+    float* v(index_t l) noexcept { return v_.data() + l * c_ * dims_.d_v; }
+    const float* kq(index_t l) const noexcept { return kq_.data() + l * c_ * dims_.d; }
+    const float* kl(index_t l) const noexcept { return kl_.data() + l * c_ * dims_.d; }
+    const float* v(index_t l) const noexcept { return v_.data() + l * c_ * dims_.d_v; }
+    // Zeroed buffers for dims_ and c_ (S's padding columns must stay zero).
+    void allocate() {
+      ld_m_ = linear_state_ld(dims_.d_v);
+      const std::size_t ln = std::size_t(lanes());
+      m_.assign(ln * std::size_t(dims_.d * ld_m_), 0.0f);
+      kq_.assign(ln * std::size_t(c_ * dims_.d), 0.0f);
+      kl_.assign(ln * std::size_t(c_ * dims_.d), 0.0f);
+      v_.assign(ln * std::size_t(c_ * dims_.d_v), 0.0f);
+    }
+
+    attention_dims dims_{};
+    index_t c_ = 0, g_ = 0, pos_ = 0, ld_m_ = 0;
+    bool closed_ = false;             // a non-causal call consumed the state
+    std::uint64_t fp_ = 0;            // the configuration make_state saw (flash::fingerprint)
+    std::vector<float> m_;            // (lanes, s, ld_m)
+    std::vector<float> kq_, kl_, v_;  // (lanes, C, s), (lanes, C, s), (lanes, C, e)
   };
 
-  state_type make_state(index_t s, index_t e) const {
-    check_params("flash::make_state");
-    require(s > 0, "flash::make_state", "s", "must be > 0, got ", s);
-    require(e > 0, "flash::make_state", "e", "must be > 0, got ", e);
+  // A fresh state for dims (d = s, d_v = e, 0 meaning s): S = 0, chunk 0.
+  state_type make_state(const attention_dims& dims) const {
+    constexpr const char* where = "flash::make_state";
+    require_dims(dims, where);
+    check_params(where);
     state_type st;
-    st.s_ = s, st.e_ = e, st.c_ = chunk;
-    st.m_.assign(std::size_t(s * linear_state_ld(e)), 0.0f);
-    st.z_.assign(std::size_t(s), 0.0f);
-    st.kq_.assign(std::size_t(chunk * s), 0.0f);
-    st.kl_.assign(std::size_t(chunk * s), 0.0f);
-    st.v_.assign(std::size_t(chunk * e), 0.0f);
+    st.dims_ = dims;
+    st.dims_.d_v = value_dim(dims);
+    st.c_ = chunk;
+    st.fp_ = fingerprint(st.dims_);
+    st.allocate();
     return st;
   }
 
@@ -122,34 +221,43 @@ struct flash {
     return {normaliser::none, 1e-6f, 1.0};
   }
 
+  // What a state records of its configuration: dims and every parameter but
+  // the bias values (their shape and presence are in).
+  std::uint64_t fingerprint(const attention_dims& a) const noexcept {
+    config_fingerprint f;
+    for (std::int64_t x : {std::int64_t(a.b), std::int64_t(a.h), std::int64_t(a.h_kv), std::int64_t(a.d),
+                           std::int64_t(value_dim(a)), std::int64_t(chunk)})
+      f.add(x);
+    f.add(std::int32_t(mode)).add(std::int32_t(norm));
+    f.add(std::uint8_t(scale.has_value())).add(scale.value_or(0.0f));
+    f.add(std::uint8_t(bias.data() != nullptr));
+    if (bias.data())
+      f.add(std::int64_t(bias.extent(0))).add(std::int64_t(bias.extent(1))).add(std::uint8_t(bias.unit_inner_stride()));
+    return f.value();
+  }
+
   // Attends the call's n tokens. Causal: continues the state's sequence
   // (tokens_seen() earlier tokens). Non-causal: the call is the whole
   // sequence; the state must be fresh and cannot be used again.
   template <arch_tag Arch = default_arch, executor Exec = serial_executor>
-  void forward(state_type& st, const flash_input& in, matrix_view<float> out, Exec&& exec = {}) const {
+  void forward(state_type& st, const flash_input& in, tensor4_view<float> out, Exec&& exec = {}) const {
     constexpr const char* where = "flash::forward";
-    check_params(where);
-    require(st.c_ == chunk && st.s_ > 0, where, "state", "made for chunk ", st.c_, " (s ", st.s_,
-            "), this policy has chunk ", chunk);
+    check_state(st, where);
     require(!st.closed_, where, "state", "already consumed by a non-causal call (make a new state)");
-    const index_t n = in.q_quad.extent(0), s = st.s_, e = st.e_;
-    const auto shapes = [&] {
-      return detail::concat("q_quad ", shape_of(in.q_quad), ", k_quad ", shape_of(in.k_quad), ", q_lin ",
-                            shape_of(in.q_lin), ", k_lin ", shape_of(in.k_lin), ", v ",
-                            shape_of(in.v), ", out ", shape_of(out), ", state s ", s, " e ", e);
+    const attention_dims& a = st.dims_;
+    const tensor4_view<const float> q_lin = in.q_lin.data() ? in.q_lin : in.q;
+    const tensor4_view<const float> k_lin = in.k_lin.data() ? in.k_lin : in.k;
+    require_sequence_call(where, a, in.q, in.k, in.v, out);
+    const auto same_as = [&](const tensor4_view<const float>& lin, const tensor4_view<const float>& quad,
+                             const char* name, const char* quad_name) {
+      require(lin.extents() == quad.extents(), where, name, [&] {
+        return detail::concat("must have the shape of ", quad_name, " ", shape_of(quad), ", got ", shape_of(lin));
+      });
+      require_unit_inner_stride(lin, where, name);
     };
-    for (auto [view, name] : {std::pair{in.q_quad, "q_quad"}, std::pair{in.k_quad, "k_quad"},
-                              std::pair{in.q_lin, "q_lin"}, std::pair{in.k_lin, "k_lin"}}) {
-      require(view.extent(0) == n && view.extent(1) == s, where, name, "must be (n, s): ", shapes);
-      require_unit_inner_stride(view, where, name);
-      require_data(view, where, name);
-    }
-    require(in.v.extent(0) == n && in.v.extent(1) == e, where, "v", "must be (n, e): ", shapes);
-    require(out.extent(0) == n && out.extent(1) == e, where, "out", "must be (n, e): ", shapes);
-    require_unit_inner_stride(in.v, where, "v");
-    require_unit_inner_stride(out, where, "out");
-    require_data(in.v, where, "v");
-    require_data(out, where, "out");
+    same_as(q_lin, in.q, "q_lin", "q");
+    same_as(k_lin, in.k, "k_lin", "k");
+    const index_t n = in.q.extent(2);
     if (mode == flash_mode::non_causal) {
       require(st.tokens_seen() == 0, where, "state", "non-causal attention needs the whole sequence in one call on "
               "a fresh state; this one has seen ", st.tokens_seen(), " tokens");
@@ -157,6 +265,7 @@ struct flash {
     }
     if (n == 0) return;
     const bool causal = mode == flash_mode::causal;
+    const index_t s = a.d, e = a.d_v, h_kv = a.h_kv, group = a.h / a.h_kv, lanes = st.lanes();
 
     // Split the call at chunk boundaries.
     std::vector<detail::flash_piece> pieces;
@@ -168,35 +277,36 @@ struct flash {
       if (pos == chunk) pos = 0, ++g;
     }
     const detail::flash_piece first = pieces.front();
-    if (first.buffered) {  // the unfinished chunk's keys join the buffer first
-      copy_rows(in.k_quad, first.t0, first.len, st.kq_.data() + first.p0 * s, s);
-      copy_rows(in.k_lin, first.t0, first.len, st.kl_.data() + first.p0 * s, s);
-      copy_rows(in.v, first.t0, first.len, st.v_.data() + first.p0 * e, e);
-    }
+    if (first.buffered)  // the unfinished chunk's keys join the buffer first
+      buffer_rows(st, in.k, k_lin, in.v, first.t0, first.len, first.p0);
 
-    // Quadratic part: every (piece, row group) is independent.
+    // Quadratic part: every (lane, piece, row group) is independent; a task
+    // packs its lane's K^T and V once for all query heads of the group.
     const float sc = logit_scale();
-    // A task packs its keys' K^T and V (as much copying as 1/50 of the
-    // task's FLOPs per row): whole chunks per task when there are enough of
-    // them to keep the executor busy, row groups otherwise.
+    // A task's packing costs as much copying as 1/50 of its FLOPs per row:
+    // whole chunks per task when there are enough of them to keep the
+    // executor busy, row groups otherwise.
     const index_t rows_per_task =
-        index_t(pieces.size()) >= 4 * index_t(exec.concurrency()) ? chunk : quad_rows_per_task;
+        index_t(pieces.size()) * lanes >= 4 * index_t(exec.concurrency()) ? chunk : quad_rows_per_task;
     std::vector<index_t> task_piece, task_row;
     for (std::size_t p = 0; p < pieces.size(); ++p)
       for (index_t r = 0; r < pieces[p].len; r += rows_per_task) {
         task_piece.push_back(index_t(p));
         task_row.push_back(r);
       }
-    exec.parallel_for(index_t(task_piece.size()), [&](index_t task) {
-      const detail::flash_piece& pc = pieces[std::size_t(task_piece[std::size_t(task)])];
-      const index_t r0 = task_row[std::size_t(task)], nr = std::min(rows_per_task, pc.len - r0);
+    const index_t lane_tasks = index_t(task_piece.size());
+    exec.parallel_for(lanes * lane_tasks, [&](index_t task) {
+      const index_t lane = task / lane_tasks, bi = lane / h_kv, hk = lane % h_kv;
+      const detail::flash_piece& pc = pieces[std::size_t(task_piece[std::size_t(task % lane_tasks)])];
+      const index_t r0 = task_row[std::size_t(task % lane_tasks)], nr = std::min(rows_per_task, pc.len - r0);
       // Keys this row group can see: causal stops at its last row.
       const index_t keys = causal ? pc.p0 + r0 + nr : pc.p0 + pc.len;
-      const matrix_view<const float> k =
-          pc.buffered ? make_matrix<dynamic_extent, const float>(st.kq_.data(), keys, s)
-                      : in.k_quad.rows(pc.t0, keys);
-      const matrix_view<const float> v =
-          pc.buffered ? make_matrix<dynamic_extent, const float>(st.v_.data(), keys, e) : in.v.rows(pc.t0, keys);
+      const matrix_view<const float> k = pc.buffered
+                                             ? make_matrix<dynamic_extent, const float>(st.kq(lane), keys, s)
+                                             : matrix_view<const float>(in.k.head(bi, hk)).rows(pc.t0, keys);
+      const matrix_view<const float> v = pc.buffered
+                                             ? make_matrix<dynamic_extent, const float>(st.v(lane), keys, e)
+                                             : matrix_view<const float>(in.v.head(bi, hk)).rows(pc.t0, keys);
       matrix_view<const float> b{};
       if (bias.data())
         b = matrix_view<const float>(bias.data() + (pc.p0 + r0) * bias.stride(0),
@@ -204,35 +314,44 @@ struct flash {
       thread_local scratch_buffer<float> buf;
       const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
       float* scratch = buf.grow(pack + chunk_rows_scratch<Arch>(keys, e));
-      const chunk_operands ops = prepare_chunk<Arch>(k, v, scratch, nr > 2);
-      chunk_attention_rows<Arch, false>(in.q_quad.rows(pc.t0 + r0, nr), ops, out.rows(pc.t0 + r0, nr), sc, b,
-                                        chunk_mask{causal, pc.p0 + r0}, scratch + pack);
+      const chunk_operands ops = prepare_chunk<Arch>(k, v, scratch, nr * group > 2);
+      for (index_t hi = hk * group; hi < (hk + 1) * group; ++hi)
+        chunk_attention_rows<Arch, false>(matrix_view<const float>(in.q.head(bi, hi)).rows(pc.t0 + r0, nr), ops,
+                                          matrix_view<float>(out.head(bi, hi)).rows(pc.t0 + r0, nr), sc, b,
+                                          chunk_mask{causal, pc.p0 + r0}, scratch + pack);
     });
 
-    // Linear part: per column slice of S, the scan over chunks in order.
-    const index_t slices = (e + column_slice - 1) / column_slice, ld_m = linear_state_ld(e);
+    // Linear part: per (lane, column slice of S), the scan over chunks in
+    // order; every query head of the group retrieves a chunk before the
+    // lane's S folds it.
+    const index_t slices = (e + column_slice - 1) / column_slice, ld_m = st.ld_m_;
     std::vector<float> ones(std::size_t(std::min(e, column_slice)), 1.0f);
-    std::vector<float> z_slices(std::size_t(slices * s), 0.0f);  // z is unused by FLASH's norms
+    // z is unused by FLASH's norms, but linear_update keeps one: a throwaway per task.
+    std::vector<float> z_tasks(std::size_t(lanes * slices * s), 0.0f);
     const index_t total_chunks = causal ? 0 : (n + chunk - 1) / chunk;
-    exec.parallel_for(slices, [&](index_t sl) {
+    exec.parallel_for(lanes * slices, [&](index_t task) {
+      const index_t lane = task / slices, sl = task % slices, bi = lane / h_kv, hk = lane % h_kv;
       const index_t c0 = sl * column_slice, w = std::min(column_slice, e - c0);
-      linear_state_view<float> mem{st.m_.data() + c0, z_slices.data() + sl * s, s, w, ld_m};
+      linear_state_view<float> mem{st.m(lane) + c0, z_tasks.data() + task * s, s, w, ld_m};
       thread_local scratch_buffer<float> buf;
-      float* scratch =
-          buf.grow(std::max(linear_update_scratch(s, w), linear_retrieve_scratch(s, w)));
+      float* scratch = buf.grow(std::max(linear_update_scratch(s, w), linear_retrieve_scratch(s, w)));
       const retrieval_combine add{ones.data(), ones.data()};
+      const matrix_view<const float> kl_in(k_lin.head(bi, hk)), v_in(in.v.head(bi, hk));
       const auto fold = [&](const detail::flash_piece& pc) {
         const index_t rows = pc.p0 + pc.len;
-        const matrix_view<const float> kl = pc.buffered ? make_matrix<dynamic_extent, const float>(st.kl_.data(), rows, s)
-                                                        : in.k_lin.rows(pc.t0, rows);
-        const matrix_view<const float> v = pc.buffered ? make_matrix<dynamic_extent, const float>(st.v_.data(), rows, e)
-                                                       : in.v.rows(pc.t0, rows);
+        const matrix_view<const float> kl =
+            pc.buffered ? make_matrix<dynamic_extent, const float>(st.kl(lane), rows, s) : kl_in.rows(pc.t0, rows);
+        const matrix_view<const float> v =
+            pc.buffered ? make_matrix<dynamic_extent, const float>(st.v(lane), rows, e) : v_in.rows(pc.t0, rows);
         linear_update<Arch, float>(mem, feature_map::identity, update_rule::linear, linear_norm(0), kl,
                                    detail::columns(v, c0, w), scratch);
       };
       const auto retrieve = [&](const detail::flash_piece& pc, index_t visible) {
-        linear_retrieve<Arch, float>(mem, feature_map::identity, linear_norm(visible), in.q_lin.rows(pc.t0, pc.len),
-                                     detail::columns(out.rows(pc.t0, pc.len), c0, w), add, scratch);
+        for (index_t hi = hk * group; hi < (hk + 1) * group; ++hi)
+          linear_retrieve<Arch, float>(mem, feature_map::identity, linear_norm(visible),
+                                       matrix_view<const float>(q_lin.head(bi, hi)).rows(pc.t0, pc.len),
+                                       detail::columns(matrix_view<float>(out.head(bi, hi)).rows(pc.t0, pc.len), c0, w),
+                                       add, scratch);
       };
       if (causal) {
         for (const auto& pc : pieces) {
@@ -248,11 +367,7 @@ struct flash {
 
     // The trailing unfinished chunk, if it began in this call, joins the buffer.
     const detail::flash_piece last = pieces.back();
-    if (causal && !last.completes && !last.buffered) {
-      copy_rows(in.k_quad, last.t0, last.len, st.kq_.data(), s);
-      copy_rows(in.k_lin, last.t0, last.len, st.kl_.data(), s);
-      copy_rows(in.v, last.t0, last.len, st.v_.data(), e);
-    }
+    if (causal && !last.completes && !last.buffered) buffer_rows(st, in.k, k_lin, in.v, last.t0, last.len, 0);
     const index_t total = st.pos_ + n;
     st.g_ += total / chunk;
     st.pos_ = total % chunk;
@@ -268,10 +383,36 @@ struct flash {
       require_unit_inner_stride(bias, where, "bias");
     }
   }
+
+  // The cheap per-call check: the state's recorded configuration equals this
+  // policy's. Only on a mismatch are the parameters checked, for a precise
+  // message when the policy itself is invalid.
+  void check_state(const state_type& st, const char* where) const {
+    if (st.c_ > 0 && st.fp_ == fingerprint(st.dims_)) [[likely]]
+      return;
+    require(st.c_ > 0, where, "state", "not made by make_state");
+    check_params(where);
+    require(false, where, "state", "made by a flash of another configuration (state chunk ", st.c_,
+            ", this policy's chunk ", chunk, "; or mode, norm, scale, bias shape differ)");
+  }
+
+  // Rows [t0, t0 + len) of every lane's K_quad, K_lin, V into buffer rows
+  // [p0, p0 + len).
+  static void buffer_rows(state_type& st, const tensor4_view<const float>& kq, const tensor4_view<const float>& kl,
+                          const tensor4_view<const float>& v, index_t t0, index_t len, index_t p0) {
+    const index_t s = st.dims_.d, e = st.dims_.d_v, h_kv = st.dims_.h_kv;
+    for (index_t l = 0; l < st.lanes(); ++l) {
+      const index_t bi = l / h_kv, hk = l % h_kv;
+      copy_rows(kq.head(bi, hk), t0, len, st.kq(l) + p0 * s, s);
+      copy_rows(kl.head(bi, hk), t0, len, st.kl(l) + p0 * s, s);
+      copy_rows(v.head(bi, hk), t0, len, st.v(l) + p0 * e, e);
+    }
+  }
   static void copy_rows(matrix_view<const float> src, index_t t0, index_t len, float* dst, index_t cols) {
-    for (index_t r = 0; r < len; ++r)
-      std::copy_n(src.data() + (t0 + r) * src.stride(0), cols, dst + r * cols);
+    for (index_t r = 0; r < len; ++r) std::copy_n(src.data() + (t0 + r) * src.stride(0), cols, dst + r * cols);
   }
 };
+
+LONGCTX_ASSERT_SEQUENCE_POLICY(flash);
 
 LONGCTX_NAMESPACE_END

@@ -1,23 +1,30 @@
-// Infini-attention (arXiv 2404.07143, PAPERS.md section 1) as a policy: per
-// memory head a compressive state M (d_k, d_v), z (d_k); per segment of
-// `segment` tokens, causal softmax attention inside the segment (the exact
-// kernel), retrieval s(Q) M / s(Q) z from the memory of EARLIER segments, the
-// gate sigmoid(beta), then the segment folded into M, z (linear or delta).
+// Infini-attention (arXiv 2404.07143, PAPERS.md section 1) as a sequence
+// policy (protocol.hpp): per memory head a compressive state M (d_k, d_v),
+// z (d_k); per segment of `segment` tokens, causal softmax attention inside
+// the segment (the exact kernel), retrieval s(Q) M / s(Q) z from the memory
+// of EARLIER segments, the gate sigmoid(beta), then the segment folded into
+// M, z (linear or delta). d_k is attention_dims::d.
 // Shapes: q (b, h, n, d_k), k (b, h_kv, n, d_k), v (b, h_kv, n, d_v),
 // out (b, h, n, d_v); any n per call: whole segments or token by token give
 // the same bits (a partial segment is held in the state until it completes).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "../kernels/attention.hpp"
 #include "../kernels/linear_state.hpp"
+#include "../kernels/scale.hpp"
 #include "../runtime/scratch.hpp"
+#include "protocol.hpp"
+#include "snapshot.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
@@ -28,19 +35,17 @@ enum class memory_sharing {
                    // equal to per_kv_head unless the initial states differ
 };
 
-// forward(): whether finished segments are folded into the memory.
+// Whether finished segments are folded into the memory (a policy parameter:
+// a read-only layer is another configuration, see state_type::assign_memory).
 enum class memory_mode { read_write, read_only };
-
-struct infini_dims {
-  index_t b = 1, h = 1, h_kv = 1, d_k = 0, d_v = 0;
-};
 
 // One forward() call's tokens. q_mem / k_mem, when given, are what the memory
 // sees instead of q / k (e.g. before positional encoding, as in the paper);
-// the local attention always uses q / k. Same shapes as q / k.
+// the local attention always uses q / k. Flat (not derived from
+// sequence_input) so that infini_input(q, k, v) is an aggregate init.
 struct infini_input {
-  tensor4_view<const float> q, k, v;
-  tensor4_view<const float> q_mem{}, k_mem{};
+  tensor4_view<const float> q, k, v;               // (b, h, n, d_k), (b, h_kv, n, d_k), (b, h_kv, n, d_v)
+  tensor4_view<const float> q_mem{}, k_mem{};      // like q, k; empty: q, k
 };
 
 // The values of the paper's Table 2 "memory footprint" column for
@@ -50,6 +55,8 @@ constexpr std::uint64_t infini_memory_values(std::uint64_t layers, std::uint64_t
   return layers * heads * d_k * (d_v + 1);
 }
 
+// The paper's accounting of one state (memory_footprint()); footprint() is
+// every byte held, these plus the gate factors.
 struct infini_footprint {
   std::uint64_t memory_values = 0;  // M and z of every memory head (the paper's count)
   std::uint64_t buffer_values = 0;  // the unfinished segment's K, V, K_mem rows (fp32)
@@ -64,17 +71,7 @@ template <class S>
 S* infini_scratch(index_t elems) {
   return thread_scratch<infini_tag, S>(elems);
 }
-
-inline constexpr char infini_magic[8] = {'l', 'c', 'x', 'i', 'n', 'f', 'n', 'i'};
-inline constexpr std::uint32_t infini_snapshot_version = 1;
-inline constexpr std::uint32_t infini_byte_order = 0x01020304u;
-
-struct infini_snapshot_header {
-  char magic[8];
-  std::uint32_t version, byte_order, scalar_bytes, reserved;
-  std::int64_t b, h, h_kv, h_mem, d_k, d_v, segment, position;
-  std::uint64_t tokens, segments, payload_bytes;
-};
+inline constexpr const char* infini_kind = "infini";
 }  // namespace detail
 
 // State = memory (fp32, or double with basic_infini<double>) + the partial segment.
@@ -85,7 +82,7 @@ struct basic_infini {
 
   // ---- Parameters (designated initialisers: infini{.segment = 512}). ------
   index_t segment = 2048;          // tokens per segment (N in the paper)
-  std::optional<float> scale{};    // local attention logit scale; default 1/sqrt(d_k)
+  std::optional<float> scale{};    // local attention logit scale; default default_scale(d_k)
   // Gate logits: empty (every gate sigmoid(0) = 1/2), h values (one per head,
   // the paper), or h * d_v (per head and value column, row-major). +inf / -inf
   // are allowed: pure memory retrieval / pure local attention.
@@ -97,18 +94,26 @@ struct basic_infini {
   // contributes exactly 0; otherwise |s(q) z| < epsilon is replaced by
   // epsilon (with the sign of s(q) z). See retrieval_norm.
   float epsilon = 1e-6f;
+  // read_only retrieves and attends as usual but never folds a segment into
+  // the memory (the unfinished segment is still held for local attention).
+  memory_mode memory = memory_mode::read_write;
+
+  using input_type = infini_input;
 
   class state_type {
    public:
     state_type() = default;
 
-    const infini_dims& dims() const noexcept { return dims_; }
+    // d_v resolved (never 0).
+    attention_dims dims() const noexcept { return dims_; }
     index_t segment() const noexcept { return segment_; }
     index_t memory_heads() const noexcept { return h_mem_; }
     // Tokens of the current, unfinished segment held in the state.
     index_t position_in_segment() const noexcept { return pos_; }
     std::uint64_t tokens_seen() const noexcept { return tokens_; }
     std::uint64_t segments_folded() const noexcept { return folded_; }
+    // The policy's fingerprint(dims) at make_state (snapshots carry it).
+    std::uint64_t fingerprint() const noexcept { return fingerprint_; }
 
     // Memory of batch b, memory head m (see memory_sharing): write M and z
     // here to start from a user-supplied initial state. M's padding columns
@@ -116,185 +121,212 @@ struct basic_infini {
     linear_state_view<S> memory(index_t b, index_t m) noexcept {
       LONGCTX_ASSERT(b >= 0 && b < dims_.b && m >= 0 && m < h_mem_);
       const index_t i = b * h_mem_ + m;
-      return {m_.data() + i * dims_.d_k * ld_m_, z_.data() + i * dims_.d_k, dims_.d_k, dims_.d_v, ld_m_};
+      return {m_.data() + i * dims_.d * ld_m_, z_.data() + i * dims_.d, dims_.d, dims_.d_v, ld_m_};
     }
     linear_state_view<const S> memory(index_t b, index_t m) const noexcept {
       return const_cast<state_type*>(this)->memory(b, m);
     }
 
-    infini_footprint footprint() const noexcept {
+    // Copies M and z (not the unfinished segment, not the counters) from a
+    // state of the same dims and memory heads, whatever policy made it: the
+    // way to read one stream's memory with other gates or read-only, since
+    // forward() accepts only states of its own configuration.
+    void assign_memory(const state_type& from) {
+      constexpr const char* where = "infini::state_type::assign_memory";
+      require(segment_ > 0, where, "this", "not made by make_state");
+      require(from.dims_.b == dims_.b && from.dims_.d == dims_.d && from.dims_.d_v == dims_.d_v &&
+                  from.h_mem_ == h_mem_,
+              where, "from", [&] {
+                return detail::concat("memory (b ", from.dims_.b, ", memory heads ", from.h_mem_, ", d_k ",
+                                      from.dims_.d, ", d_v ", from.dims_.d_v, ") != this state's (b ", dims_.b,
+                                      ", memory heads ", h_mem_, ", d_k ", dims_.d, ", d_v ", dims_.d_v, ")");
+              });
+      std::copy(from.m_.begin(), from.m_.end(), m_.begin());  // same sizes: no allocation, no throw
+      std::copy(from.z_.begin(), from.z_.end(), z_.begin());
+    }
+
+    // The paper's value counts (Table 2) and their bytes.
+    infini_footprint memory_footprint() const noexcept {
       return basic_infini::footprint_of(dims_, segment_, h_mem_);
     }
-
-    // Bit-exact copy of the state as bytes: a versioned header (magic,
-    // version, byte order, scalar size, shapes, position), M and z without
-    // padding, then the unfinished segment's rows.
-    std::vector<std::byte> snapshot() const {
-      detail::infini_snapshot_header hd{};
-      std::memcpy(hd.magic, detail::infini_magic, sizeof hd.magic);
-      hd.version = detail::infini_snapshot_version;
-      hd.byte_order = detail::infini_byte_order;
-      hd.scalar_bytes = sizeof(S);
-      hd.b = dims_.b, hd.h = dims_.h, hd.h_kv = dims_.h_kv, hd.h_mem = h_mem_, hd.d_k = dims_.d_k,
-      hd.d_v = dims_.d_v, hd.segment = segment_, hd.position = pos_;
-      hd.tokens = tokens_, hd.segments = folded_;
-      hd.payload_bytes = payload_bytes(pos_);
-      std::vector<std::byte> out(sizeof hd + hd.payload_bytes);
-      std::memcpy(out.data(), &hd, sizeof hd);
-      std::byte* p = out.data() + sizeof hd;
-      visit_payload(pos_, [&](auto* data, std::size_t count) {
-        std::memcpy(p, data, count * sizeof(*data));
-        p += count * sizeof(*data);
-      });
-      return out;
+    // Every byte the state holds, constant over the stream.
+    std::size_t footprint() const noexcept {
+      return std::size_t(memory_footprint().bytes) + (gate_a_.size() + gate_b_.size()) * sizeof(float);
     }
 
-    // Restores a snapshot taken from a state of the same configuration;
-    // anything else (other shapes, scalar type, version, a truncated or
-    // padded buffer) is rejected and leaves this state unchanged.
+    // Bit-exact copy as one longctx snapshot (snapshot.hpp, kind "infini"):
+    // position, token and segment counts, M and z without padding, then the
+    // unfinished segment's K, K_mem, V rows of every KV head.
+    snapshot_bytes snapshot() const {
+      snapshot_writer w(detail::infini_kind, fingerprint_);
+      w.put(std::int64_t(pos_));
+      w.put(tokens_);
+      w.put(folded_);
+      visit_payload(pos_, [&](const auto* data, std::size_t count, const char*) { w.put_array(data, count); });
+      return std::move(w).finish();
+    }
+
+    // Restores a snapshot of a state of the same configuration (fingerprint)
+    // with the strong guarantee: parsed into a fresh state that replaces this
+    // one only once every check passed.
     void restore(std::span<const std::byte> bytes) {
       constexpr const char* where = "infini::state_type::restore";
-      detail::infini_snapshot_header hd{};
-      require(bytes.size() >= sizeof hd, where, "bytes", "truncated: ", bytes.size(),
-              " bytes, the header alone is ", sizeof hd);
-      std::memcpy(&hd, bytes.data(), sizeof hd);
-      require(std::memcmp(hd.magic, detail::infini_magic, sizeof hd.magic) == 0, where, "bytes",
-              "not an infini state snapshot (bad magic)");
-      require(hd.version == detail::infini_snapshot_version, where, "bytes", "snapshot version ", hd.version,
-              ", this library reads version ", detail::infini_snapshot_version);
-      require(hd.byte_order == detail::infini_byte_order, where, "bytes",
-              "snapshot written on a machine of the other byte order");
-      require(hd.scalar_bytes == sizeof(S), where, "bytes", "snapshot state scalar is ", hd.scalar_bytes,
-              " bytes, this state's is ", sizeof(S));
-      const auto same = [&](const char* what, std::int64_t got, index_t want) {
-        require(got == want, where, "bytes", "snapshot ", what, " = ", got, " but this state's ", what, " = ",
-                want);
-      };
-      same("b", hd.b, dims_.b);
-      same("h", hd.h, dims_.h);
-      same("h_kv", hd.h_kv, dims_.h_kv);
-      same("memory heads", hd.h_mem, h_mem_);
-      same("d_k", hd.d_k, dims_.d_k);
-      same("d_v", hd.d_v, dims_.d_v);
-      same("segment", hd.segment, segment_);
-      require(hd.position >= 0 && hd.position < segment_, where, "bytes", "position in segment ", hd.position,
-              " outside [0, ", segment_, ")");
-      const std::uint64_t want = payload_bytes(index_t(hd.position));
-      require(hd.payload_bytes == want, where, "bytes", "header payload size ", hd.payload_bytes,
-              " != expected ", want);
-      require(bytes.size() == sizeof hd + want, where, "bytes", bytes.size() < sizeof hd + want ? "truncated: " : "trailing data: ",
-              bytes.size(), " bytes, expected ", sizeof hd + want);
-      pos_ = index_t(hd.position);
-      tokens_ = hd.tokens;
-      folded_ = hd.segments;
-      const std::byte* p = bytes.data() + sizeof hd;
-      visit_payload(pos_, [&](auto* data, std::size_t count) {
-        std::memcpy(data, p, count * sizeof(*data));
-        p += count * sizeof(*data);
+      require(segment_ > 0, where, "this", "not made by make_state");
+      snapshot_reader r(bytes, detail::infini_kind, fingerprint_, where);
+      state_type fresh = blank();
+      const auto pos = r.get<std::int64_t>("position");
+      r.check(pos >= 0 && pos < segment_, "position", [&] {
+        return detail::concat("position in segment ", pos, " outside [0, ", segment_, ")");
       });
+      fresh.pos_ = index_t(pos);
+      fresh.tokens_ = r.get<std::uint64_t>("tokens");
+      fresh.folded_ = r.get<std::uint64_t>("segments");
+      const auto seg = std::uint64_t(segment_);
+      // Every call advances the position and the token count together, and
+      // folds at most one segment per segment completed.
+      r.check(fresh.tokens_ % seg == std::uint64_t(pos), "tokens", [&] {
+        return detail::concat(fresh.tokens_, " tokens seen but position ", pos, " in segments of ", segment_);
+      });
+      r.check(fresh.folded_ <= fresh.tokens_ / seg, "segments", [&] {
+        return detail::concat(fresh.folded_, " segments folded from ", fresh.tokens_, " tokens in segments of ",
+                              segment_);
+      });
+      fresh.visit_payload(fresh.pos_,
+                          [&](auto* data, std::size_t count, const char* field) { r.get_array(data, count, field); });
+      r.finish();
+      const auto finite = [](const std::vector<S>& x) {
+        return std::all_of(x.begin(), x.end(), [](S s) { return std::isfinite(s); });
+      };
+      r.check(finite(fresh.m_), "M", "a non-finite memory value");
+      r.check(finite(fresh.z_), "z", "a non-finite normaliser value");
+      *this = std::move(fresh);
     }
 
    private:
     friend struct basic_infini;
 
-    // Calls f(pointer, count) over every stored range, in snapshot order.
+    // A zeroed state of this configuration (gates included).
+    state_type blank() const {
+      state_type s;
+      s.dims_ = dims_;
+      s.segment_ = segment_, s.h_mem_ = h_mem_, s.ld_m_ = ld_m_;
+      s.fingerprint_ = fingerprint_;
+      s.gate_a_ = gate_a_, s.gate_b_ = gate_b_;
+      s.allocate();
+      return s;
+    }
+    void allocate() {
+      const std::size_t n_mem = std::size_t(dims_.b * h_mem_), rows = std::size_t(dims_.b * dims_.h_kv * segment_);
+      m_.assign(n_mem * std::size_t(dims_.d * ld_m_), S(0));
+      z_.assign(n_mem * std::size_t(dims_.d), S(0));
+      k_buf_.assign(rows * std::size_t(dims_.d), 0.0f);
+      km_buf_.assign(rows * std::size_t(dims_.d), 0.0f);
+      v_buf_.assign(rows * std::size_t(dims_.d_v), 0.0f);
+    }
+
+    // Calls f(pointer, count, field) over every stored range, in snapshot
+    // order, with the first `pos` rows of the segment buffers (pointers to const
+    // from a const state).
     template <class F>
     void visit_payload(index_t pos, F&& f) const {
-      auto* self = const_cast<state_type*>(this);
-      const index_t n_mem = dims_.b * h_mem_;
-      for (index_t i = 0; i < n_mem * dims_.d_k; ++i) f(self->m_.data() + i * ld_m_, std::size_t(dims_.d_v));
-      f(self->z_.data(), self->z_.size());
+      const_cast<state_type*>(this)->visit_payload(pos, [&](auto* p, std::size_t c, const char* field) {
+        f(static_cast<const std::remove_pointer_t<decltype(p)>*>(p), c, field);
+      });
+    }
+    template <class F>
+    void visit_payload(index_t pos, F&& f) {
+      const index_t n_mem = dims_.b * h_mem_, d = dims_.d, d_v = dims_.d_v;
+      for (index_t i = 0; i < n_mem * d; ++i) f(m_.data() + i * ld_m_, std::size_t(d_v), "M");
+      f(z_.data(), z_.size(), "z");
       for (index_t bk = 0; bk < dims_.b * dims_.h_kv; ++bk) {
-        f(self->k_buf_.data() + bk * segment_ * dims_.d_k, std::size_t(pos * dims_.d_k));
-        f(self->km_buf_.data() + bk * segment_ * dims_.d_k, std::size_t(pos * dims_.d_k));
-        f(self->v_buf_.data() + bk * segment_ * dims_.d_v, std::size_t(pos * dims_.d_v));
+        f(k_buf_.data() + bk * segment_ * d, std::size_t(pos * d), "K rows");
+        f(km_buf_.data() + bk * segment_ * d, std::size_t(pos * d), "K_mem rows");
+        f(v_buf_.data() + bk * segment_ * d_v, std::size_t(pos * d_v), "V rows");
       }
     }
-    std::uint64_t payload_bytes(index_t pos) const noexcept {
-      const std::uint64_t n_mem = std::uint64_t(dims_.b * h_mem_);
-      return n_mem * std::uint64_t(dims_.d_k * (dims_.d_v + 1)) * sizeof(S) +
-             std::uint64_t(dims_.b * dims_.h_kv * pos * (2 * dims_.d_k + dims_.d_v)) * sizeof(float);
-    }
 
-    infini_dims dims_{};
+    attention_dims dims_{};
     index_t segment_ = 0, h_mem_ = 0, ld_m_ = 0, pos_ = 0;
-    std::uint64_t tokens_ = 0, folded_ = 0;
-    std::vector<S> m_, z_;                     // (b, h_mem, d_k, ld_m), (b, h_mem, d_k)
+    std::uint64_t tokens_ = 0, folded_ = 0, fingerprint_ = 0;
+    std::vector<S> m_, z_;                       // (b, h_mem, d_k, ld_m), (b, h_mem, d_k)
     std::vector<float> k_buf_, km_buf_, v_buf_;  // (b, h_kv, segment, d_k | d_k | d_v)
-    std::vector<float> gate_a_, gate_b_;       // (h, d_v): sigmoid(beta), 1 - sigmoid(beta)
+    // (h, d_v): sigmoid(beta), 1 - sigmoid(beta); derived from the policy at
+    // make_state (the fingerprint covers beta), not snapshotted.
+    std::vector<float> gate_a_, gate_b_;
   };
 
-  // Memory heads and footprint of a configuration (before making a state).
-  index_t memory_heads(const infini_dims& d) const noexcept {
+  // Memory heads and footprints of a configuration (before making a state).
+  index_t memory_heads(const attention_dims& d) const noexcept {
     return sharing == memory_sharing::per_kv_head ? d.h_kv : d.h;
   }
-  infini_footprint footprint(const infini_dims& d) const noexcept {
-    return footprint_of(d, segment, memory_heads(d));
+  infini_footprint memory_footprint(const attention_dims& d) const noexcept {
+    return footprint_of(resolved(d), segment, memory_heads(d));
+  }
+  std::size_t footprint(const attention_dims& d) const noexcept {
+    return std::size_t(memory_footprint(d).bytes) + 2 * std::size_t(d.h * value_dim(d)) * sizeof(float);
+  }
+
+  // Everything that changes what a state means: dims, segment, rules,
+  // sharing, epsilon, the effective scale, beta, memory mode, scalar size.
+  std::uint64_t fingerprint(const attention_dims& dims) const noexcept {
+    const attention_dims d = resolved(dims);
+    config_fingerprint f;
+    f.add(std::int64_t(d.b)).add(std::int64_t(d.h)).add(std::int64_t(d.h_kv)).add(std::int64_t(d.d));
+    f.add(std::int64_t(d.d_v)).add(std::int64_t(segment)).add(update).add(phi).add(sharing).add(memory);
+    f.add(epsilon).add(effective_scale(d.d)).add(std::uint32_t(sizeof(S))).add(std::uint64_t(beta.size()));
+    for (float x : beta) f.add(x);
+    return f.value();
   }
 
   // A state with empty memory (M = 0, z = 0) at the start of a segment.
-  state_type make_state(const infini_dims& d) const {
+  state_type make_state(const attention_dims& dims) const {
+    const attention_dims d = resolved(dims);
     check_params(d, "infini::make_state");
     state_type s;
     s.dims_ = d;
     s.segment_ = segment;
     s.h_mem_ = memory_heads(d);
     s.ld_m_ = linear_state_ld(d.d_v);
-    const std::size_t n_mem = std::size_t(d.b * s.h_mem_);
-    s.m_.assign(n_mem * std::size_t(d.d_k * s.ld_m_), S(0));
-    s.z_.assign(n_mem * std::size_t(d.d_k), S(0));
-    const std::size_t rows = std::size_t(d.b * d.h_kv * segment);
-    s.k_buf_.assign(rows * std::size_t(d.d_k), 0.0f);
-    s.km_buf_.assign(rows * std::size_t(d.d_k), 0.0f);
-    s.v_buf_.assign(rows * std::size_t(d.d_v), 0.0f);
+    s.fingerprint_ = fingerprint(d);
+    fill_gates(s);
+    s.allocate();
     return s;
   }
 
-  float effective_scale(index_t d_k) const noexcept {
-    return scale ? *scale : float(1.0 / std::sqrt(double(d_k)));
-  }
+  float effective_scale(index_t d_k) const noexcept { return scale ? *scale : default_scale(d_k); }
 
   // Processes in.q's n tokens (any n >= 0) and writes out (b, h, n, d_v).
-  // read_only retrieves and attends as usual but never folds a segment into
-  // the memory (the unfinished segment is still held for local attention).
   template <arch_tag Arch = default_arch, executor Exec = serial_executor>
-  void forward(state_type& st, const infini_input& in, tensor4_view<float> out,
-               memory_mode mode = memory_mode::read_write, Exec&& exec = {}) const {
+  void forward(state_type& st, const infini_input& in, tensor4_view<float> out, Exec&& exec = {}) const {
     constexpr const char* where = "infini::forward";
-    const infini_dims& d = st.dims_;
     require(st.segment_ > 0, where, "state", "not made by make_state");
-    check_params(d, where);
-    require(st.segment_ == segment, where, "state", "made with segment ", st.segment_,
-            ", this policy's segment is ", segment);
-    require(st.h_mem_ == memory_heads(d), where, "state", "made with ", st.h_mem_,
-            " memory heads, this policy's sharing gives ", memory_heads(d));
+    const attention_dims& d = st.dims_;
+    // Parameters were checked by make_state; a cheap hash proves they are
+    // still the ones this state was made with.
+    require(st.fingerprint_ == fingerprint(d), where, "state", [&] { return mismatch(st); });
+    require_sequence_call(where, d, in.q, in.k, in.v, out);
     const index_t n = in.q.extent(2);
     const tensor4_view<const float> q_mem = in.q_mem.data() ? in.q_mem : in.q;
     const tensor4_view<const float> k_mem = in.k_mem.data() ? in.k_mem : in.k;
-    const auto expect = [&](const tensor4_view<const float>& t, const char* arg, index_t heads, index_t dim) {
-      require(t.extent(0) == d.b && t.extent(1) == heads && t.extent(2) == n && t.extent(3) == dim, where, arg,
-              "must be (b, heads, n, dim) = (", d.b, ", ", heads, ", ", n, ", ", dim, "), got ", shape_of(t),
-              " (q ", shape_of(in.q), ")");
+    const auto like = [&](const tensor4_view<const float>& t, const tensor4_view<const float>& ref, const char* arg,
+                          const char* as) {
+      require(shape_of(t).extents == shape_of(ref).extents, where, arg, [&] {
+        return detail::concat("must have the shape of ", as, " ", shape_of(ref), ", got ", shape_of(t));
+      });
       require_unit_inner_stride(t, where, arg);
-      require_data(t, where, arg);
     };
-    expect(in.q, "q", d.h, d.d_k);
-    expect(in.k, "k", d.h_kv, d.d_k);
-    expect(in.v, "v", d.h_kv, d.d_v);
-    expect(q_mem, "q_mem", d.h, d.d_k);
-    expect(k_mem, "k_mem", d.h_kv, d.d_k);
-    expect(out, "out", d.h, d.d_v);
+    like(q_mem, in.q, "q_mem", "q");
+    like(k_mem, in.k, "k_mem", "k");
     if (n == 0) return;
 
-    fill_gates(st);
-    const float sc = effective_scale(d.d_k);
-    const index_t N = segment, group = d.h / d.h_kv;
+    const float sc = effective_scale(d.d);
+    const index_t N = segment, group = d.h / d.h_kv, d_k = d.d, d_v = d.d_v;
     const retrieval_norm nm{normaliser::z_denominator, epsilon, 1.0};
     const auto buf_view = [&](std::vector<float>& buf, index_t dim) {
       return from_bhnd(buf.data(), d.b, d.h_kv, N, dim);
     };
-    const tensor4_view<float> kb = buf_view(st.k_buf_, d.d_k), kmb = buf_view(st.km_buf_, d.d_k),
-                              vb = buf_view(st.v_buf_, d.d_v);  // (b, h_kv, N, d)
+    const tensor4_view<float> kb = buf_view(st.k_buf_, d_k), kmb = buf_view(st.km_buf_, d_k),
+                              vb = buf_view(st.v_buf_, d_v);  // (b, h_kv, N, d)
 
     for (index_t t = 0; t < n;) {
       const index_t p = st.pos_, len = std::min(n - t, N - p);
@@ -318,52 +350,73 @@ struct basic_infini {
       exec.parallel_for(d.b * d.h, [&](index_t task) {
         const index_t bi = task / d.h, hi = task % d.h;
         const index_t mi = sharing == memory_sharing::per_kv_head ? hi / group : hi;
-        const retrieval_combine comb{st.gate_a_.data() + hi * d.d_v, st.gate_b_.data() + hi * d.d_v};
+        const retrieval_combine comb{st.gate_a_.data() + hi * d_v, st.gate_b_.data() + hi * d_v};
         linear_retrieve<Arch, S>(st.memory(bi, mi), phi, nm, matrix_view<const float>(qm.head(bi, hi)),
                                  matrix_view<float>(o.head(bi, hi)), comb,
-                                 detail::infini_scratch<S>(linear_retrieve_scratch(d.d_k, d.d_v)));
+                                 detail::infini_scratch<S>(linear_retrieve_scratch(d_k, d_v)));
       });
       // 3. Fold the segment once it is complete (after its retrieval).
       st.pos_ = (p + len) % N;
       st.tokens_ += std::uint64_t(len);
-      if (p + len == N) {
-        if (mode == memory_mode::read_write) {
-          exec.parallel_for(d.b * st.h_mem_, [&](index_t task) {
-            const index_t bi = task / st.h_mem_, mi = task % st.h_mem_;
-            const index_t hk = sharing == memory_sharing::per_kv_head ? mi : mi / group;
-            linear_update<Arch, S>(st.memory(bi, mi), phi, update, nm,
-                                   matrix_view<const float>(mem_keys.head(bi, hk)),
-                                   matrix_view<const float>(vals.head(bi, hk)),
-                                   detail::infini_scratch<S>(linear_update_scratch(d.d_k, d.d_v)));
-          });
-          ++st.folded_;
-        }
+      if (p + len == N && memory == memory_mode::read_write) {
+        exec.parallel_for(d.b * st.h_mem_, [&](index_t task) {
+          const index_t bi = task / st.h_mem_, mi = task % st.h_mem_;
+          const index_t hk = sharing == memory_sharing::per_kv_head ? mi : mi / group;
+          linear_update<Arch, S>(st.memory(bi, mi), phi, update, nm, matrix_view<const float>(mem_keys.head(bi, hk)),
+                                 matrix_view<const float>(vals.head(bi, hk)),
+                                 detail::infini_scratch<S>(linear_update_scratch(d_k, d_v)));
+        });
+        ++st.folded_;
       }
       t += len;
     }
   }
 
  private:
-  static infini_footprint footprint_of(const infini_dims& d, index_t seg, index_t h_mem) noexcept {
+  static attention_dims resolved(attention_dims d) noexcept {
+    d.d_v = value_dim(d);
+    return d;
+  }
+
+  static infini_footprint footprint_of(const attention_dims& d, index_t seg, index_t h_mem) noexcept {
     infini_footprint f;
-    f.memory_values = std::uint64_t(d.b * h_mem) * std::uint64_t(d.d_k * (d.d_v + 1));
-    f.buffer_values = std::uint64_t(d.b * d.h_kv * seg) * std::uint64_t(2 * d.d_k + d.d_v);
+    f.memory_values = std::uint64_t(d.b * h_mem) * std::uint64_t(d.d * (d.d_v + 1));
+    f.buffer_values = std::uint64_t(d.b * d.h_kv * seg) * std::uint64_t(2 * d.d + d.d_v);
     f.bytes = f.memory_values * sizeof(S) + f.buffer_values * sizeof(float);
     return f;
   }
 
-  void check_params(const infini_dims& d, const char* where) const {
+  // Why forward() rejected a state: the differences the state can name,
+  // else the parameters only the fingerprint covers.
+  std::string mismatch(const state_type& st) const {
+    if (st.segment_ != segment)
+      return detail::concat("made with segment ", st.segment_, ", this policy's segment is ", segment);
+    if (st.h_mem_ != memory_heads(st.dims_))
+      return detail::concat("made with ", st.h_mem_, " memory heads, this policy's sharing gives ",
+                            memory_heads(st.dims_));
+    return "made by a policy with other parameters (update, phi, sharing, epsilon, scale, beta or memory mode); "
+           "assign_memory() moves a memory between configurations";
+  }
+
+  void check_params(const attention_dims& d, const char* where) const {
+    require_dims(d, where);
     require(segment > 0, where, "segment", "must be > 0, got ", segment);
-    require(d.b >= 0 && d.h > 0 && d.h_kv > 0 && d.d_k > 0 && d.d_v > 0, where, "dims",
-            "need b >= 0 and h, h_kv, d_k, d_v > 0, got b ", d.b, " h ", d.h, " h_kv ", d.h_kv, " d_k ", d.d_k,
-            " d_v ", d.d_v);
-    require(d.h % d.h_kv == 0, where, "dims", "query heads ", d.h, " not a multiple of KV heads ", d.h_kv);
+    const int u = int(update), f = int(phi), s = int(sharing), m = int(memory);
+    require(u >= 0 && u <= 1, where, "update", "unknown update_rule ", u);
+    require(f >= 0 && f <= 1, where, "phi", "unknown feature_map ", f);
+    require(s >= 0 && s <= 1, where, "sharing", "unknown memory_sharing ", s);
+    require(m >= 0 && m <= 1, where, "memory", "unknown memory_mode ", m);
     require(std::isfinite(epsilon) && epsilon > 0, where, "epsilon", "must be finite and > 0, got ", epsilon);
     require(!scale || std::isfinite(*scale), where, "scale", "must be finite, got ", scale.value_or(0.0f));
     require(beta.empty() || beta.size() == std::size_t(d.h) || beta.size() == std::size_t(d.h * d.d_v), where,
             "beta", "needs 0, h = ", d.h, " or h * d_v = ", d.h * d.d_v, " values, got ", beta.size());
     for (std::size_t i = 0; i < beta.size(); ++i)
       require(!std::isnan(beta[i]), where, "beta", "value ", i, " is NaN");
+    // The state's element counts must be representable (index_t products
+    // below and in the kernels).
+    const double rows = double(d.b) * double(d.h_kv) * double(segment) * double(2 * d.d + d.d_v);
+    const double mem = double(d.b) * double(memory_heads(d)) * double(d.d) * double(linear_state_ld(d.d_v) + 1);
+    require(rows + mem < 0x1p53, where, "dims", "state of ", rows + mem, " values is too large");
   }
 
   // sigmoid(beta) and 1 - sigmoid(beta), each from its own exp so both ends
@@ -394,5 +447,7 @@ struct basic_infini {
 };
 
 using infini = basic_infini<float>;
+LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<float>);
+LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<double>);
 
 LONGCTX_NAMESPACE_END

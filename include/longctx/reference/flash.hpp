@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 
+#include "../models/gau.hpp"
 #include "../policies/flash.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -106,7 +107,8 @@ inline flash_result mixed_chunk_attention(const matrix_d& qq, const matrix_d& kq
   return r;
 }
 
-// Rotate-half RoPE in double (kernels/rope.hpp's convention).
+// Rotate-half RoPE in double (kernels/rope.hpp's convention; odd d leaves
+// the last component as it is).
 inline void rope(matrix_d& x, index_t position0, double base) {
   const index_t d = x.cols(), half = d / 2;
   for (index_t r = 0; r < x.rows(); ++r)

@@ -9,6 +9,9 @@
 #include <limits>
 #include <vector>
 
+#include <optional>
+#include <type_traits>
+
 #include "../policies/tova.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -20,26 +23,63 @@ struct kv_row {
   double acc = 0, cnt = 0;  // H2O accumulated attention, queries that saw it
 };
 
+// A bounded cache's configuration, flattened (the oracle is written from
+// the definitions, not from the rule types).
+struct cache_config {
+  eviction policy = eviction::tova;
+  index_t budget = 0, sinks = 4, recent = -1, chunk = 0;
+  current_token current = current_token::evictable;
+  h2o_normalisation h2o_norm = h2o_normalisation::none;
+  score_aggregation aggregation = score_aggregation::mean_all_heads;
+  prefill_mode prefill = prefill_mode::full_then_top_k;
+  position_mode positions = position_mode::absolute;
+  float rope_theta = 10000.0f;
+  std::optional<float> scale{};
+
+  bool bounded() const noexcept { return policy != eviction::full; }
+  index_t h2o_recent() const noexcept { return recent < 0 ? budget / 2 : recent; }
+  double scale_for(index_t d) const noexcept { return scale ? *scale : default_scale(d); }
+};
+
+template <class Rule>
+cache_config describe(const bounded_cache<Rule>& p) {
+  cache_config c;
+  if constexpr (std::is_same_v<Rule, tova_rule>) c.policy = eviction::tova;
+  if constexpr (std::is_same_v<Rule, window_rule>) c.policy = eviction::window;
+  if constexpr (std::is_same_v<Rule, sinks_rule>) c.policy = eviction::sinks, c.sinks = p.rule.sinks;
+  if constexpr (std::is_same_v<Rule, h2o_rule>) c.policy = eviction::h2o, c.recent = p.rule.recent, c.h2o_norm = p.rule.norm;
+  if constexpr (std::is_same_v<Rule, full_rule>) c.policy = eviction::full;
+  c.budget = p.budget, c.chunk = p.chunk, c.current = p.current, c.aggregation = p.aggregation;
+  c.prefill = p.prefill, c.positions = p.positions, c.rope_theta = p.rope_theta, c.scale = p.scale;
+  return c;
+}
+
 class tova_oracle {
  public:
-  tova_oracle(kv_cache_dims dims, const tova& policy) : dm_(dims), pol_(policy), cfg_(policy.cache_config()) {
-    if (dm_.value_dim == 0) dm_.value_dim = dm_.head_dim;
-    lanes_.resize(std::size_t(dm_.batch * dm_.kv_heads));
+  tova_oracle(attention_dims dims, const cache_config& cfg) : dm_(dims), pol_(cfg), cfg_(cfg) {
+    dm_.d_v = value_dim(dims);
+    lanes_.resize(std::size_t(dm_.b * dm_.h_kv));
     scores_.resize(lanes_.size());
   }
+  template <class Rule>
+  tova_oracle(attention_dims dims, const bounded_cache<Rule>& p) : tova_oracle(dims, describe(p)) {}
 
   // Takes over the rows (and statistics) of an fp32 cache, in temporal order.
-  void load(const kv_cache& st) {
+  template <class Rule>
+  void load(const bounded_cache_state<Rule>& state) {
+    const kv_cache& st = state.cache();
     for (index_t lane = 0; lane < st.lanes(); ++lane) {
       auto& rows = lanes_[std::size_t(lane)];
       rows.clear();
       for (index_t s : st.temporal_order(lane)) {
         kv_row r;
-        r.k.assign(st.original_key_row(lane, s), st.original_key_row(lane, s) + dm_.head_dim);
-        r.v.assign(st.value_row(lane, s), st.value_row(lane, s) + dm_.value_dim);
+        r.k.assign(st.original_key_row(lane, s), st.original_key_row(lane, s) + dm_.d);
+        r.v.assign(st.value_row(lane, s), st.value_row(lane, s) + dm_.d_v);
         r.pos = st.positions(lane)[s];
-        r.acc = st.accumulated(lane)[s];
-        r.cnt = st.query_counts(lane)[s];
+        if (st.options().row_stats == 2) {  // h2o: accumulated attention, query count
+          r.acc = st.stats(lane)[2 * s];
+          r.cnt = st.stats(lane)[2 * s + 1];
+        }
         rows.push_back(std::move(r));
       }
     }
@@ -67,7 +107,7 @@ class tova_oracle {
   // (chunked: per chunk).
   std::vector<double> forward(const std::vector<float>& q, const std::vector<float>& k,
                               const std::vector<float>& v, index_t c) {
-    const index_t h = dm_.heads, hk = dm_.kv_heads, d = dm_.head_dim, dv = dm_.value_dim, b = dm_.batch;
+    const index_t h = dm_.h, hk = dm_.h_kv, d = dm_.d, dv = dm_.d_v, b = dm_.b;
     std::vector<double> o(std::size_t(b * h * c * dv));
     const index_t step = (c == 1 || pol_.prefill == prefill_mode::token_by_token) ? 1
                          : pol_.prefill == prefill_mode::chunked                  ? pol_.chunk
@@ -96,7 +136,7 @@ class tova_oracle {
  private:
   std::vector<double> run(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                           index_t c) {
-    const index_t h = dm_.heads, hk = dm_.kv_heads, d = dm_.head_dim, dv = dm_.value_dim, b = dm_.batch;
+    const index_t h = dm_.h, hk = dm_.h_kv, d = dm_.d, dv = dm_.d_v, b = dm_.b;
     const index_t g = h / hk;
     const double scale = pol_.scale_for(d);
     const index_t s0 = index_t(lanes_[0].size());
@@ -227,9 +267,9 @@ class tova_oracle {
     return true;
   }
 
-  kv_cache_dims dm_;
-  tova pol_;
-  kv_cache_config cfg_;
+  attention_dims dm_;
+  cache_config pol_;
+  cache_config cfg_;
   std::vector<std::vector<kv_row>> lanes_;
   std::vector<std::vector<std::pair<index_t, double>>> scores_;
   index_t next_ = 0;

@@ -1,0 +1,21 @@
+// Sliding window: the oldest row leaves (positions alone decide).
+#pragma once
+
+#include "../eviction_rule.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+struct window_rule {
+  static constexpr const char* name = "window";
+  static constexpr index_t row_stats = 0;
+  static constexpr bool scored = false;
+
+  void check(index_t, bool, const char*) const {}
+  void add_to(config_fingerprint&) const {}
+  index_t observed_rows(index_t) const noexcept { return 0; }
+  void accumulate(const eviction_context&, index_t, index_t, index_t, const float*, index_t, float*) const noexcept {}
+  bool is_protected(const eviction_context&, index_t, index_t) const noexcept { return false; }
+  float priority(const eviction_context&, index_t, index_t, const float*) const noexcept { return 0.0f; }
+};
+
+LONGCTX_NAMESPACE_END

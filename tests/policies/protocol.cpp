@@ -1,0 +1,236 @@
+// The generic property suite of the sequence-policy protocol (DESIGN.md
+// section 7), instantiated over every sequence policy and every compiled
+// backend: any split of a stream into calls gives the same bits; snapshot,
+// restore into a fresh state and continue gives the bits of the
+// uninterrupted run; 1, 2 and 3 threads give the same bits; footprint() is
+// constant once a bounded state is full; bad shapes throw invalid_argument
+// naming the argument and leave the state unchanged. A new policy joins by
+// adding one line to `cases` below.
+#include <catch2/catch.hpp>
+
+#include <tuple>
+#include <vector>
+
+#include <longctx/policies/dense.hpp>
+#include <longctx/policies/flash.hpp>
+#include <longctx/policies/infini.hpp>
+#include <longctx/policies/tova.hpp>
+
+#include "../support/support.hpp"
+
+using namespace longctx;
+
+namespace {
+
+// Each case: a policy configured for a short stream (small segments and
+// budgets, so splits cross every boundary the policy has).
+struct tova_case {
+  static tova make() { return {.budget = 9}; }
+  static constexpr bool bounded = true;
+};
+struct h2o_case {
+  static h2o_cache make() { return {.budget = 9, .rule = {.recent = 3}}; }
+  static constexpr bool bounded = true;
+};
+struct window_case {
+  static window_cache make() { return {.budget = 7, .layout = kv_layout::compacted}; }
+  static constexpr bool bounded = true;
+};
+struct sinks_case {
+  static sinks_cache make() { return {.budget = 8, .rule = {.sinks = 2}}; }
+  static constexpr bool bounded = true;
+};
+struct dense_case {
+  static dense make() { return {}; }
+  static constexpr bool bounded = false;
+};
+struct infini_case {
+  static infini make() { return {.segment = 6, .update = update_rule::delta}; }
+  static constexpr bool bounded = true;
+};
+
+struct flash_case {
+  static flash make() { return {.chunk = 5}; }
+  static constexpr bool bounded = true;
+};
+
+using cases = std::tuple<tova_case, h2o_case, window_case, sinks_case, dense_case, infini_case, flash_case>;
+
+// (case, arch) pairs for TEMPLATE_LIST_TEST_CASE.
+template <class C, class A>
+struct pair_of {
+  using policy_case = C;
+  using arch = A;
+};
+template <class Cs, class As>
+struct product;
+template <class... Cs, class... As>
+struct product<std::tuple<Cs...>, std::tuple<As...>> {
+  template <class C>
+  using row = std::tuple<pair_of<C, As>...>;
+  using type = decltype(std::tuple_cat(row<Cs>{}...));
+};
+using pairs = product<cases, compiled_archs>::type;
+
+struct stream {
+  attention_dims dims{2, 4, 2, 16, 8};
+  index_t t = 41;
+  std::vector<float> q, k, v;
+  explicit stream(std::uint64_t seed) {
+    test::rng_t g(seed);
+    q = test::random_floats(g, std::size_t(dims.b * dims.h * t * dims.d));
+    k = test::random_floats(g, std::size_t(dims.b * dims.h_kv * t * dims.d));
+    v = test::random_floats(g, std::size_t(dims.b * dims.h_kv * t * dims.d_v));
+  }
+  template <class Input>
+  Input tokens(index_t i, index_t n) const {
+    return Input{from_bhnd<dynamic_extent, const float>(q.data(), dims.b, dims.h, t, dims.d).tokens(i, n),
+                 from_bhnd<dynamic_extent, const float>(k.data(), dims.b, dims.h_kv, t, dims.d).tokens(i, n),
+                 from_bhnd<dynamic_extent, const float>(v.data(), dims.b, dims.h_kv, t, dims.d_v).tokens(i, n)};
+  }
+};
+
+// Runs the stream through fresh state in calls of the given lengths; returns
+// every output, (b, h, t, d_v) contiguous.
+template <class Arch, class P, class Exec = serial_executor>
+std::vector<float> run(const P& p, const stream& s, const std::vector<index_t>& calls, Exec&& exec = {},
+                       typename P::state_type* keep = nullptr) {
+  auto st = p.make_state(s.dims);
+  std::vector<float> out(std::size_t(s.dims.b * s.dims.h * s.t * s.dims.d_v), -1.0f);
+  const auto o = from_bhnd(out.data(), s.dims.b, s.dims.h, s.t, s.dims.d_v);
+  index_t at = 0;
+  for (index_t n : calls) {
+    p.template forward<Arch>(st, s.tokens<typename P::input_type>(at, n), o.tokens(at, n), exec);
+    at += n;
+  }
+  if (keep) *keep = std::move(st);
+  return out;
+}
+
+std::vector<index_t> random_split(test::rng_t& g, index_t t) {
+  std::vector<index_t> calls;
+  for (index_t at = 0; at < t;) {
+    const index_t n = std::min<index_t>(t - at, test::uniform_int(g, 1, 12));
+    calls.push_back(n);
+    at += n;
+  }
+  return calls;
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("protocol: any split of the stream gives the same bits", "[policies][protocol]", pairs) {
+  using Arch = typename TestType::arch;
+  const auto p = TestType::policy_case::make();
+  const stream s(7);
+  // The reference split is one token per call (the recurrence's own
+  // definition); whole-stream prefill may rank by a different rule
+  // (full_then_top_k), so bounded caches compare splits of single tokens
+  // and segments no longer than their budget only where the policy says so.
+  auto single = p;
+  if constexpr (requires { single.prefill; }) single.prefill = prefill_mode::token_by_token;
+  const auto want = run<Arch>(single, s, std::vector<index_t>(std::size_t(s.t), 1));
+  for (int c = 0; c < 6; ++c) {
+    test::rng_t g(test::seed_for(301, std::uint64_t(c)));
+    const auto calls = random_split(g, s.t);
+    INFO("split " << c);
+    REQUIRE(run<Arch>(single, s, calls) == want);
+  }
+  REQUIRE(run<Arch>(single, s, {s.t}) == want);
+}
+
+TEMPLATE_LIST_TEST_CASE("protocol: snapshot, restore, continue is the uninterrupted run", "[policies][protocol]",
+                        pairs) {
+  using Arch = typename TestType::arch;
+  using P = decltype(TestType::policy_case::make());
+  const P p = TestType::policy_case::make();
+  const stream s(8);
+  const std::vector<index_t> calls{5, 1, 7, 1, 1, 9, 3, 14};
+  const auto want = run<Arch>(p, s, calls);
+  for (std::size_t cut = 1; cut < calls.size(); ++cut) {
+    INFO("snapshot after call " << cut);
+    typename P::state_type a;
+    const std::vector<index_t> head(calls.begin(), calls.begin() + std::ptrdiff_t(cut));
+    auto out = run<Arch>(p, s, head, serial_executor{}, &a);
+    const auto bytes = a.snapshot();
+    auto b = p.make_state(s.dims);
+    b.restore(bytes);
+    REQUIRE(b.snapshot() == bytes);
+    const auto o = from_bhnd(out.data(), s.dims.b, s.dims.h, s.t, s.dims.d_v);
+    index_t at = 0;
+    for (std::size_t i = 0; i < cut; ++i) at += calls[i];
+    for (std::size_t i = cut; i < calls.size(); ++i) {
+      p.template forward<Arch>(b, s.tokens<typename P::input_type>(at, calls[i]), o.tokens(at, calls[i]));
+      at += calls[i];
+    }
+    REQUIRE(out == want);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("protocol: 1, 2 and 3 threads give the same bits", "[policies][protocol]", pairs) {
+  using Arch = typename TestType::arch;
+  const auto p = TestType::policy_case::make();
+  const stream s(9);
+  const std::vector<index_t> calls{17, 1, 1, 6, 16};
+  const auto want = run<Arch>(p, s, calls);
+  for (std::size_t threads : {1, 2, 3}) {
+    thread_pool pool(threads);
+    INFO("threads " << threads);
+    REQUIRE(run<Arch>(p, s, calls, pool) == want);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("protocol: the footprint stays constant over a long stream", "[policies][protocol]",
+                        pairs) {
+  using Arch = typename TestType::arch;
+  using C = typename TestType::policy_case;
+  const auto p = C::make();
+  const stream s(10);
+  auto st = p.make_state(s.dims);
+  std::vector<float> out(std::size_t(s.dims.b * s.dims.h * s.dims.d_v));
+  const auto o = from_bhnd(out.data(), s.dims.b, s.dims.h, 1, s.dims.d_v);
+  std::vector<std::size_t> sizes;
+  for (int round = 0; round < 6; ++round)
+    for (index_t i = 0; i < s.t; ++i) {
+      p.template forward<Arch>(st, s.tokens<typename decltype(p)::input_type>(i, 1), o);
+      sizes.push_back(st.footprint());
+    }
+  REQUIRE(sizes.back() > 0);
+  if constexpr (C::bounded) {
+    // Full after the first pass: from then on the bytes never change.
+    for (std::size_t i = std::size_t(s.t); i < sizes.size(); ++i) REQUIRE(sizes[i] == sizes.back());
+  } else {
+    REQUIRE(sizes.back() > sizes.front());  // dense grows with the stream
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("protocol: bad shapes throw naming the argument, the state unchanged", "[policies][protocol]",
+                        pairs) {
+  using Arch = typename TestType::arch;
+  using P = decltype(TestType::policy_case::make());
+  const P p = TestType::policy_case::make();
+  const stream s(11);
+  auto st = p.make_state(s.dims);
+  std::vector<float> out(std::size_t(s.dims.b * s.dims.h * s.t * s.dims.d_v));
+  const auto o = from_bhnd(out.data(), s.dims.b, s.dims.h, s.t, s.dims.d_v);
+  p.template forward<Arch>(st, s.tokens<typename P::input_type>(0, 5), o.tokens(0, 5));
+  const auto before = st.snapshot();
+  using Catch::Contains;
+  auto in = s.tokens<typename P::input_type>(5, 2);
+  auto bad_q = in;
+  bad_q.q = from_bhnd<dynamic_extent, const float>(s.q.data(), s.dims.b, s.dims.h - 1, 2, s.dims.d);
+  REQUIRE_THROWS_WITH(p.template forward<Arch>(st, bad_q, o.tokens(5, 2)), Contains("'q'"));
+  auto bad_k = in;
+  bad_k.k = from_bhnd<dynamic_extent, const float>(s.k.data(), s.dims.b, s.dims.h_kv, 3, s.dims.d);
+  REQUIRE_THROWS_WITH(p.template forward<Arch>(st, bad_k, o.tokens(5, 2)), Contains("'k'"));
+  auto bad_v = in;
+  bad_v.v = from_bhnd<dynamic_extent, const float>(s.v.data(), s.dims.b, s.dims.h_kv, 2, s.dims.d_v + 1);
+  REQUIRE_THROWS_WITH(p.template forward<Arch>(st, bad_v, o.tokens(5, 2)), Contains("'v'"));
+  auto null_k = in;
+  null_k.k = from_bhnd<dynamic_extent, const float>(nullptr, s.dims.b, s.dims.h_kv, 2, s.dims.d);
+  REQUIRE_THROWS_WITH(p.template forward<Arch>(st, null_k, o.tokens(5, 2)), Contains("'k'"));
+  REQUIRE_THROWS_WITH(p.template forward<Arch>(st, in, o.tokens(5, 3)), Contains("out"));
+  REQUIRE_THROWS_AS(p.make_state(attention_dims{1, 3, 2, 16, 8}), longctx::invalid_argument);
+  REQUIRE_THROWS_AS(p.make_state(attention_dims{1, 4, 2, 0, 8}), longctx::invalid_argument);
+  REQUIRE(st.snapshot() == before);
+}
