@@ -70,8 +70,9 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
   // first without a view is a mistake, not a no-op).
   if (lg.data() || !lg.empty() || rows.first != 0) {
     const index_t w = lg.extent(2);
-    require(lg.extent(0) == a.b && lg.extent(1) == a.h && lg.extent(3) == a.n_kv, "attention", "logits",
-            "must be (b, h, w, n_kv) = (", a.b, ", ", a.h, ", w, ", a.n_kv, "), got ", shape_of(lg));
+    require(lg.extent(0) == a.b && lg.extent(1) == a.h && lg.extent(3) == a.n_kv, "attention",
+            "logits", "must be (b, h, w, n_kv) = (", a.b, ", ", a.h, ", w, ", a.n_kv, "), got ",
+            shape_of(lg));
     // Written so that first + w cannot overflow.
     require(rows.first >= 0 && w <= a.n_q && rows.first <= a.n_q - w, "attention", "logits",
             "rows [first, first + w) = [", rows.first, ", ", rows.first, " + ", w,

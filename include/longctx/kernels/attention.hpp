@@ -86,8 +86,8 @@ void dispatch_head_dims(index_t d, index_t d_v, F&& f) {
 // write logits; the others pay one null test.
 template <arch_tag Arch, kv_storage KV, mask_descriptor Mask, executor Exec>
 void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, tensor4_view<const KV> v,
-                       tensor4_view<float> o, float scale, const Mask& mask, lse_view lse, Exec&& exec,
-                       row_logits rows = {}) {
+                       tensor4_view<float> o, float scale, const Mask& mask, lse_view lse,
+                       Exec&& exec, row_logits rows = {}) {
   const auto a = detail::shape_of_call(q, k, v);
   if (a.b * a.h * a.n_q == 0) return;
   constexpr index_t BQ = attention_blocking<Arch>::block_q;
@@ -134,7 +134,8 @@ void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, te
           matrix_view<float, DV>(o.head(bi, hi)), lse_row,
           lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
           detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)),
-          rows.logits.data() ? matrix_view<float>(rows.logits.head(bi, hi)) : matrix_view<float>{}, rows.first);
+          rows.logits.data() ? matrix_view<float>(rows.logits.head(bi, hi)) : matrix_view<float>{},
+          rows.first);
     });
   });
 }

@@ -137,11 +137,13 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
   // none was asked for here, and then the tile loop pays one test per tile.
   const index_t l0 = std::clamp<index_t>(logits_first - i0, 0, nb);
   const index_t l1 = std::clamp<index_t>(logits_first + logits.extent(0) - i0, l0, nb);
-  float* const lg = logits.data() && l0 < l1 ? logits.data() + (i0 + l0 - logits_first) * logits.stride(0) : nullptr;
   const index_t ldl = logits.stride(0);
+  float* const lg =
+      logits.data() && l0 < l1 ? logits.data() + (i0 + l0 - logits_first) * ldl : nullptr;
   index_t written = 0;  // logit columns [0, written) are done for rows [l0, l1)
   const auto hide = [&](index_t j_end) {  // keys [written, j_end) the block never computed
-    for (index_t r = l0; r < l1; ++r) std::fill(lg + (r - l0) * ldl + written, lg + (r - l0) * ldl + j_end, neg_inf);
+    for (index_t r = l0; r < l1; ++r)
+      std::fill(lg + (r - l0) * ldl + written, lg + (r - l0) * ldl + j_end, neg_inf);
   };
 
   const key_interval keys = mask.keys_for_rows(i0, i1);
@@ -157,7 +159,7 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
     if (kind == tile_kind::partial || nk < nkp)
       for (index_t r = 0; r < nb; ++r)
         detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);
-    if (lg) {  // S is final here: softmax_block reads exactly these floats, then overwrites them with P
+    if (lg) {  // S is final: softmax_block reads exactly these floats, then writes P over them
       hide(j0);
       for (index_t r = l0; r < l1; ++r)
         std::memcpy(lg + (r - l0) * ldl + j0, s + r * BKV, sizeof(float) * std::size_t(nk));
