@@ -36,14 +36,7 @@ attention_shape check_attention(const char* where, const tensor4_view<const floa
   require(o.extent(1) == a.h && o.extent(2) == a.n_q && o.extent(3) == a.d_v, where, "o",
           "must be (b, h, n_q, d_v): ", shapes);
   require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
-  require_unit_inner_stride(q, where, "q");
-  require_unit_inner_stride(k, where, "k");
-  require_unit_inner_stride(v, where, "v");
-  require_unit_inner_stride(o, where, "o");
-  require_data(q, where, "q");
-  require_data(k, where, "k");
-  require_data(v, where, "v");
-  require_data(o, where, "o");
+  require_views(where, "q", q, "k", k, "v", v, "o", o);
   if (lse.data()) {
     require(lse.extent(0) == a.b && lse.extent(1) == a.h && lse.extent(2) == a.n_q, where, "lse",
             "must be (b, h, n_q) = (", a.b, ", ", a.h, ", ", a.n_q, "), got ", shape_of(lse));
@@ -77,8 +70,7 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
     require(rows.first >= 0 && w <= a.n_q && rows.first <= a.n_q - w, "attention", "logits",
             "rows [first, first + w) = [", rows.first, ", ", rows.first, " + ", w,
             ") must lie within the n_q = ", a.n_q, " query rows");
-    require_unit_inner_stride(lg, "attention", "logits");
-    require_data(lg, "attention", "logits");
+    require_views("attention", "logits", lg);
   }
   prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, rows);
 }

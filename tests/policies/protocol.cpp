@@ -123,10 +123,11 @@ TEMPLATE_LIST_TEST_CASE("protocol: any split of the stream gives the same bits",
   using Arch = typename TestType::arch;
   const auto p = TestType::policy_case::make();
   const stream s(7);
-  // The reference split is one token per call (the recurrence's own
-  // definition); whole-stream prefill may rank by a different rule
-  // (full_then_top_k), so bounded caches compare splits of single tokens
-  // and segments no longer than their budget only where the policy says so.
+  // The reference is one token per call (the recurrence's own definition).
+  // A cache's default prefill (full_then_top_k) is by definition another
+  // selection, and dense prefill and decode run different kernels (equal to
+  // rounding), so caches are split-tested with prefill_mode::token_by_token;
+  // Infini and FLASH run segments of every length here.
   auto single = p;
   if constexpr (requires { single.prefill; }) single.prefill = prefill_mode::token_by_token;
   const auto want = run<Arch>(single, s, std::vector<index_t>(std::size_t(s.t), 1));

@@ -224,15 +224,8 @@ void chunk_attention(matrix_view<const float> q, matrix_view<const float> k, mat
           "bias", "must be (c_q, c_k): ", shapes);
   require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
   require(mask.q_offset >= 0, where, "mask", "q_offset must be >= 0, got ", mask.q_offset);
-  require_unit_inner_stride(q, where, "q");
-  require_unit_inner_stride(k, where, "k");
-  require_unit_inner_stride(v, where, "v");
-  require_unit_inner_stride(o, where, "o");
+  require_views(where, "q", q, "k", k, "v", v, "o", o);
   if (bias.data()) require_unit_inner_stride(bias, where, "bias");
-  require_data(q, where, "q");
-  require_data(k, where, "k");
-  require_data(v, where, "v");
-  require_data(o, where, "o");
   if (q.extent(0) == 0 || v.extent(1) == 0) return;
   const index_t pack = chunk_pack_scratch<Arch>(k.extent(0), k.extent(1), v.extent(1));
   float* scratch =

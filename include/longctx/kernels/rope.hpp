@@ -54,8 +54,7 @@ inline void rope_rotate(matrix_view<float> x, index_t position0, double base = 1
   constexpr const char* where = "rope_rotate";
   require(position0 >= 0, where, "position0", "must be >= 0, got ", position0);
   require(base > 0 && std::isfinite(base), where, "base", "must be finite and > 0, got ", base);
-  require_unit_inner_stride(x, where, "x");
-  require_data(x, where, "x");
+  require_views(where, "x", x);
   const index_t n = x.extent(0), d = x.extent(1), half = d / 2;
   if (half == 0) return;
   std::vector<double> inv_freq(static_cast<std::size_t>(half));

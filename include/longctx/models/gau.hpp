@@ -107,10 +107,7 @@ struct gau {
     require(x.extent(1) == dm, where, "x", "must be (n, d_model = ", dm, "), got ", shape_of(x));
     require(y.extent(0) == n && y.extent(1) == dm, where, "y", "must be (n, d_model) = (", n, ", ", dm, "), got ",
             shape_of(y));
-    require_unit_inner_stride(x, where, "x");
-    require_unit_inner_stride(y, where, "y");
-    require_data(x, where, "x");
-    require_data(y, where, "y");
+    require_views(where, "x", x, "y", y);
     const bool whole = attention == gau_attention::flash_quad || mixed.mode == flash_mode::non_causal;
     if (whole) {
       require(st.pos_ == 0, where, "state", "flash_quad / non-causal attention needs the whole sequence in one "

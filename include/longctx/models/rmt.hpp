@@ -214,10 +214,7 @@ class rmt_state {
     const char* where = "rmt::forward";
     require(in.extent(1) == width_ && out.extent(1) == width_ && out.extent(0) == in.extent(0), where, "in/out",
             "must both be (n, width ", width_, "), got in ", shape_of(in), ", out ", shape_of(out));
-    require_unit_inner_stride(in, where, "in");
-    require_unit_inner_stride(out, where, "out");
-    require_data(in, where, "in");
-    require_data(out, where, "out");
+    require_views(where, "in", in, "out", out);
     const index_t n = in.extent(0), c = p_.content(), m = p_.memory;
     index_t i = 0;
     if (p_.layout == rmt_layout::encoder) {

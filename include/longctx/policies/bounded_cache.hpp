@@ -67,11 +67,8 @@ class bounded_cache_state {
             "must be (b, h_kv, n, d), got ", shape_of(k));
     require(v.extent(0) == a.b && v.extent(1) == a.h_kv && v.extent(2) == n && v.extent(3) == value_dim(a), where,
             "v", "must be (b, h_kv, n, d_v), got ", shape_of(v));
-    require_unit_inner_stride(k, where, "k");
-    require_unit_inner_stride(v, where, "v");
-    require_data(k, where, "k");
-    require_data(v, where, "v");
-    require(unbounded_ || cache_.size() + n <= budget_, where, "k", "would hold ", cache_.size() + n,
+    require_views(where, "k", k, "v", v);
+    require(bounded_cache<Rule>::unbounded || cache_.size() + n <= budget_, where, "k", "would hold ", cache_.size() + n,
             " rows, the budget is ", budget_);
     cache_.append(k, v);
   }
@@ -85,7 +82,7 @@ class bounded_cache_state {
   // dims; anything else throws invalid_argument and leaves this unchanged.
   void restore(std::span<const std::byte> bytes) {
     snapshot_reader r(bytes, kind(), fp_, "bounded_cache::restore");
-    kv_cache c = kv_cache::read(r, cache_.dims(), cache_.options(), unbounded_ ? max_rows : budget_);
+    kv_cache c = kv_cache::read(r, cache_.dims(), cache_.options(), bounded_cache<Rule>::unbounded ? max_rows : budget_);
     r.finish();
     cache_ = std::move(c);
   }
@@ -97,8 +94,7 @@ class bounded_cache_state {
 
   kv_cache cache_;
   std::uint64_t fp_ = 0;
-  index_t budget_ = 0;
-  bool unbounded_ = false;
+  index_t budget_ = 0;  // restore() and preload() bound the rows by it
 };
 
 template <eviction_rule Rule>
@@ -129,7 +125,6 @@ struct bounded_cache {
                                                 unbounded ? 16 : budget + 1});
     st.fp_ = fingerprint(dims);
     st.budget_ = budget;
-    st.unbounded_ = unbounded;
     return st;
   }
 
@@ -164,7 +159,7 @@ struct bounded_cache {
       require(budget >= 0, where, "budget", "must be set to the rows kept per KV head (>= 0), got ", budget);
       require(!(keep && budget == 0), where, "current",
               "current_token::kept needs budget >= 1 (budget 0 keeps no row at all)");
-      rule.check(budget, keep, where);
+      if constexpr (requires { rule.check(budget, keep, where); }) rule.check(budget, keep, where);
     }
     const int a = static_cast<int>(aggregation), p = static_cast<int>(prefill);
     require(a >= 0 && a <= 2, where, "aggregation", "unknown score_aggregation ", a);
@@ -186,11 +181,10 @@ struct bounded_cache {
   }
 
   std::uint64_t fingerprint(const attention_dims& dm) const noexcept {
-    config_fingerprint f;
-    f.add(dm.b).add(dm.h).add(dm.h_kv).add(dm.d).add(value_dim(dm));
+    config_fingerprint f = fingerprint_of(dm);
     f.add(budget).add(aggregation).add(current).add(layout).add(positions).add(rope_theta).add(prefill).add(chunk);
     f.add(scale.has_value()).add(scale.value_or(0.0f));
-    rule.add_to(f);
+    if constexpr (requires { rule.add_to(f); }) rule.add_to(f);
     return f.value();
   }
 
@@ -239,7 +233,8 @@ struct bounded_cache {
     for (index_t hk = 0; hk < dm.h_kv; ++hk) {
       if (hk == 0 || aggregation != score_aggregation::mean_all_heads) lane_scores<Arch>(dm, pb, hs, hk, nv, agg);
       const index_t lane = bi * dm.h_kv + hk;
-      rule.accumulate(ctx, lane, i, c, agg, nv, sel + lane * ld_sel);
+      if constexpr (requires { rule.accumulate(ctx, lane, i, c, agg, nv, sel); })
+        rule.accumulate(ctx, lane, i, c, agg, nv, sel + lane * ld_sel);
     }
   }
 
@@ -376,7 +371,9 @@ struct bounded_cache {
     // Rules with lasting statistics (H2O) observe every segment; the others
     // only need scores for a selection.
     const bool observing = Rule::scored && (Rule::row_stats > 0 || evicting);
-    const index_t observed = observing ? std::clamp<index_t>(rule.observed_rows(c), 0, c) : 0;
+    index_t observed = 0;
+    if constexpr (requires { rule.observed_rows(c); })
+      if (observing) observed = std::clamp<index_t>(rule.observed_rows(c), 0, c);
     const eviction_context ctx = context(st);
     w.scores.assign(std::size_t(L * cap), 0.0f);
     // Rows [0, c - observed): one call, no logits. Observed rows: blocks of

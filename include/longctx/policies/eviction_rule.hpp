@@ -1,23 +1,27 @@
 // What a bounded cache asks of an eviction rule (DESIGN.md section 5): a
 // small struct with its own parameters and, in the cache's per-row
 // statistics, its own state. The cache calls it with an eviction_context
-// and does the rest (attention, scores, moving rows). A rule:
+// and does the rest (attention, scores, moving rows). A rule has
 //   name, row_stats (floats per row it owns), scored (needs attention
-//   probabilities), check(budget, keep_current, where), add_to(fingerprint),
+//   probabilities), is_protected(ctx, lane, slot) and
+//   priority(ctx, lane, slot, scores): rows leave lowest priority first,
+//   ties oldest first;
+// and, where it needs them, the optional hooks (detected with requires):
+//   check(budget, keep_current, where) and add_to(fingerprint) for its
+//     parameters;
 //   observed_rows(c): the last rows of a c-token prefill segment whose
-//     aggregated probabilities it needs (the kernel emits their logits),
-//   accumulate(ctx, lane, i, c, p, nv, scores): row i of c, p over nv keys,
-//   is_protected(ctx, lane, slot), priority(ctx, lane, slot, scores): rows
-//     leave lowest priority first, ties oldest first;
-// optional hooks: finish_scores(ctx, lane, scores) after a prefill
-// segment's rows; victim(ctx, lane, scores) -> slot, when it has a faster
-// search than the generic argmin.
+//     aggregated probabilities it needs (the kernel emits their logits;
+//     none without the hook), and accumulate(ctx, lane, i, c, p, nv,
+//     scores): row i of c, p over nv keys, into its statistics or the
+//     selection scores;
+//   finish_scores(ctx, lane, scores) after a prefill segment's rows;
+//   victim<Arch>(ctx, lane, scores) -> slot, a faster search than the
+//     generic argmin.
 #pragma once
 
 #include <concepts>
 
 #include "kv_cache.hpp"
-#include "snapshot.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
@@ -35,14 +39,10 @@ struct eviction_context {
 template <class R>
 concept eviction_rule =
     std::is_aggregate_v<R> &&
-    requires(const R& r, const eviction_context& c, index_t i, const float* p, float* scores, config_fingerprint& f) {
+    requires(const R& r, const eviction_context& c, index_t i, const float* p) {
       { R::name } -> std::convertible_to<const char*>;
       { R::row_stats } -> std::convertible_to<index_t>;
       { R::scored } -> std::convertible_to<bool>;
-      r.check(i, true, "where");
-      r.add_to(f);
-      { r.observed_rows(i) } -> std::convertible_to<index_t>;
-      r.accumulate(c, i, i, i, p, i, scores);
       { r.is_protected(c, i, i) } -> std::same_as<bool>;
       { r.priority(c, i, i, p) } -> std::same_as<float>;
     };

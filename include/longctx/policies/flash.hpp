@@ -201,8 +201,7 @@ struct flash {
     require_dims(dims, where);
     check_params(where);
     state_type st;
-    st.dims_ = dims;
-    st.dims_.d_v = value_dim(dims);
+    st.dims_ = resolved(dims);
     st.c_ = chunk;
     st.fp_ = fingerprint(st.dims_);
     st.allocate();
@@ -224,11 +223,8 @@ struct flash {
   // What a state records of its configuration: dims and every parameter but
   // the bias values (their shape and presence are in).
   std::uint64_t fingerprint(const attention_dims& a) const noexcept {
-    config_fingerprint f;
-    for (std::int64_t x : {std::int64_t(a.b), std::int64_t(a.h), std::int64_t(a.h_kv), std::int64_t(a.d),
-                           std::int64_t(value_dim(a)), std::int64_t(chunk)})
-      f.add(x);
-    f.add(std::int32_t(mode)).add(std::int32_t(norm));
+    config_fingerprint f = fingerprint_of(a);
+    f.add(std::int64_t(chunk)).add(std::int32_t(mode)).add(std::int32_t(norm));
     f.add(std::uint8_t(scale.has_value())).add(scale.value_or(0.0f));
     f.add(std::uint8_t(bias.data() != nullptr));
     if (bias.data())
@@ -248,15 +244,8 @@ struct flash {
     const tensor4_view<const float> q_lin = in.q_lin.data() ? in.q_lin : in.q;
     const tensor4_view<const float> k_lin = in.k_lin.data() ? in.k_lin : in.k;
     require_sequence_call(where, a, in.q, in.k, in.v, out);
-    const auto same_as = [&](const tensor4_view<const float>& lin, const tensor4_view<const float>& quad,
-                             const char* name, const char* quad_name) {
-      require(lin.extents() == quad.extents(), where, name, [&] {
-        return detail::concat("must have the shape of ", quad_name, " ", shape_of(quad), ", got ", shape_of(lin));
-      });
-      require_unit_inner_stride(lin, where, name);
-    };
-    same_as(q_lin, in.q, "q_lin", "q");
-    same_as(k_lin, in.k, "k_lin", "k");
+    require_like(where, "q_lin", q_lin, "q", in.q);
+    require_like(where, "k_lin", k_lin, "k", in.k);
     const index_t n = in.q.extent(2);
     if (mode == flash_mode::non_causal) {
       require(st.tokens_seen() == 0, where, "state", "non-causal attention needs the whole sequence in one call on "

@@ -270,9 +270,8 @@ struct basic_infini {
   // sharing, epsilon, the effective scale, beta, memory mode, scalar size.
   std::uint64_t fingerprint(const attention_dims& dims) const noexcept {
     const attention_dims d = resolved(dims);
-    config_fingerprint f;
-    f.add(std::int64_t(d.b)).add(std::int64_t(d.h)).add(std::int64_t(d.h_kv)).add(std::int64_t(d.d));
-    f.add(std::int64_t(d.d_v)).add(std::int64_t(segment)).add(update).add(phi).add(sharing).add(memory);
+    config_fingerprint f = fingerprint_of(d);
+    f.add(std::int64_t(segment)).add(update).add(phi).add(sharing).add(memory);
     f.add(epsilon).add(effective_scale(d.d)).add(std::uint32_t(sizeof(S))).add(std::uint64_t(beta.size()));
     for (float x : beta) f.add(x);
     return f.value();
@@ -308,15 +307,8 @@ struct basic_infini {
     const index_t n = in.q.extent(2);
     const tensor4_view<const float> q_mem = in.q_mem.data() ? in.q_mem : in.q;
     const tensor4_view<const float> k_mem = in.k_mem.data() ? in.k_mem : in.k;
-    const auto like = [&](const tensor4_view<const float>& t, const tensor4_view<const float>& ref, const char* arg,
-                          const char* as) {
-      require(shape_of(t).extents == shape_of(ref).extents, where, arg, [&] {
-        return detail::concat("must have the shape of ", as, " ", shape_of(ref), ", got ", shape_of(t));
-      });
-      require_unit_inner_stride(t, where, arg);
-    };
-    like(q_mem, in.q, "q_mem", "q");
-    like(k_mem, in.k, "k_mem", "k");
+    require_like(where, "q_mem", q_mem, "q", in.q);
+    require_like(where, "k_mem", k_mem, "k", in.k);
     if (n == 0) return;
 
     const float sc = effective_scale(d.d);
@@ -373,11 +365,6 @@ struct basic_infini {
   }
 
  private:
-  static attention_dims resolved(attention_dims d) noexcept {
-    d.d_v = value_dim(d);
-    return d;
-  }
-
   static infini_footprint footprint_of(const attention_dims& d, index_t seg, index_t h_mem) noexcept {
     infini_footprint f;
     f.memory_values = std::uint64_t(d.b * h_mem) * std::uint64_t(d.d * (d.d_v + 1));

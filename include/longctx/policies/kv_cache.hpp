@@ -50,8 +50,7 @@ class kv_cache {
  public:
   kv_cache() = default;
   // dims and options are checked by the policy that makes the cache.
-  kv_cache(const attention_dims& dims, const kv_cache_options& opt) : dims_(dims), opt_(opt) {
-    dims_.d_v = value_dim(dims);
+  kv_cache(const attention_dims& dims, const kv_cache_options& opt) : dims_(resolved(dims)), opt_(opt) {
     reserve(std::max<index_t>(opt_.reserve, 1));
   }
 
@@ -225,9 +224,7 @@ class kv_cache {
     const index_t d = dims.d, dv = value_dim(dims), lanes = dims.b * dims.h_kv;
     const std::size_t per_row = sizeof(float) * std::size_t(d + dv + opt.row_stats) + sizeof(std::int64_t) +
                                 (opt.positions == position_mode::cache_relative ? sizeof(float) * std::size_t(d) : 0);
-    r.check(std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(std::max<index_t>(lanes, 1)) ||
-                lanes == 0,
-            "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
+    r.check(std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(std::max<index_t>(lanes, 1)), "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
     kv_cache c(dims, kv_cache_options{opt.row_stats, opt.layout, opt.positions, opt.rope_theta, std::max<index_t>(index_t(size), 1)});
     for (index_t lane = 0; lane < lanes; ++lane) {
       r.get_array(c.k_.data() + lane * c.cap_ * d, std::size_t(size * d), "keys");

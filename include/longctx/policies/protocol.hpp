@@ -37,6 +37,19 @@ LONGCTX_NAMESPACE_BEGIN
 
 // d_v with 0 resolved to d.
 constexpr index_t value_dim(const attention_dims& a) noexcept { return a.d_v ? a.d_v : a.d; }
+// The dims with d_v resolved: what every state stores and reports.
+constexpr attention_dims resolved(attention_dims a) noexcept {
+  a.d_v = value_dim(a);
+  return a;
+}
+// A configuration fingerprint begun with the (resolved) dims; a policy adds
+// its parameters.
+inline config_fingerprint fingerprint_of(const attention_dims& a) noexcept {
+  config_fingerprint f;
+  f.add(std::int64_t(a.b)).add(std::int64_t(a.h)).add(std::int64_t(a.h_kv)).add(std::int64_t(a.d));
+  f.add(std::int64_t(value_dim(a)));
+  return f;
+}
 
 // The tokens of one forward() call. A method with extra per-token inputs
 // extends this (infini_input, flash_input) with defaulted fields, so
@@ -71,14 +84,17 @@ inline void require_sequence_call(const char* where, const attention_dims& a, co
           "must be (b, h_kv, n, d_v): ", shapes);
   require(out.extent(0) == a.b && out.extent(1) == a.h && out.extent(2) == n && out.extent(3) == dv, where,
           "out", "must be (b, h, n, d_v): ", shapes);
-  require_unit_inner_stride(q, where, "q");
-  require_unit_inner_stride(k, where, "k");
-  require_unit_inner_stride(v, where, "v");
-  require_unit_inner_stride(out, where, "out");
-  require_data(q, where, "q");
-  require_data(k, where, "k");
-  require_data(v, where, "v");
-  require_data(out, where, "out");
+  require_views(where, "q", q, "k", k, "v", v, "out", out);
+}
+
+// An optional per-token input that defaults to another (infini's q_mem, k_mem;
+// flash's q_lin, k_lin): the same shape as `ref` and a contiguous last axis.
+inline void require_like(const char* where, const char* argument, const tensor4_view<const float>& t,
+                         const char* ref_name, const tensor4_view<const float>& ref) {
+  require(t.extents() == ref.extents(), where, argument, [&] {
+    return detail::concat("must have the shape of ", ref_name, " ", shape_of(ref), ", got ", shape_of(t));
+  });
+  require_unit_inner_stride(t, where, argument);
 }
 
 // Every bounded-state attention policy (and the dense baseline) satisfies

@@ -192,6 +192,16 @@ void require_data(const View& v, const char* where, const char* argument) {
           " elements");
 }
 
+// Every view a kernel reads or writes, named: a contiguous last axis and
+// data behind its elements. require_views(where, "q", q, "k", k, ...).
+inline void require_views(const char*) noexcept {}
+template <class View, class... Rest>
+void require_views(const char* where, const char* argument, const View& v, const Rest&... rest) {
+  require_unit_inner_stride(v, where, argument);
+  require_data(v, where, argument);
+  require_views(where, rest...);
+}
+
 // A view's extents for messages, streamed as "(2, 8, 1024, 128)". A value
 // (no string is built unless it is printed), so argument checks cost nothing
 // on the success path.

@@ -12,10 +12,6 @@ struct full_rule {
   static constexpr bool scored = false;
   static constexpr bool unbounded = true;
 
-  void check(index_t, bool, const char*) const {}
-  void add_to(config_fingerprint&) const {}
-  index_t observed_rows(index_t) const noexcept { return 0; }
-  void accumulate(const eviction_context&, index_t, index_t, index_t, const float*, index_t, float*) const noexcept {}
   bool is_protected(const eviction_context&, index_t, index_t) const noexcept { return true; }
   float priority(const eviction_context&, index_t, index_t, const float*) const noexcept { return 0.0f; }
 };

@@ -21,8 +21,6 @@ struct sinks_rule {
             " >= budget ", budget, " leaves no evictable row");
   }
   void add_to(config_fingerprint& f) const { f.add(sinks); }
-  index_t observed_rows(index_t) const noexcept { return 0; }
-  void accumulate(const eviction_context&, index_t, index_t, index_t, const float*, index_t, float*) const noexcept {}
   bool is_protected(const eviction_context& c, index_t lane, index_t slot) const noexcept {
     return c.cache.positions(lane)[slot] < std::min(sinks, c.budget);
   }

@@ -15,8 +15,6 @@ struct tova_rule {
   static constexpr index_t row_stats = 0;
   static constexpr bool scored = true;
 
-  void check(index_t, bool, const char*) const {}
-  void add_to(config_fingerprint&) const {}
   index_t observed_rows(index_t) const noexcept { return 1; }
   void accumulate(const eviction_context&, index_t, index_t i, index_t c, const float* p, index_t nv,
                   float* scores) const noexcept {
