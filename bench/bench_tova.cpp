@@ -64,6 +64,9 @@ void run_steps(benchmark::State& state, const Policy& p, typename Policy::state_
 }
 
 // One decode step at a budget (the cache is full: every step evicts).
+// The rules the step benchmark runs, by argument.
+enum class eviction { tova, window, sinks, h2o };
+
 template <class Rule>
 void step_at(benchmark::State& state, index_t budget, kv_layout layout) {
   const bounded_cache<Rule> p{.budget = budget, .layout = layout};
@@ -82,7 +85,6 @@ void BM_step(benchmark::State& state) {
     case eviction::h2o: return step_at<h2o_rule>(state, budget, layout);
     case eviction::window: return step_at<window_rule>(state, budget, layout);
     case eviction::sinks: return step_at<sinks_rule>(state, budget, layout);
-    case eviction::full: break;
   }
   state.SkipWithError("no such rule");
 }
@@ -148,6 +150,37 @@ void BM_eviction_only(benchmark::State& state) {
   state.SetLabel(std::string(default_arch::name) + " eviction work only");
 }
 
+// A whole prompt prefilled at budget n / 8: causal attention, the rule's
+// observed logits (TOVA: the last row; SnapKV: the last 32), one top-k.
+// Against the bare kernel, the difference is the selection's overhead.
+template <class Policy>
+void prefill_with(benchmark::State& state, const Policy& p, const char* name) {
+  const index_t n = state.range(1);
+  const auto q = bench::random_floats(std::size_t(H * n * D), 8), k = bench::random_floats(std::size_t(HKV * n * D), 9),
+             v = bench::random_floats(std::size_t(HKV * n * D), 10);
+  std::vector<float> o(q.size());
+  const sequence_input in{from_bhnd<dynamic_extent, const float>(q.data(), 1, H, n, D),
+                          from_bhnd<dynamic_extent, const float>(k.data(), 1, HKV, n, D),
+                          from_bhnd<dynamic_extent, const float>(v.data(), 1, HKV, n, D)};
+  for (auto _ : state) {
+    auto st = p.make_state({1, H, HKV, D, D});
+    p.forward(st, in, from_bhnd(o.data(), 1, H, n, D), pool());
+    benchmark::DoNotOptimize(o.data());
+  }
+  bench::set_flops(state, 2.0 * double(n) * double(n + 1) * H * D, 2);  // visible pairs, Q K^T and P V
+  bench::label(state, name);
+}
+
+void BM_prefill(benchmark::State& state) {
+  const index_t budget = state.range(1) / 8;
+  switch (state.range(0)) {
+    case 0: return prefill_with(state, tova{.budget = budget}, "tova");
+    case 1: return prefill_with(state, snapkv{.budget = budget}, "snapkv");
+    case 2: return prefill_with(state, h2o_cache{.budget = budget}, "h2o");
+  }
+  prefill_with(state, dense{}, "dense (no selection)");
+}
+
 void budgets(benchmark::internal::Benchmark* b) {
   for (int pol : {int(eviction::tova), int(eviction::h2o), int(eviction::window), int(eviction::sinks)})
     for (index_t budget : {512, 1024, 2048, 4096, 8192}) b->Args({pol, budget, int(kv_layout::slots)});
@@ -165,4 +198,10 @@ BENCHMARK(BM_decode_kernel)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK(BM_eviction_only)->ArgsProduct({{512, 1024, 2048, 4096, 8192}})->ArgNames({"budget"})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_prefill)
+    ->ArgsProduct({{3, 0, 1, 2}, {4096, 32768}})
+    ->ArgNames({"rule", "n"})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1)
+    ->UseRealTime();
 BENCHMARK(BM_full_32k)->Unit(benchmark::kMicrosecond)->UseRealTime();

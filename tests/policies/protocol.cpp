@@ -40,6 +40,10 @@ struct sinks_case {
   static sinks_cache make() { return {.budget = 8, .rule = {.sinks = 2}}; }
   static constexpr bool bounded = true;
 };
+struct snapkv_case {
+  static snapkv make() { return {.budget = 9, .rule = {.window = 3, .kernel = 3}}; }
+  static constexpr bool bounded = true;
+};
 struct dense_case {
   static dense make() { return {}; }
   static constexpr bool bounded = false;
@@ -54,7 +58,8 @@ struct flash_case {
   static constexpr bool bounded = true;
 };
 
-using cases = std::tuple<tova_case, h2o_case, window_case, sinks_case, dense_case, infini_case, flash_case>;
+using cases =
+    std::tuple<tova_case, h2o_case, window_case, sinks_case, snapkv_case, dense_case, infini_case, flash_case>;
 
 // (case, arch) pairs for TEMPLATE_LIST_TEST_CASE.
 template <class C, class A>

@@ -5,6 +5,7 @@
 // budgets 0/1, H2O new-token protection, layouts, snapshot/restore, bad input.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -17,6 +18,8 @@
 #include "../support/support.hpp"
 
 using namespace longctx;
+using reference::eviction;
+using reference::eviction_name;
 
 namespace {
 
@@ -67,6 +70,8 @@ struct spec {
   prefill_mode prefill = prefill_mode::full_then_top_k;
   index_t chunk = 0;
   std::optional<float> scale{};
+  index_t window = 4, kernel = 3;  // snapkv (window clamped to the budget)
+  snapkv_pooling pooling = snapkv_pooling::max;
   float scale_for(index_t d) const { return scale ? *scale : default_scale(d); }
 };
 
@@ -81,6 +86,10 @@ decltype(auto) with_policy(const spec& p, F&& f) {
     case eviction::window: return f(typed(p, window_rule{}));
     case eviction::sinks: return f(typed(p, sinks_rule{.sinks = p.sinks}));
     case eviction::h2o: return f(typed(p, h2o_rule{.recent = p.recent, .norm = p.h2o_norm}));
+    case eviction::snapkv:
+      return f(typed(p, snapkv_rule{.window = std::clamp<index_t>(p.window, 1, std::max<index_t>(p.budget, 1)),
+                                    .kernel = p.kernel,
+                                    .pooling = p.pooling}));
     case eviction::full: break;
   }
   return f(typed(p, full_rule{}));
@@ -109,8 +118,14 @@ double logit_bound(const stream& s, float scale) {
 
 spec random_policy(test::rng_t& g, index_t t, index_t group) {
   spec p;
-  p.policy = static_cast<eviction>(test::uniform_int(g, 0, 4));
+  p.policy = static_cast<eviction>(test::uniform_int(g, 0, 5));
   p.budget = test::uniform_int(g, 0, 3) == 0 ? test::uniform_int(g, 0, 2) : test::uniform_int(g, 0, int(t));
+  if (p.policy == eviction::snapkv) {  // needs 1 <= window <= budget
+    p.budget = std::max<index_t>(p.budget, 1);
+    p.window = test::uniform_int(g, 1, int(std::min<index_t>(p.budget, 8)));
+    p.kernel = 2 * test::uniform_int(g, 0, 3) + 1;
+    p.pooling = test::uniform_int(g, 0, 1) ? snapkv_pooling::max : snapkv_pooling::average;
+  }
   p.layout = test::uniform_int(g, 0, 1) ? kv_layout::slots : kv_layout::compacted;
   p.aggregation = static_cast<score_aggregation>(test::uniform_int(g, 0, group == 1 ? 2 : 1));
   p.current = p.budget > 0 && test::uniform_int(g, 0, 3) == 0 ? current_token::kept : current_token::evictable;
@@ -135,7 +150,8 @@ std::string describe(const spec& p, const stream& s) {
   return detail::concat("policy ", eviction_name(p.policy), " budget ", p.budget, " layout ", int(p.layout), " agg ",
                         int(p.aggregation), " keep_cur ", int(p.current), " sinks ", p.sinks, " recent ", p.recent,
                         " norm ", int(p.h2o_norm), " positions ", int(p.positions), " theta ", p.rope_theta,
-                        " prefill ", int(p.prefill), " chunk ", p.chunk, " scale ",
+                        " prefill ", int(p.prefill), " chunk ", p.chunk, " window ", p.window, " kernel ",
+                        p.kernel, " pooling ", int(p.pooling), " scale ",
                         p.scale ? *p.scale : -1.0f, " | b ", s.b, " h ", s.h, " h_kv ", s.hk, " T ", s.t, " d ", s.d,
                         " d_v ", s.dv);
 }
@@ -224,7 +240,7 @@ TEMPLATE_LIST_TEST_CASE("tova: budget >= n is dense attention, bit for bit", "[p
     const index_t d = std::vector<index_t>{3, 16, 64, 128}[std::size_t(test::uniform_int(g, 0, 3))];
     const stream s(g, test::uniform_int(g, 1, 2), hk * group, hk, test::uniform_int(g, 1, 80), d, d);
     spec p;
-    p.policy = static_cast<eviction>(c % 5);
+    p.policy = static_cast<eviction>(c % 6);
     p.budget = s.t + test::uniform_int(g, 0, 3);
     p.layout = c % 2 ? kv_layout::slots : kv_layout::compacted;
     // Without evictions rank == position: cache_relative rotates by 0.
@@ -338,6 +354,39 @@ TEST_CASE("tova: hand-checked kept sets for every policy", "[policies][tova]") {
   SECTION("full never evicts") {
     REQUIRE(run_scalar({.budget = 1, .policy = eviction::full}, flat)[9].size() == 10);
   }
+}
+
+TEST_CASE("snapkv: the observation window votes at prefill, pooled along the keys", "[policies][snapkv]") {
+  // One head, d = 1, q = 1, scale 1: the logit of key j is k[j]. A 6-token
+  // prompt, budget 3, window 1: the last query's probabilities vote.
+  const std::vector<float> keys{5, 0, 3, 0, 0, 0}, q(6, 1.0f), v{1, 2, 3, 4, 5, 6};
+  const auto kept = [&](snapkv_rule rule) {
+    const snapkv p{.budget = 3, .rule = rule};
+    auto st = p.make_state({1, 1, 1, 1, 1});
+    std::vector<float> o(6);
+    p.forward(st, {from_bhnd<dynamic_extent, const float>(q.data(), 1, 1, 6, 1),
+                   from_bhnd<dynamic_extent, const float>(keys.data(), 1, 1, 6, 1),
+                   from_bhnd<dynamic_extent, const float>(v.data(), 1, 1, 6, 1)},
+              from_bhnd(o.data(), 1, 1, 6, 1));
+    return st.held_positions(0);
+  };
+  // No smoothing: the window (5) plus the two best-voted keys (0 and 2).
+  REQUIRE(kept({.window = 1, .kernel = 1}) == set{0, 2, 5});
+  // Max pooling of width 3 spreads key 0's vote to key 1 (a tie with key 0,
+  // above key 2's): the neighbourhood of the strongest key survives.
+  REQUIRE(kept({.window = 1, .kernel = 3}) == set{0, 1, 5});
+  // A window of 3 keeps the last three tokens whatever the votes.
+  REQUIRE(kept({.window = 3, .kernel = 1}) == set{3, 4, 5});
+  // Decoding: new tokens vote, the window protects the newest; the
+  // lowest-voted older row leaves at each step.
+  const auto steps = run_scalar({.budget = 3, .policy = eviction::snapkv, .window = 1, .kernel = 1},
+                                {5, 0, 3, 0, 0, 0});
+  for (const auto& s : steps) REQUIRE(s.size() <= 3);
+  REQUIRE(std::count(steps.back().begin(), steps.back().end(), 0) == 1);  // the heavy key stays
+  REQUIRE_THROWS_WITH((snapkv{.budget = 3, .rule = {.window = 4}}.make_state({1, 1, 1, 1, 1})),
+                      Catch::Contains("rule.window"));
+  REQUIRE_THROWS_WITH((snapkv{.budget = 3, .rule = {.window = 1, .kernel = 4}}.make_state({1, 1, 1, 1, 1})),
+                      Catch::Contains("rule.kernel"));
 }
 
 TEST_CASE("tova: budgets 0 and 1", "[policies][tova]") {

@@ -403,9 +403,9 @@ struct bounded_cache {
           observe<Arch>(ctx, &lg(bi, 0, t, 0), lg.stride(1), bi, i, c, nv, w.sel.data(), w.scores.data(), cap);
         }
     }
-    if (!evicting) return;
     if constexpr (requires { rule.finish_scores(ctx, index_t(0), static_cast<float*>(nullptr)); })
       for (index_t lane = 0; lane < L; ++lane) rule.finish_scores(ctx, lane, w.scores.data() + lane * cap);
+    if (!evicting) return;
     w.keeps.resize(std::size_t(L * n));
     for (index_t lane = 0; lane < L; ++lane)
       select_keep(ctx, lane, budget, w.scores.data() + lane * cap, w.keeps.data() + lane * n);
@@ -419,9 +419,5 @@ struct bounded_cache {
                     {lse.stride(0), lse.stride(1), lse.stride(2)});
   }
 };
-
-// The enum of the rules shipped with the library (a user-facing shorthand;
-// the rules themselves are types).
-enum class eviction { tova, window, sinks, h2o, full };
 
 LONGCTX_NAMESPACE_END

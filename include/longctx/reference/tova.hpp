@@ -12,6 +12,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "../policies/eviction/snapkv.hpp"
 #include "../policies/tova.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -22,6 +23,21 @@ struct kv_row {
   index_t pos = 0;
   double acc = 0, cnt = 0;  // H2O accumulated attention, queries that saw it
 };
+
+// The rules the oracle knows, by name (the library's rules are types).
+enum class eviction { tova, window, sinks, h2o, full, snapkv };
+
+inline const char* eviction_name(eviction e) noexcept {
+  switch (e) {
+    case eviction::tova: return "tova";
+    case eviction::window: return "window";
+    case eviction::sinks: return "sinks";
+    case eviction::h2o: return "h2o";
+    case eviction::full: return "full";
+    case eviction::snapkv: return "snapkv";
+  }
+  return "?";
+}
 
 // A bounded cache's configuration, flattened (the oracle is written from
 // the definitions, not from the rule types).
@@ -35,6 +51,8 @@ struct cache_config {
   position_mode positions = position_mode::absolute;
   float rope_theta = 10000.0f;
   std::optional<float> scale{};
+  index_t window = 32, kernel = 7;  // snapkv
+  snapkv_pooling pooling = snapkv_pooling::max;
 
   bool bounded() const noexcept { return policy != eviction::full; }
   index_t h2o_recent() const noexcept { return recent < 0 ? budget / 2 : recent; }
@@ -49,6 +67,8 @@ cache_config describe(const bounded_cache<Rule>& p) {
   if constexpr (std::is_same_v<Rule, sinks_rule>) c.policy = eviction::sinks, c.sinks = p.rule.sinks;
   if constexpr (std::is_same_v<Rule, h2o_rule>) c.policy = eviction::h2o, c.recent = p.rule.recent, c.h2o_norm = p.rule.norm;
   if constexpr (std::is_same_v<Rule, full_rule>) c.policy = eviction::full;
+  if constexpr (std::is_same_v<Rule, snapkv_rule>)
+    c.policy = eviction::snapkv, c.window = p.rule.window, c.kernel = p.rule.kernel, c.pooling = p.rule.pooling;
   c.budget = p.budget, c.chunk = p.chunk, c.current = p.current, c.aggregation = p.aggregation;
   c.prefill = p.prefill, c.positions = p.positions, c.rope_theta = p.rope_theta, c.scale = p.scale;
   return c;
@@ -80,6 +100,7 @@ class tova_oracle {
           r.acc = st.stats(lane)[2 * s];
           r.cnt = st.stats(lane)[2 * s + 1];
         }
+        if (st.options().row_stats == 1) r.acc = st.stats(lane)[s];  // snapkv: the vote
         rows.push_back(std::move(r));
       }
     }
@@ -124,7 +145,7 @@ class tova_oracle {
             std::copy_n(&v[std::size_t(((bi * hk + hj) * c + i0 + i) * dv)], dv, &vs[std::size_t(((bi * hk + hj) * m + i) * dv)]);
           }
         }
-      const auto os = run(qs, ks, vs, m);
+      const auto os = run(qs, ks, vs, m, !(c == 1 || pol_.prefill == prefill_mode::token_by_token));
       for (index_t bi = 0; bi < b; ++bi)
         for (index_t hi = 0; hi < h; ++hi)
           for (index_t i = 0; i < m; ++i)
@@ -134,8 +155,9 @@ class tova_oracle {
   }
 
  private:
+  // segment_call: a prefill segment (one top-k), not a decode step.
   std::vector<double> run(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
-                          index_t c) {
+                          index_t c, bool segment_call) {
     const index_t h = dm_.h, hk = dm_.h_kv, d = dm_.d, dv = dm_.d_v, b = dm_.b;
     const index_t g = h / hk;
     const double scale = pol_.scale_for(d);
@@ -218,6 +240,24 @@ class tova_oracle {
               rows[std::size_t(j)].acc += agg(bi, hj, i, j);
               rows[std::size_t(j)].cnt += 1;
             }
+        if (cfg_.policy == eviction::snapkv) {
+          // The last `window` rows of a prefill segment vote (every decode
+          // step's row does); a segment's votes are then pooled over the
+          // rows in temporal order, zero padded.
+          for (index_t i = segment_call ? c - std::min(cfg_.window, c) : 0; i < c; ++i)
+            for (index_t j = 0; j <= s0 + i; ++j) rows[std::size_t(j)].acc += agg(bi, hj, i, j);
+          if (segment_call && cfg_.kernel > 1) {
+            std::vector<double> raw;
+            for (const auto& r : rows) raw.push_back(r.acc);
+            const index_t half = cfg_.kernel / 2;
+            for (index_t j = 0; j < n; ++j) {
+              double x = cfg_.pooling == snapkv_pooling::max ? -std::numeric_limits<double>::infinity() : 0.0;
+              for (index_t t = std::max<index_t>(0, j - half); t <= std::min(n - 1, j + half); ++t)
+                x = cfg_.pooling == snapkv_pooling::max ? std::max(x, raw[std::size_t(t)]) : x + raw[std::size_t(t)];
+              rows[std::size_t(j)].acc = cfg_.pooling == snapkv_pooling::max ? x : x / double(cfg_.kernel);
+            }
+          }
+        }
         std::vector<double> rank(static_cast<std::size_t>(n));
         for (index_t j = 0; j < n; ++j) {
           const auto& r = rows[std::size_t(j)];
@@ -263,6 +303,7 @@ class tova_oracle {
       case eviction::sinks: return pos < std::min(cfg_.sinks, cfg_.budget);
       case eviction::h2o: return keep_cur || pos > newest - cfg_.h2o_recent();
       case eviction::full: return true;
+      case eviction::snapkv: return keep_cur || pos > newest - cfg_.window;
     }
     return true;
   }
