@@ -28,10 +28,6 @@ struct chunk_mask {
   index_t q_offset = 0;
 };
 
-// Query rows per block, the exact kernel's block_q (not tuned separately):
-// the S tile (48 x 256 floats) stays in L1/L2 while the V panels stream.
-inline constexpr index_t chunk_attention_block_q = 48;
-
 // Columns per packed V panel: one micro-tile's width (nr vectors).
 template <arch_tag Arch>
 inline constexpr index_t chunk_v_panel = index_t(gemm_tile_traits<Arch>::nr) * Arch::width;

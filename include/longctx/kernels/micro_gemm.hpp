@@ -10,28 +10,9 @@
 
 #include "../simd/vec.hpp"
 #include "../tensor/extents.hpp"
+#include "tiling.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
-
-// Micro-tile per arch: mr rows x nr vectors of accumulators, chosen so that
-// mr*nr accumulators + nr B vectors + 1 broadcast fit the register file
-// (16 ymm on AVX2, 32 zmm / q registers on AVX-512 / NEON).
-template <arch_tag Arch>
-struct gemm_tile_traits {
-  static constexpr int mr = 4, nr = 4;  // scalar: 16 accumulators
-};
-template <>
-struct gemm_tile_traits<avx2> {
-  static constexpr int mr = 6, nr = 2;  // 12 + 2 + 1 = 15 of 16 ymm
-};
-template <>
-struct gemm_tile_traits<avx512> {
-  static constexpr int mr = 6, nr = 4;  // 24 + 4 + 1 = 29 of 32 zmm
-};
-template <>
-struct gemm_tile_traits<neon> {
-  static constexpr int mr = 6, nr = 4;  // 24 + 4 + 1 = 29 of 32 q registers
-};
 
 template <arch_tag Arch, int MR, int NV, bool Accumulate>
 inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, index_t ldb, float* c,

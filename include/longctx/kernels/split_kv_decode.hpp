@@ -14,12 +14,12 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// Keys per chunk: at least 512 (amortises the merge), and at most 64 chunks
-// per KV head; a multiple of block_kv.
+// Keys per chunk (decode_tiling): at least min_chunk, at most max_chunks
+// chunks per KV head; a multiple of block_kv.
 template <arch_tag Arch>
 constexpr index_t decode_chunk_size(index_t n_kv) noexcept {
-  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
-  return std::max<index_t>(round_up(512, BKV), round_up((n_kv + 63) / 64, BKV));
+  constexpr index_t BKV = attention_blocking<Arch>::block_kv, C = decode_tiling::max_chunks;
+  return std::max<index_t>(round_up(decode_tiling::min_chunk, BKV), round_up((n_kv + C - 1) / C, BKV));
 }
 
 // Floats of scratch decode_chunk needs for `rows` query rows.

@@ -13,19 +13,11 @@
 #include "pack.hpp"
 #include "mask.hpp"
 #include "micro_gemm.hpp"
+#include "tiling.hpp"
 #include "online_softmax.hpp"
 #include "../tensor/view.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
-
-// Query rows per block and keys per tile. block_kv is a multiple of every
-// arch's nr*W; block_q a multiple of mr. Chosen by bench/bench_attention.cpp
-// (48 x 64 keeps Q, K^T, S, P V operands in L2 at d = 128).
-template <arch_tag Arch>
-struct attention_blocking {
-  static constexpr index_t block_q = 48;
-  static constexpr index_t block_kv = 128;
-};
 
 // Floats of scratch tiled_attention_block needs.
 template <arch_tag Arch>
