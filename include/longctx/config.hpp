@@ -99,6 +99,23 @@
   }                           \
   }
 
+// What does not depend on the flags leaves the tagged namespace, so it is one
+// type in every translation unit (a catch or a view crosses units built with
+// other -m flags): enums and plain data between LONGCTX_UNTAGGED_BEGIN and
+// _END inside a tagged block; whole headers of types (tensor/) between
+// LONGCTX_TYPES_BEGIN and _END, with every function LONGCTX_INLINE: forced
+// inline, each unit runs the instructions of its own flags and no
+// out-of-line copy built with other flags is ever called.
+#define LONGCTX_UNTAGGED_BEGIN }
+#define LONGCTX_UNTAGGED_END inline namespace LONGCTX_ISA_NS {
+#define LONGCTX_TYPES_BEGIN namespace longctx {
+#define LONGCTX_TYPES_END }
+#if defined(__GNUC__)
+#define LONGCTX_INLINE [[gnu::always_inline]] inline
+#else
+#define LONGCTX_INLINE inline
+#endif
+
 // Full unrolling of fixed-trip register-tile loops. GCC at -O2 keeps such
 // loops rolled and spills the accumulator array to memory (measured 3.5x
 // slower micro-kernel); users compile headers with their own flags, so the

@@ -31,25 +31,31 @@
 LONGCTX_NAMESPACE_BEGIN
 
 // phi applied to queries and keys before they touch the state.
+LONGCTX_UNTAGGED_BEGIN
 enum class feature_map {
   elu_plus_one,  // ELU(x) + 1 = x + 1 (x > 0), exp(x) (x <= 0): positive, Infini-attention
   identity,      // phi(x) = x: FLASH's linear part
 };
+LONGCTX_UNTAGGED_END
 
 // How a retrieval phi(q) M is normalised.
+LONGCTX_UNTAGGED_BEGIN
 enum class normaliser {
   z_denominator,  // / (phi(q) . z), per query row (linear attention, Infini-attention)
   block_mean,     // / divisor, one scalar for the call (FLASH: C x number of visible blocks)
   none,           // no division
 };
+LONGCTX_UNTAGGED_END
 
 // How a finished block (K, V) is folded into the state.
+LONGCTX_UNTAGGED_BEGIN
 enum class update_rule {
   linear,  // M += phi(K)^T V
   delta,   // M += phi(K)^T (V - retrieve(old state, K)): every key of the block
            // reads the state as it was BEFORE the block (whole-block rule, not
            // the per-token DeltaNet recurrence)
 };
+LONGCTX_UNTAGGED_END
 // z += sum_t phi(K_t) for both rules (z is unused by block_mean and none).
 
 // The normalisation of one retrieval.

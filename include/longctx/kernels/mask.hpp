@@ -12,8 +12,10 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+LONGCTX_UNTAGGED_BEGIN
 enum class alignment { bottom_right, top_left };
 enum class tile_kind { empty, full, partial };
+LONGCTX_UNTAGGED_END
 
 // The keys row i may see: [lo, hi), plus the prefix [0, prefix) for sink masks
 // (prefix <= hi: a sink is never visible before the causal diagonal reaches it).

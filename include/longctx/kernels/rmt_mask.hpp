@@ -21,12 +21,16 @@ LONGCTX_NAMESPACE_BEGIN
 //   isolated_read: read block sees only itself, segment causal + read, write
 //                  block sees everything (the popular port).
 // Without an XL cache block_visible and isolated_read give the same visibility.
+LONGCTX_UNTAGGED_BEGIN
 enum class rmt_convention : std::uint32_t { causal = 0, block_visible = 1, isolated_read = 2 };
+LONGCTX_UNTAGGED_END
 
 // Whether memory rows see the Transformer-XL cache keys in front of the packed
 // segment (the authors' code hides them by default). isolated_read's read block
 // never sees them: it sees only itself.
+LONGCTX_UNTAGGED_BEGIN
 enum class rmt_xl : std::uint32_t { hidden_from_memory = 0, visible_to_memory = 1 };
+LONGCTX_UNTAGGED_END
 
 namespace detail {
 // A row's keys are [lo, hi); a run of rows [a, b) of one block has a constant
@@ -146,8 +150,10 @@ struct rmt_encoder_mask {
 // zero:       memory rows at 0, segment token c at c;
 // offset:     memory row k (read and write alike) at offset + k, segment token c at c.
 // With m = 0 all three give the segment 0..s-1, i.e. the backbone alone.
+LONGCTX_UNTAGGED_BEGIN
 enum class rmt_position_mode : std::uint32_t { sequential = 0, zero = 1, offset = 2 };
 enum class rmt_block { read, segment, write };
+LONGCTX_UNTAGGED_END
 
 struct rmt_positions {
   rmt_position_mode mode = rmt_position_mode::sequential;

@@ -23,15 +23,19 @@ LONGCTX_NAMESPACE_BEGIN
 //   A = attention(...) (n, e);  Y = X + (U * A) W_o.
 // X, Y (n, d_model). Single head.
 
+LONGCTX_UNTAGGED_BEGIN
 enum class gau_norm {
   scale_norm,  // g * x / max(||x||_2, epsilon), g a learned scalar (Nguyen & Salazar; the paper's choice)
   layer_norm,  // (x - mean) / sqrt(var + epsilon) * gain + bias, per feature
 };
+LONGCTX_UNTAGGED_END
 
+LONGCTX_UNTAGGED_BEGIN
 enum class gau_attention {
   mixed_chunk,  // FLASH: the `flash` policy (policies/flash.hpp), b = h = h_kv = 1
   flash_quad,   // FLASH-Quad: one chunk = the whole call, scale 1/n, no linear part
 };
+LONGCTX_UNTAGGED_END
 
 // One layer's weights, fp32, row-major.
 struct gau_weights {

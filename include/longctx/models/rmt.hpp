@@ -37,7 +37,9 @@ concept rmt_backbone = requires(B& b, const B& cb, typename B::cache_type& c, ma
 // decoder: [read; segment; write], causal family, token-by-token streaming.
 // encoder: [memory; segment], bidirectional: a segment's outputs need all of
 // it, so each forward() call is cut into whole segments (the last partial).
+LONGCTX_UNTAGGED_BEGIN
 enum class rmt_layout : std::uint32_t { decoder = 0, encoder = 1 };
+LONGCTX_UNTAGGED_END
 
 template <rmt_backbone B>
 class rmt_state;

@@ -30,12 +30,16 @@ LONGCTX_NAMESPACE_BEGIN
 // Official TOVA: the mean over all query heads of the layer, so every KV
 // head evicts the same position. mean_kv_group: each KV head ranks by the
 // mean of its query heads; per_head: each head by its own (needs h == h_kv).
+LONGCTX_UNTAGGED_BEGIN
 enum class score_aggregation { mean_all_heads, mean_kv_group, per_head };
+LONGCTX_UNTAGGED_END
 
 // A segment of n > 1 tokens: full causal attention over cache + segment and
 // one top-k (official TOVA code), one decode step per token (the
 // multi-state RNN definition), or the first mode on chunks of `chunk`.
+LONGCTX_UNTAGGED_BEGIN
 enum class prefill_mode { full_then_top_k, token_by_token, chunked };
+LONGCTX_UNTAGGED_END
 
 template <eviction_rule Rule>
 struct bounded_cache;

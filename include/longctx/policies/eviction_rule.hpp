@@ -27,7 +27,9 @@ LONGCTX_NAMESPACE_BEGIN
 
 // TOVA may drop the token it has just decoded (paper, default); `kept`
 // always keeps it and drops the lowest-scored older row instead.
+LONGCTX_UNTAGGED_BEGIN
 enum class current_token { evictable, kept };
+LONGCTX_UNTAGGED_END
 
 struct eviction_context {
   kv_cache& cache;

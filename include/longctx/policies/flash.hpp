@@ -31,13 +31,17 @@
 LONGCTX_NAMESPACE_BEGIN
 
 // Normalisation of the linear (cross-chunk) part.
+LONGCTX_UNTAGGED_BEGIN
 enum class flash_norm {
   chunk_mean,  // / (C * visible chunks), no visible chunk gives 0: the paper's pseudocode (default)
   chunk_sum,   // / C, a plain sum over visible chunks (a popular port)
   none,        // no division: the paper's equations
 };
+LONGCTX_UNTAGGED_END
 
+LONGCTX_UNTAGGED_BEGIN
 enum class flash_mode { causal, non_causal };
+LONGCTX_UNTAGGED_END
 
 // One forward() call's tokens. FLASH's four scale/offset heads: q, k are the
 // quadratic part's Q_quad, K_quad; q_lin, k_lin the linear part's, empty

@@ -29,15 +29,19 @@
 LONGCTX_NAMESPACE_BEGIN
 
 // Which heads own a memory under GQA (h query heads, h_kv KV heads).
+LONGCTX_UNTAGGED_BEGIN
 enum class memory_sharing {
   per_kv_head,     // one memory per KV head, read by its h / h_kv query heads (default)
   per_query_head,  // one per query head, each folded with its KV head's K, V:
                    // equal to per_kv_head unless the initial states differ
 };
+LONGCTX_UNTAGGED_END
 
 // Whether finished segments are folded into the memory (a policy parameter:
 // a read-only layer is another configuration, see state_type::assign_memory).
+LONGCTX_UNTAGGED_BEGIN
 enum class memory_mode { read_write, read_only };
+LONGCTX_UNTAGGED_END
 
 // One forward() call's tokens. q_mem / k_mem, when given, are what the memory
 // sees instead of q / k (e.g. before positional encoding, as in the paper);

@@ -27,7 +27,9 @@ LONGCTX_NAMESPACE_BEGIN
 // H = h_kv = 8, d = 128, 2 threads: the compacted step took 2.7x the slots
 // step (main-thread CPU 4.1 ms vs 1.5 ms; its memmove is as large as the
 // attention's own K/V read), so slots is the default.
+LONGCTX_UNTAGGED_BEGIN
 enum class kv_layout { slots, compacted };
+LONGCTX_UNTAGGED_END
 
 // Positions the attention sees. absolute (paper, default): keys keep the
 // RoPE rotation of their original position, the query that of time t.
@@ -36,7 +38,9 @@ enum class kv_layout { slots, compacted };
 // re-rotated from their original (absolute-rotated) copy by a single exact
 // rotation whenever their rank changes (kernels/rope.hpp, half-split pairs,
 // GPT-NeoX / LLaMA). Needs even d and keeps a second copy of K.
+LONGCTX_UNTAGGED_BEGIN
 enum class position_mode { absolute, cache_relative };
+LONGCTX_UNTAGGED_END
 
 struct kv_cache_options {
   index_t row_stats = 0;  // floats per row owned by the eviction rule

@@ -101,9 +101,11 @@ inline void require_like(const char* where, const char* argument, const tensor4_
 // this; user code written against it swaps methods in one line.
 template <class P>
 concept sequence_policy =
+    std::is_aggregate_v<P> &&
     requires(const P& p, typename P::state_type& st, const typename P::state_type& cst,
-             const typename P::input_type& in, tensor4_view<float> out, const attention_dims& dims,
-             std::span<const std::byte> bytes, serial_executor& exec) {
+             const typename P::input_type& in, tensor4_view<const float> t, tensor4_view<float> out,
+             const attention_dims& dims, std::span<const std::byte> bytes, serial_executor& exec) {
+      { typename P::input_type{t, t, t} };  // every input is made from q, k, v
       { p.make_state(dims) } -> std::same_as<typename P::state_type>;
       p.forward(st, in, out);
       p.forward(st, in, out, exec);
@@ -111,8 +113,7 @@ concept sequence_policy =
       st.restore(bytes);
       { cst.footprint() } -> std::same_as<std::size_t>;
       { cst.dims() } -> std::convertible_to<attention_dims>;
-    } && std::is_aggregate_v<P> && std::constructible_from<typename P::input_type, tensor4_view<const float>,
-                                                           tensor4_view<const float>, tensor4_view<const float>>;
+    };
 
 // The readable form of the check, one line under each policy:
 //   LONGCTX_ASSERT_SEQUENCE_POLICY(tova);

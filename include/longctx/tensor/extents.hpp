@@ -9,7 +9,7 @@
 
 #include "../error.hpp"
 
-LONGCTX_NAMESPACE_BEGIN
+LONGCTX_TYPES_BEGIN
 
 using index_t = std::ptrdiff_t;
 inline constexpr std::size_t dynamic_extent = std::numeric_limits<std::size_t>::max();
@@ -20,11 +20,11 @@ class extents {
   using index_type = IndexType;
   using rank_type = std::size_t;
 
-  static constexpr rank_type rank() noexcept { return sizeof...(Exts); }
-  static constexpr rank_type rank_dynamic() noexcept {
+  LONGCTX_INLINE static constexpr rank_type rank() noexcept { return sizeof...(Exts); }
+  LONGCTX_INLINE static constexpr rank_type rank_dynamic() noexcept {
     return ((Exts == dynamic_extent ? 1 : 0) + ... + 0);
   }
-  static constexpr std::size_t static_extent(rank_type r) noexcept { return statics_[r]; }
+  LONGCTX_INLINE static constexpr std::size_t static_extent(rank_type r) noexcept { return statics_[r]; }
 
   constexpr extents() noexcept = default;
 
@@ -33,7 +33,7 @@ class extents {
     requires(sizeof...(Sizes) > 0 &&
              (sizeof...(Sizes) == rank_dynamic() || sizeof...(Sizes) == rank()) &&
              (std::is_convertible_v<Sizes, index_type> && ...))
-  constexpr explicit extents(Sizes... sizes) {
+  LONGCTX_INLINE constexpr explicit extents(Sizes... sizes) {
     const std::array<index_type, sizeof...(Sizes)> in{static_cast<index_type>(sizes)...};
     for (std::size_t k = 0; k < in.size(); ++k)
       require(in[k] >= 0, "extents", "sizes", "size ", k, " is negative (", in[k], ")");
@@ -55,7 +55,7 @@ class extents {
   template <class OtherIndex, std::size_t... Other>
     requires(sizeof...(Other) == sizeof...(Exts) &&
              ((Exts == dynamic_extent || Other == dynamic_extent || Exts == Other) && ...))
-  constexpr explicit(((Exts != dynamic_extent && Other == dynamic_extent) || ...))
+  LONGCTX_INLINE constexpr explicit(((Exts != dynamic_extent && Other == dynamic_extent) || ...))
       extents(const extents<OtherIndex, Other...>& other) {
     for (rank_type r = 0; r < rank(); ++r) {
       const auto v = static_cast<index_type>(other.extent(r));
@@ -68,11 +68,11 @@ class extents {
     }
   }
 
-  constexpr index_type extent(rank_type r) const noexcept {
+  LONGCTX_INLINE constexpr index_type extent(rank_type r) const noexcept {
     return statics_[r] == dynamic_extent ? dyn_[dyn_index(r)] : static_cast<index_type>(statics_[r]);
   }
 
-  friend constexpr bool operator==(const extents& a, const extents& b) noexcept {
+  LONGCTX_INLINE friend constexpr bool operator==(const extents& a, const extents& b) noexcept {
     for (rank_type r = 0; r < rank(); ++r)
       if (a.extent(r) != b.extent(r)) return false;
     return true;
@@ -80,7 +80,7 @@ class extents {
 
  private:
   static constexpr std::array<std::size_t, sizeof...(Exts)> statics_{Exts...};
-  static constexpr std::size_t dyn_index(rank_type r) noexcept {
+  LONGCTX_INLINE static constexpr std::size_t dyn_index(rank_type r) noexcept {
     std::size_t k = 0;
     for (rank_type i = 0; i < r; ++i) k += statics_[i] == dynamic_extent ? 1 : 0;
     return k;
@@ -88,16 +88,16 @@ class extents {
   std::array<index_type, rank_dynamic()> dyn_{};
 };
 
-namespace detail {
+namespace extents_detail {
 template <class IndexType, class Seq>
 struct dextents_impl;
 template <class IndexType, std::size_t... I>
 struct dextents_impl<IndexType, std::index_sequence<I...>> {
   using type = extents<IndexType, ((void)I, dynamic_extent)...>;
 };
-}  // namespace detail
+}  // namespace extents_detail
 
 template <class IndexType, std::size_t Rank>
-using dextents = typename detail::dextents_impl<IndexType, std::make_index_sequence<Rank>>::type;
+using dextents = typename extents_detail::dextents_impl<IndexType, std::make_index_sequence<Rank>>::type;
 
-LONGCTX_NAMESPACE_END
+LONGCTX_TYPES_END

@@ -10,7 +10,7 @@
 
 #include "extents.hpp"
 
-LONGCTX_NAMESPACE_BEGIN
+LONGCTX_TYPES_BEGIN
 
 template <class T, class Extents>
 class strided_view {
@@ -22,15 +22,15 @@ class strided_view {
   using rank_type = std::size_t;
   using strides_type = std::array<index_type, Extents::rank()>;
 
-  static constexpr rank_type rank() noexcept { return Extents::rank(); }
-  static constexpr std::size_t static_extent(rank_type r) noexcept {
+  LONGCTX_INLINE static constexpr rank_type rank() noexcept { return Extents::rank(); }
+  LONGCTX_INLINE static constexpr std::size_t static_extent(rank_type r) noexcept {
     return Extents::static_extent(r);
   }
 
   constexpr strided_view() noexcept = default;
 
   // Contiguous, row-major (last axis fastest).
-  constexpr strided_view(T* data, const Extents& ext) noexcept : data_(data), ext_(ext) {
+  LONGCTX_INLINE constexpr strided_view(T* data, const Extents& ext) noexcept : data_(data), ext_(ext) {
     index_type s = 1;
     for (rank_type r = rank(); r-- > 0;) {
       strides_[r] = s;
@@ -38,7 +38,7 @@ class strided_view {
     }
   }
 
-  constexpr strided_view(T* data, const Extents& ext, const strides_type& strides) noexcept
+  LONGCTX_INLINE constexpr strided_view(T* data, const Extents& ext, const strides_type& strides) noexcept
       : data_(data), ext_(ext), strides_(strides) {}
 
   // T -> const T and static -> dynamic extents are implicit; the reverse of
@@ -46,32 +46,32 @@ class strided_view {
   template <class U, class OtherExtents>
     requires(std::is_convertible_v<U (*)[], T (*)[]> &&
              std::is_constructible_v<Extents, const OtherExtents&>)
-  constexpr explicit(!std::is_convertible_v<const OtherExtents&, Extents>)
+  LONGCTX_INLINE constexpr explicit(!std::is_convertible_v<const OtherExtents&, Extents>)
       strided_view(const strided_view<U, OtherExtents>& other)
       : data_(other.data()), ext_(other.extents()) {
     for (rank_type r = 0; r < rank(); ++r) strides_[r] = other.stride(r);
   }
 
-  constexpr T* data() const noexcept { return data_; }
-  constexpr const Extents& extents() const noexcept { return ext_; }
-  constexpr index_type extent(rank_type r) const noexcept { return ext_.extent(r); }
-  constexpr index_type stride(rank_type r) const noexcept { return strides_[r]; }
-  constexpr const strides_type& strides() const noexcept { return strides_; }
-  constexpr index_type size() const noexcept {
+  LONGCTX_INLINE constexpr T* data() const noexcept { return data_; }
+  LONGCTX_INLINE constexpr const Extents& extents() const noexcept { return ext_; }
+  LONGCTX_INLINE constexpr index_type extent(rank_type r) const noexcept { return ext_.extent(r); }
+  LONGCTX_INLINE constexpr index_type stride(rank_type r) const noexcept { return strides_[r]; }
+  LONGCTX_INLINE constexpr const strides_type& strides() const noexcept { return strides_; }
+  LONGCTX_INLINE constexpr index_type size() const noexcept {
     index_type n = 1;
     for (rank_type r = 0; r < rank(); ++r) n *= ext_.extent(r);
     return n;
   }
-  constexpr bool empty() const noexcept { return size() == 0; }
+  LONGCTX_INLINE constexpr bool empty() const noexcept { return size() == 0; }
   // True when the last axis is contiguous (kernels require it; checked at the
   // API boundary, see require_unit_inner_stride).
-  constexpr bool unit_inner_stride() const noexcept {
+  LONGCTX_INLINE constexpr bool unit_inner_stride() const noexcept {
     return rank() == 0 || extent(rank() - 1) <= 1 || strides_[rank() - 1] == 1;
   }
 
   template <class... I>
     requires(sizeof...(I) == Extents::rank() && (std::is_convertible_v<I, index_type> && ...))
-  constexpr T& operator()(I... idx) const noexcept {
+  LONGCTX_INLINE constexpr T& operator()(I... idx) const noexcept {
     const std::array<index_type, sizeof...(I)> ix{static_cast<index_type>(idx)...};
     index_type off = 0;
     for (rank_type r = 0; r < rank(); ++r) {
@@ -84,19 +84,19 @@ class strided_view {
   // ---- Slicing (no copies). -------------------------------------------------
 
   // Rows [first, first + count) of a matrix, or tokens of a (b, h, n, d) tensor.
-  constexpr strided_view rows(index_type first, index_type count) const
+  LONGCTX_INLINE constexpr strided_view rows(index_type first, index_type count) const
     requires(rank() == 2)
   {
     check_range("rows", first, count, extent(0));
     return with_axis(0, first, count);
   }
-  constexpr strided_view tokens(index_type first, index_type count) const
+  LONGCTX_INLINE constexpr strided_view tokens(index_type first, index_type count) const
     requires(rank() == 4)
   {
     check_range("tokens", first, count, extent(2));
     return with_axis(2, first, count);
   }
-  constexpr auto row(index_type i) const
+  LONGCTX_INLINE constexpr auto row(index_type i) const
     requires(rank() == 2)
   {
     LONGCTX_ASSERT(i >= 0 && i < extent(0));
@@ -104,7 +104,7 @@ class strided_view {
     return strided_view<T, E>(data_ + i * strides_[0], E(extent(1)), {strides_[1]});
   }
   // The (n, d) matrix of batch `b`, head `h` of a (b, h, n, d) tensor.
-  constexpr auto head(index_type b, index_type h) const
+  LONGCTX_INLINE constexpr auto head(index_type b, index_type h) const
     requires(rank() == 4)
   {
     LONGCTX_ASSERT(b >= 0 && b < extent(0) && h >= 0 && h < extent(1));
@@ -114,22 +114,22 @@ class strided_view {
   }
 
  private:
-  static void check_range(const char* what, index_type first, index_type count, index_type n) {
+  LONGCTX_INLINE static void check_range(const char* what, index_type first, index_type count, index_type n) {
     require(first >= 0 && count >= 0 && first + count <= n, what, "first/count", "range [", first,
             ", ", first + count, ") is outside [0, ", n, ")");
   }
-  constexpr strided_view with_axis(rank_type axis, index_type first, index_type count) const {
+  LONGCTX_INLINE constexpr strided_view with_axis(rank_type axis, index_type first, index_type count) const {
     std::array<index_type, rank()> e{};
     for (rank_type r = 0; r < rank(); ++r) e[r] = extent(r);
     e[axis] = count;
     return strided_view(data_ + first * strides_[axis], make_extents(e), strides_);
   }
   template <std::size_t... I>
-  static constexpr Extents make_extents_impl(const std::array<index_type, rank()>& e,
+  LONGCTX_INLINE static constexpr Extents make_extents_impl(const std::array<index_type, rank()>& e,
                                              std::index_sequence<I...>) {
     return Extents(e[I]...);
   }
-  static constexpr Extents make_extents(const std::array<index_type, rank()>& e) {
+  LONGCTX_INLINE static constexpr Extents make_extents(const std::array<index_type, rank()>& e) {
     return make_extents_impl(e, std::make_index_sequence<rank()>{});
   }
 
@@ -152,20 +152,20 @@ using tensor4_view =
 
 // Contiguous (rows, cols), row stride `ld` (defaults to cols).
 template <std::size_t Cols = dynamic_extent, class T>
-constexpr matrix_view<T, Cols> make_matrix(T* data, index_t rows, index_t cols, index_t ld = -1) {
+LONGCTX_INLINE constexpr matrix_view<T, Cols> make_matrix(T* data, index_t rows, index_t cols, index_t ld = -1) {
   using E = typename matrix_view<T, Cols>::extents_type;
   require(ld < 0 || ld >= cols, "make_matrix", "ld", "row stride ", ld, " < cols ", cols);
   return matrix_view<T, Cols>(data, E(rows, cols), {ld < 0 ? cols : ld, 1});
 }
 
 template <std::size_t N = dynamic_extent, class T>
-constexpr vector_view<T, N> make_vector(T* data, index_t n) {
+LONGCTX_INLINE constexpr vector_view<T, N> make_vector(T* data, index_t n) {
   return vector_view<T, N>(data, typename vector_view<T, N>::extents_type(n));
 }
 
 // Memory laid out (batch, head, seq, dim): the usual "BHSD" layout.
 template <std::size_t D = dynamic_extent, class T>
-constexpr tensor4_view<T, D> from_bhnd(T* data, index_t b, index_t h, index_t n, index_t d) {
+LONGCTX_INLINE constexpr tensor4_view<T, D> from_bhnd(T* data, index_t b, index_t h, index_t n, index_t d) {
   using E = typename tensor4_view<T, D>::extents_type;
   return tensor4_view<T, D>(data, E(b, h, n, d), {h * n * d, n * d, d, 1});
 }
@@ -173,7 +173,7 @@ constexpr tensor4_view<T, D> from_bhnd(T* data, index_t b, index_t h, index_t n,
 // Memory laid out (batch, seq, head, dim) ("BSHD", what a fused QKV projection
 // produces); the view still has logical axes (b, h, n, d), only strides differ.
 template <std::size_t D = dynamic_extent, class T>
-constexpr tensor4_view<T, D> from_bnhd(T* data, index_t b, index_t n, index_t h, index_t d) {
+LONGCTX_INLINE constexpr tensor4_view<T, D> from_bnhd(T* data, index_t b, index_t n, index_t h, index_t d) {
   using E = typename tensor4_view<T, D>::extents_type;
   return tensor4_view<T, D>(data, E(b, h, n, d), {n * h * d, d, h * d, 1});
 }
@@ -181,22 +181,22 @@ constexpr tensor4_view<T, D> from_bnhd(T* data, index_t b, index_t n, index_t h,
 // ---- API-boundary checks shared by kernels and policies. -------------------
 
 template <class View>
-void require_unit_inner_stride(const View& v, const char* where, const char* argument) {
+LONGCTX_INLINE void require_unit_inner_stride(const View& v, const char* where, const char* argument) {
   require(v.unit_inner_stride(), where, argument, "the last axis must be contiguous (stride 1), got stride ",
           v.stride(View::rank() - 1));
 }
 
 template <class View>
-void require_data(const View& v, const char* where, const char* argument) {
+LONGCTX_INLINE void require_data(const View& v, const char* where, const char* argument) {
   require(v.data() != nullptr || v.empty(), where, argument, "null data with ", v.size(),
           " elements");
 }
 
 // Every view a kernel reads or writes, named: a contiguous last axis and
 // data behind its elements. require_views(where, "q", q, "k", k, ...).
-inline void require_views(const char*) noexcept {}
+LONGCTX_INLINE void require_views(const char*) noexcept {}
 template <class View, class... Rest>
-void require_views(const char* where, const char* argument, const View& v, const Rest&... rest) {
+LONGCTX_INLINE void require_views(const char* where, const char* argument, const View& v, const Rest&... rest) {
   require_unit_inner_stride(v, where, argument);
   require_data(v, where, argument);
   require_views(where, rest...);
@@ -208,17 +208,17 @@ void require_views(const char* where, const char* argument, const View& v, const
 template <std::size_t Rank>
 struct shape_of_t {
   std::array<index_t, Rank> extents;
-  friend std::ostream& operator<<(std::ostream& os, const shape_of_t& s) {
+  LONGCTX_INLINE friend std::ostream& operator<<(std::ostream& os, const shape_of_t& s) {
     os << '(';
     for (std::size_t r = 0; r < Rank; ++r) os << (r ? ", " : "") << s.extents[r];
     return os << ')';
   }
 };
 template <class View>
-shape_of_t<View::rank()> shape_of(const View& v) noexcept {
+LONGCTX_INLINE shape_of_t<View::rank()> shape_of(const View& v) noexcept {
   shape_of_t<View::rank()> s{};
   for (std::size_t r = 0; r < View::rank(); ++r) s.extents[r] = v.extent(r);
   return s;
 }
 
-LONGCTX_NAMESPACE_END
+LONGCTX_TYPES_END

@@ -13,7 +13,9 @@ LONGCTX_NAMESPACE_BEGIN
 
 // Ranking by the sum of past attention (paper) or that sum divided by the
 // number of queries that saw the row (older rows saw more queries).
+LONGCTX_UNTAGGED_BEGIN
 enum class h2o_normalisation { none, query_count };
+LONGCTX_UNTAGGED_END
 
 struct h2o_rule {
   index_t recent = -1;  // recent window in positions; -1: budget / 2 (H2O's even split)

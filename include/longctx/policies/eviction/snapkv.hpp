@@ -22,7 +22,9 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+LONGCTX_UNTAGGED_BEGIN
 enum class snapkv_pooling { max, average };
+LONGCTX_UNTAGGED_END
 
 struct snapkv_rule {
   index_t window = 32;  // observation window: the last prompt queries that vote
