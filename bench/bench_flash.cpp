@@ -115,7 +115,7 @@ void bm_gau_layer(benchmark::State& st) {
   for (auto _ : st) {
     auto state = layer.make_state(w);
     for (index_t t = 0; t < n; t += seg)
-      layer.forward(w, state, make_matrix<dynamic_extent, const float>(x.data(), seg, DM),
+      layer.forward(state, make_matrix<dynamic_extent, const float>(x.data(), seg, DM),
                     make_matrix(y.data(), seg, DM), pool);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();

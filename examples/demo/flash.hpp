@@ -56,7 +56,7 @@ inline void demo_flash(bool quick) {
   auto t0 = std::chrono::steady_clock::now();
   for (index_t l = 0; l < layers; ++l) {
     auto st = layer.make_state(w[std::size_t(l)]);
-    layer.forward(w[std::size_t(l)], st, longctx::make_matrix<longctx::dynamic_extent, const float>(par.data(), n, dm),
+    layer.forward(st, longctx::make_matrix<longctx::dynamic_extent, const float>(par.data(), n, dm),
                   longctx::make_matrix(par.data(), n, dm), pool);
   }
   const double t_par = flash_demo::seconds_since(t0);
@@ -70,7 +70,7 @@ inline void demo_flash(bool quick) {
   for (index_t t = 0; t < n_stream; ++t) {
     std::copy_n(x.data() + t * dm, dm, row.data());
     for (index_t l = 0; l < layers; ++l)
-      layer.forward(w[std::size_t(l)], states[std::size_t(l)],
+      layer.forward(states[std::size_t(l)],
                     longctx::make_matrix<longctx::dynamic_extent, const float>(row.data(), 1, dm),
                     longctx::make_matrix(row.data(), 1, dm));
     for (index_t c = 0; c < dm; ++c) {

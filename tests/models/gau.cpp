@@ -59,7 +59,7 @@ TEMPLATE_LIST_TEST_CASE("gau: layer forward against the Eigen double oracle", "[
                     .mixed = flash{.chunk = C, .mode = causal ? flash_mode::causal : flash_mode::non_causal}};
     std::vector<float> x = test::random_floats(g, std::size_t(n * dm)), y(std::size_t(n * dm));
     auto st = layer.make_state(w);
-    layer.forward<Arch>(w, st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm),
+    layer.forward<Arch>(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm),
                         pool);
     const matrix_d want =
         reference::gau_forward(layer, w, reference::to_double(make_matrix<dynamic_extent, const float>(x.data(), n, dm)));
@@ -87,10 +87,10 @@ TEMPLATE_LIST_TEST_CASE("gau: token-by-token streaming agrees with the whole seq
     const gau layer{.norm = nm, .mixed = flash{.chunk = C}};
     std::vector<float> x = test::random_floats(g, std::size_t(n * dm)), y(std::size_t(n * dm)), yt(std::size_t(n * dm));
     auto st = layer.make_state(w);
-    layer.forward<Arch>(w, st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm));
+    layer.forward<Arch>(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm));
     auto st1 = layer.make_state(w);
     for (index_t t = 0; t < n; ++t)
-      layer.forward<Arch>(w, st1, make_matrix<dynamic_extent, const float>(x.data() + t * dm, 1, dm),
+      layer.forward<Arch>(st1, make_matrix<dynamic_extent, const float>(x.data() + t * dm, 1, dm),
                           make_matrix(yt.data() + t * dm, 1, dm));
     CHECK(st1.position() == n);
     CHECK(st1.attention_state().chunks_folded() == n / C);
@@ -109,8 +109,8 @@ TEMPLATE_LIST_TEST_CASE("gau: token-by-token streaming agrees with the whole seq
   const gau quad{.attention = gau_attention::flash_quad};
   auto st = quad.make_state(w);
   std::vector<float> x(static_cast<std::size_t>(dm), 0.5f), y(static_cast<std::size_t>(dm));
-  quad.forward<Arch>(w, st, make_matrix<dynamic_extent, const float>(x.data(), 1, dm), make_matrix(y.data(), 1, dm));
-  CHECK_THROWS_AS(quad.forward<Arch>(w, st, make_matrix<dynamic_extent, const float>(x.data(), 1, dm),
+  quad.forward<Arch>(st, make_matrix<dynamic_extent, const float>(x.data(), 1, dm), make_matrix(y.data(), 1, dm));
+  CHECK_THROWS_AS(quad.forward<Arch>(st, make_matrix<dynamic_extent, const float>(x.data(), 1, dm),
                                      make_matrix(y.data(), 1, dm)),
                   invalid_argument);
 }

@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "micro_gemm.hpp"
+#include "tiling.hpp"
 #include "../simd/blas1.hpp"
 #include "../simd/math.hpp"
 #include "../tensor/view.hpp"
@@ -83,7 +84,7 @@ struct retrieval_combine {
 // Row stride of M that every backend accepts: a multiple of the widest
 // vector (16 floats), so one state layout serves all archs. Columns
 // [d_v, ld_m) are padding and must stay zero (the kernels keep them so).
-constexpr index_t linear_state_ld(index_t d_v) noexcept { return (d_v + 15) / 16 * 16; }
+constexpr index_t linear_state_ld(index_t d_v) noexcept { return round_up(d_v, 16); }
 
 // One head's state: M (d_k, d_v) with row stride ld_m (see linear_state_ld;
 // for a double state any ld_m >= d_v), z (d_k) contiguous. S is float (the
@@ -144,8 +145,6 @@ inline double feature_value(feature_map f, double x) noexcept {
 
 namespace detail {
 
-constexpr index_t round_up_to(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
-
 template <class S>
 inline bool all_zero(const S* z, index_t n) noexcept {
   for (index_t i = 0; i < n; ++i)
@@ -193,7 +192,7 @@ inline void feature_rows_f64(feature_map f, matrix_view<const float> x, index_t 
 template <arch_tag Arch>
 inline void retrieve_rows_f32(linear_state_view<const float> st, const retrieval_norm& nm, bool z_empty,
                               const float* phi, index_t nr, float* num, float* factor) noexcept {
-  const index_t d_k = st.d_k, dvw = round_up_to(st.d_v, Arch::width);
+  const index_t d_k = st.d_k, dvw = round_up(st.d_v, Arch::width);
   block_gemm<Arch, false>(nr, dvw, d_k, phi, d_k, st.m, st.ld_m, num, dvw);
   for (index_t r = 0; r < nr; ++r) {
     const double den = nm.kind == normaliser::z_denominator && !z_empty
@@ -237,7 +236,7 @@ void linear_retrieve(linear_state_view<const S> st, feature_map phi_kind, const 
   LONGCTX_ASSERT(q.extent(1) == d_k && out.extent(0) == n && out.extent(1) == d_v);
   LONGCTX_ASSERT((comb.a == nullptr) == (comb.b == nullptr));
   const bool z_empty = detail::all_zero(st.z, d_k);
-  const index_t R = linear_state_block, dvw = detail::round_up_to(d_v, W);
+  const index_t R = linear_state_block, dvw = round_up(d_v, W);
   const bool vanishes = detail::retrieval_vanishes(nm, z_empty);
   for (index_t r0 = 0; r0 < n; r0 += R) {
     const index_t nr = std::min(R, n - r0);
@@ -310,7 +309,7 @@ void linear_update(linear_state_view<S> st, feature_map phi_kind, update_rule ru
   const bool z_empty = detail::all_zero(st.z, d_k);
   // Delta against a state that retrieves 0 is the linear rule, exactly.
   const bool delta = rule == update_rule::delta && !detail::retrieval_vanishes(nm, z_empty);
-  const index_t R = linear_state_block, dvw = detail::round_up_to(d_v, W);
+  const index_t R = linear_state_block, dvw = round_up(d_v, W);
 
   if constexpr (std::is_same_v<S, float>) {
     LONGCTX_ASSERT(st.ld_m % W == 0 && st.ld_m >= dvw);

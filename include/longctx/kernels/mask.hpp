@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <concepts>
+#include <limits>
 
 #include "../tensor/extents.hpp"
 
@@ -150,5 +151,27 @@ void require_mask(const M& m, const char* where) {
     require(m.sinks >= 0, where, "mask", "sinks must be >= 0, got ", m.sinks);
   }
 }
+
+namespace detail {
+// -inf over the keys row i may not see in tile [j0, j0 + nk), and over the
+// padding [nk, nkp).
+template <class BoundMask>
+inline void mask_row(const BoundMask& mask, index_t i, index_t j0, index_t nk, index_t nkp, bool partial,
+                     float* s) noexcept {
+  if (partial) {
+    if constexpr (requires { mask.row(i); }) {
+      const key_interval r = mask.row(i);
+      for (index_t jj = 0; jj < nk; ++jj) {
+        const index_t j = j0 + jj;
+        if (!((j >= r.lo && j < r.hi) || j < r.prefix)) s[jj] = -std::numeric_limits<float>::infinity();
+      }
+    } else {
+      for (index_t jj = 0; jj < nk; ++jj)
+        if (!mask.visible(i, j0 + jj)) s[jj] = -std::numeric_limits<float>::infinity();
+    }
+  }
+  for (index_t jj = nk; jj < nkp; ++jj) s[jj] = -std::numeric_limits<float>::infinity();
+}
+}  // namespace detail
 
 LONGCTX_NAMESPACE_END

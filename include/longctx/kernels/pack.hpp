@@ -6,11 +6,10 @@
 #include <algorithm>
 
 #include "kv_storage.hpp"
+#include "tiling.hpp"
 #include "../tensor/extents.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
-
-constexpr index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
 
 namespace detail {
 

@@ -9,8 +9,12 @@
 #include <cstring>
 
 #include "../simd/blas1.hpp"
+#include "mask.hpp"
+#include "micro_gemm.hpp"
+#include "online_softmax.hpp"
 #include "pack.hpp"
-#include "tiled_attention.hpp"
+#include "tiling.hpp"
+#include "../tensor/view.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 

@@ -46,29 +46,6 @@ constexpr index_t packed_v_floats(index_t n_kv, index_t d_v) noexcept {
   return (n_kv + BKV - 1) / BKV * BKV * round_up(d_v, Arch::width);
 }
 
-namespace detail {
-// -inf over the keys row i may not see in tile [j0, j0 + nk), and over the
-// padding [nk, nkp).
-template <class BoundMask>
-inline void mask_row(const BoundMask& mask, index_t i, index_t j0, index_t nk, index_t nkp, bool partial,
-                     float* s) noexcept {
-  if (partial) {
-    if constexpr (requires { mask.row(i); }) {
-      const key_interval r = mask.row(i);
-      for (index_t jj = 0; jj < nk; ++jj) {
-        const index_t j = j0 + jj;
-        if (!((j >= r.lo && j < r.hi) || j < r.prefix)) s[jj] = neg_inf;
-      }
-    } else {
-      for (index_t jj = 0; jj < nk; ++jj)
-        if (!mask.visible(i, j0 + jj)) s[jj] = neg_inf;
-    }
-  }
-  for (index_t jj = nk; jj < nkp; ++jj) s[jj] = neg_inf;
-}
-
-}  // namespace detail
-
 // Packs key tile `tile` of k (n_kv, d) into kt_tiles (see packed_kt_floats).
 template <arch_tag Arch, class KV, std::size_t D>
 void pack_kt_tile(matrix_view<const KV, D> k, index_t tile, float* kt_tiles) noexcept {

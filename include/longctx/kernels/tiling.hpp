@@ -8,6 +8,9 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+// x rounded up to a multiple of m (padding of packed tiles and rows).
+constexpr index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
+
 // Micro-tile per arch: mr rows x nr vectors of accumulators, chosen so that
 // mr*nr accumulators + nr B vectors + 1 broadcast fit the register file
 // (16 ymm on AVX2, 32 zmm / q registers on AVX-512 / NEON).

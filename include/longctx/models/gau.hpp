@@ -13,6 +13,7 @@
 
 #include "../kernels/rope.hpp"
 #include "../policies/flash.hpp"
+#include "layer_driver.hpp"
 #include "../tensor/eigen.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -76,18 +77,28 @@ struct gau {
     state_type() = default;
     index_t position() const noexcept { return pos_; }
     const flash::state_type& attention_state() const noexcept { return attn_; }
+    // Bytes held: the attention state and the work buffers of the largest call.
+    std::size_t footprint() const noexcept {
+      std::size_t floats = std::size_t(xn_.size() + h_.size() + a_.size());
+      for (const auto& q : q_) floats += std::size_t(q.size());
+      return attn_.footprint() + floats * sizeof(float);
+    }
 
    private:
     friend struct gau;
+    const gau_weights* w_ = nullptr;  // the layer's weights, which must outlive the state
     flash::state_type attn_;
     index_t pos_ = 0;
     bool closed_ = false;
     gau_weights::matrix xn_, h_, q_[4], a_;  // work buffers, reused across calls
   };
 
+  // A state bound to the layer's weights (kept by reference: they must
+  // outlive it, as a backbone outlives its rmt_state).
   state_type make_state(const gau_weights& w) const {
     check_weights(w, "gau::make_state");
     state_type st;
+    st.w_ = &w;
     st.attn_ = mixed.make_state(attention_dims{.b = 1, .h = 1, .h_kv = 1, .d = w.s(), .d_v = w.e()});
     return st;
   }
@@ -99,10 +110,11 @@ struct gau {
   // is bit-exact. flash_quad and non-causal need the whole sequence in one
   // call on a fresh state. y may alias x.
   template <arch_tag Arch = default_arch, executor Exec = serial_executor>
-  void forward(const gau_weights& w, state_type& st, matrix_view<const float> x, matrix_view<float> y,
-               Exec&& exec = {}) const {
+  void forward(state_type& st, matrix_view<const float> x, matrix_view<float> y, Exec&& exec = {}) const {
     constexpr const char* where = "gau::forward";
-    check_weights(w, where);
+    require(st.w_ != nullptr, where, "state", "not made by make_state");
+    const gau_weights& w = *st.w_;
+    check_weights(w, where);  // the weights may have been resized since make_state
     const index_t n = x.extent(0), dm = w.d_model(), e = w.e(), s = w.s(), hw = 2 * e + s;
     const attention_dims ad = st.attn_.dims();
     require(ad.d == s && ad.d_v == e, where, "state", "made for s ", ad.d, ", e ", ad.d_v, ", weights have s ", s,
@@ -233,5 +245,7 @@ struct gau {
     require(norm_epsilon > 0, where, "norm_epsilon", "must be > 0, got ", norm_epsilon);
   }
 };
+
+static_assert(layer_driver<gau, gau::state_type>, "gau must satisfy layer_driver");
 
 LONGCTX_NAMESPACE_END

@@ -5,7 +5,9 @@
 // as the next memory (m, width). Outputs are the segment rows only.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +16,8 @@
 
 #include "../error.hpp"
 #include "../kernels/rmt_mask.hpp"
+#include "../policies/snapshot.hpp"
+#include "layer_driver.hpp"
 #include "../tensor/view.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -115,55 +119,38 @@ class rmt_state {
   // The current memory (m, width): fixed size for the whole stream.
   matrix_view<const float> memory() const noexcept { return make_matrix(memory_.data(), p_.memory, width_); }
   std::size_t memory_bytes() const noexcept { return memory_.size() * sizeof(float); }
+  // Bytes of the recurrent state (the memory) plus the driver's packing
+  // buffers; the backbone's own per-segment cache is the backbone's.
+  std::size_t footprint() const noexcept {
+    return memory_bytes() + (packed_.size() + packed_out_.size()) * sizeof(float) + pos_.size() * sizeof(index_t);
+  }
   index_t width() const noexcept { return width_; }
   std::uint64_t segments() const noexcept { return segments_; }
   index_t pending() const noexcept { return filled_; }  // tokens of the unfinished decoder segment
 
   // ---- Snapshot / restore of the recurrent state (the memory). --------------
   // Taken at a segment boundary (pending() == 0; flush() first otherwise):
-  // there the memory is the whole state. Bit-exact; restore() rejects a wrong
-  // magic/version, a different policy or width, and truncated or extra bytes.
-  static constexpr std::array<char, 8> snapshot_magic{'L', 'C', 'X', 'R', 'M', 'T', '\0', '\0'};
-  static constexpr std::uint32_t snapshot_version = 1;
-
-  std::vector<std::byte> snapshot() const {
+  // there the memory is the whole state. One longctx snapshot (kind "rmt",
+  // the policy and width as fingerprint, CRC-32C): segments seen, then the
+  // (m, width) memory. restore() leaves the state unchanged on any error.
+  snapshot_bytes snapshot() const {
     require(filled_ == 0, "rmt_state::snapshot", "state", filled_,
             " tokens of an unfinished segment are pending; call rmt::flush first");
-    std::vector<std::byte> out;
-    put(out, snapshot_magic);
-    put(out, snapshot_version);
-    put(out, header());
-    put(out, segments_);
-    const auto* bytes = reinterpret_cast<const std::byte*>(memory_.data());
-    out.insert(out.end(), bytes, bytes + memory_bytes());
-    return out;
+    snapshot_writer w("rmt", fingerprint());
+    w.put(segments_);
+    w.put_array(memory_.data(), memory_.size());
+    return std::move(w).finish();
   }
 
   void restore(std::span<const std::byte> in) {
-    const char* where = "rmt_state::restore";
-    const std::size_t need = sizeof(snapshot_magic) + sizeof(std::uint32_t) + sizeof(header_t) +
-                             sizeof(std::uint64_t) + memory_bytes();
-    require(in.size() >= sizeof(snapshot_magic) + sizeof(std::uint32_t), where, "snapshot", "truncated: ",
-            in.size(), " bytes");
-    std::size_t at = 0;
-    const auto magic = get<std::array<char, 8>>(in, at);
-    require(magic == snapshot_magic, where, "snapshot", "not an RMT snapshot (bad magic)");
-    const auto version = get<std::uint32_t>(in, at);
-    require(version == snapshot_version, where, "snapshot", "version ", version, ", this library reads ",
-            snapshot_version);
-    require(in.size() == need, where, "snapshot", in.size(), " bytes, expected ", need, " for m ", p_.memory,
-            " and width ", width_, in.size() < need ? " (truncated)" : " (trailing bytes)");
-    const auto h = get<header_t>(in, at);
-    const header_t mine = header();
-    require(h.memory == mine.memory && h.width == mine.width, where, "snapshot", "memory (", h.memory, ", ",
-            h.width, ") does not match this state's (", mine.memory, ", ", mine.width, ")");
-    require(h.segment_budget == mine.segment_budget && h.layout == mine.layout &&
-                h.convention == mine.convention && h.position_mode == mine.position_mode &&
-                h.position_offset == mine.position_offset,
-            where, "snapshot", "taken under a different rmt policy (segment budget ", h.segment_budget,
-            ", layout ", h.layout, ", convention ", h.convention, ", positions ", h.position_mode, ")");
-    const auto segs = get<std::uint64_t>(in, at);
-    std::memcpy(memory_.data(), in.data() + at, memory_bytes());
+    snapshot_reader r(in, "rmt", fingerprint(), "rmt_state::restore");
+    const auto segs = r.get<std::uint64_t>("segments");
+    std::vector<float> mem(memory_.size());
+    r.get_array(mem.data(), mem.size(), "memory");
+    r.finish();
+    r.check(std::all_of(mem.begin(), mem.end(), [](float x) { return std::isfinite(x); }), "memory",
+            "a non-finite memory value");
+    memory_.swap(mem);
     segments_ = segs;
     filled_ = 0;
     cache_.clear();
@@ -172,25 +159,13 @@ class rmt_state {
  private:
   friend struct rmt;
 
-  struct header_t {
-    std::int64_t memory, width, segment_budget, position_offset;
-    std::uint32_t layout, convention, position_mode, reserved;
-  };
-  header_t header() const noexcept {
-    return {p_.memory, width_, p_.segment_budget, p_.positions.offset, std::uint32_t(p_.layout),
-            std::uint32_t(p_.convention), std::uint32_t(p_.positions.mode), 0};
-  }
-  template <class T>
-  static void put(std::vector<std::byte>& out, const T& v) {
-    const auto* b = reinterpret_cast<const std::byte*>(&v);
-    out.insert(out.end(), b, b + sizeof(T));
-  }
-  template <class T>
-  static T get(std::span<const std::byte> in, std::size_t& at) {
-    T v;
-    std::memcpy(&v, in.data() + at, sizeof(T));
-    at += sizeof(T);
-    return v;
+  // Everything a memory's meaning depends on: the policy and the width.
+  std::uint64_t fingerprint() const noexcept {
+    config_fingerprint f;
+    f.add(std::int64_t(p_.memory)).add(std::int64_t(width_)).add(std::int64_t(p_.segment_budget));
+    f.add(std::int64_t(p_.positions.offset)).add(std::uint32_t(p_.layout)).add(std::uint32_t(p_.convention));
+    f.add(std::uint32_t(p_.positions.mode));
+    return f.value();
   }
 
   void check_policy(const rmt& p, const char* where) const {

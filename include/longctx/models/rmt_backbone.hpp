@@ -15,6 +15,7 @@
 #include "../attention.hpp"
 #include "../runtime/executor.hpp"
 #include "../kernels/rmt_mask.hpp"
+#include "rmt.hpp"
 #include "../tensor/eigen.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -219,5 +220,7 @@ class rmt_reference_backbone {
   std::vector<layer> layers_;
   double flops_ = 0;
 };
+
+static_assert(layer_driver<rmt, rmt_state<rmt_reference_backbone<>>>, "rmt must satisfy layer_driver");
 
 LONGCTX_NAMESPACE_END

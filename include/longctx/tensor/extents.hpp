@@ -38,11 +38,12 @@ class extents {
     for (std::size_t k = 0; k < in.size(); ++k)
       require(in[k] >= 0, "extents", "sizes", "size ", k, " is negative (", in[k], ")");
     if constexpr (sizeof...(Sizes) == rank_dynamic() && rank_dynamic() != rank()) {
-      for (std::size_t k = 0; k < in.size(); ++k) dyn_[k] = in[k];
+      for (rank_type r = 0, k = 0; r < rank(); ++r)
+        if (statics_[r] == dynamic_extent) ext_[r] = in[k++];
     } else {
       for (rank_type r = 0; r < rank(); ++r) {
         if (statics_[r] == dynamic_extent) {
-          dyn_[dyn_index(r)] = in[r];
+          ext_[r] = in[r];
         } else {
           require(static_cast<std::size_t>(in[r]) == statics_[r], "extents", "sizes", "extent ", r,
                   " is ", in[r], " but the static extent is ", statics_[r]);
@@ -60,7 +61,7 @@ class extents {
     for (rank_type r = 0; r < rank(); ++r) {
       const auto v = static_cast<index_type>(other.extent(r));
       if (statics_[r] == dynamic_extent) {
-        dyn_[dyn_index(r)] = v;
+        ext_[r] = v;
       } else {
         require(static_cast<std::size_t>(v) == statics_[r], "extents", "other", "extent ", r,
                 " is ", v, " but the static extent is ", statics_[r]);
@@ -68,9 +69,7 @@ class extents {
     }
   }
 
-  LONGCTX_INLINE constexpr index_type extent(rank_type r) const noexcept {
-    return statics_[r] == dynamic_extent ? dyn_[dyn_index(r)] : static_cast<index_type>(statics_[r]);
-  }
+  LONGCTX_INLINE constexpr index_type extent(rank_type r) const noexcept { return ext_[r]; }
 
   LONGCTX_INLINE friend constexpr bool operator==(const extents& a, const extents& b) noexcept {
     for (rank_type r = 0; r < rank(); ++r)
@@ -80,12 +79,9 @@ class extents {
 
  private:
   static constexpr std::array<std::size_t, sizeof...(Exts)> statics_{Exts...};
-  LONGCTX_INLINE static constexpr std::size_t dyn_index(rank_type r) noexcept {
-    std::size_t k = 0;
-    for (rank_type i = 0; i < r; ++i) k += statics_[i] == dynamic_extent ? 1 : 0;
-    return k;
-  }
-  std::array<index_type, rank_dynamic()> dyn_{};
+  // Every extent, the static ones included (their values fixed here): one
+  // load per extent(), no index arithmetic for the dynamic ones.
+  std::array<index_type, sizeof...(Exts)> ext_{static_cast<index_type>(Exts == dynamic_extent ? 0 : Exts)...};
 };
 
 namespace extents_detail {
