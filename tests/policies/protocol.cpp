@@ -44,6 +44,10 @@ struct snapkv_case {
   static snapkv make() { return {.budget = 9, .rule = {.window = 3, .kernel = 3}}; }
   static constexpr bool bounded = true;
 };
+struct snapkv_reselect_case {
+  static snapkv make() { return {.budget = 9, .rule = {.window = 3, .kernel = 3, .reselect_every = 4}}; }
+  static constexpr bool bounded = true;
+};
 struct dense_case {
   static dense make() { return {}; }
   static constexpr bool bounded = false;
@@ -59,7 +63,8 @@ struct flash_case {
 };
 
 using cases =
-    std::tuple<tova_case, h2o_case, window_case, sinks_case, snapkv_case, dense_case, infini_case, flash_case>;
+    std::tuple<tova_case, h2o_case, window_case, sinks_case, snapkv_case, snapkv_reselect_case, dense_case, infini_case,
+               flash_case>;
 
 // (case, arch) pairs for TEMPLATE_LIST_TEST_CASE.
 template <class C, class A>

@@ -70,7 +70,7 @@ struct spec {
   prefill_mode prefill = prefill_mode::full_then_top_k;
   index_t chunk = 0;
   std::optional<float> scale{};
-  index_t window = 4, kernel = 3;  // snapkv (window clamped to the budget)
+  index_t window = 4, kernel = 3, reselect = 0;  // snapkv (window clamped to the budget)
   snapkv_pooling pooling = snapkv_pooling::max;
   float scale_for(index_t d) const { return scale ? *scale : default_scale(d); }
 };
@@ -89,7 +89,8 @@ decltype(auto) with_policy(const spec& p, F&& f) {
     case eviction::snapkv:
       return f(typed(p, snapkv_rule{.window = std::clamp<index_t>(p.window, 1, std::max<index_t>(p.budget, 1)),
                                     .kernel = p.kernel,
-                                    .pooling = p.pooling}));
+                                    .pooling = p.pooling,
+                                    .reselect_every = p.reselect}));
     case eviction::full: break;
   }
   return f(typed(p, full_rule{}));
@@ -125,6 +126,7 @@ spec random_policy(test::rng_t& g, index_t t, index_t group) {
     p.window = test::uniform_int(g, 1, int(std::min<index_t>(p.budget, 8)));
     p.kernel = 2 * test::uniform_int(g, 0, 3) + 1;
     p.pooling = test::uniform_int(g, 0, 1) ? snapkv_pooling::max : snapkv_pooling::average;
+    p.reselect = test::uniform_int(g, 0, 1) ? 0 : test::uniform_int(g, 1, 6);
   }
   p.layout = test::uniform_int(g, 0, 1) ? kv_layout::slots : kv_layout::compacted;
   p.aggregation = static_cast<score_aggregation>(test::uniform_int(g, 0, group == 1 ? 2 : 1));
@@ -151,7 +153,7 @@ std::string describe(const spec& p, const stream& s) {
                         int(p.aggregation), " keep_cur ", int(p.current), " sinks ", p.sinks, " recent ", p.recent,
                         " norm ", int(p.h2o_norm), " positions ", int(p.positions), " theta ", p.rope_theta,
                         " prefill ", int(p.prefill), " chunk ", p.chunk, " window ", p.window, " kernel ",
-                        p.kernel, " pooling ", int(p.pooling), " scale ",
+                        p.kernel, " pooling ", int(p.pooling), " reselect ", p.reselect, " scale ",
                         p.scale ? *p.scale : -1.0f, " | b ", s.b, " h ", s.h, " h_kv ", s.hk, " T ", s.t, " d ", s.d,
                         " d_v ", s.dv);
 }
@@ -383,6 +385,32 @@ TEST_CASE("snapkv: the observation window votes at prefill, pooled along the key
                                 {5, 0, 3, 0, 0, 0});
   for (const auto& s : steps) REQUIRE(s.size() <= 3);
   REQUIRE(std::count(steps.back().begin(), steps.back().end(), 0) == 1);  // the heavy key stays
+  // Re-selection: four one-token steps, logit q * k. Votes after position 2
+  // (q = 1, keys 0, 0, 3): rows 0, 1, 2 hold 1.55, 0.55, 0.91; position 3
+  // (q = -1, k = 0) gives them 0.33, 0.33, 0.02 and must evict one of them.
+  // Accumulated votes drop row 1; re-selecting at position 3 ((3 + 1) % 4 ==
+  // 0) ranks by the last query alone and drops row 2, the key it ignores.
+  const auto after_four = [](index_t every) {
+    const std::vector<float> qs{1, 1, 1, -1}, ks{0, 0, 3, 0};
+    const snapkv p{.budget = 3, .rule = {.window = 1, .kernel = 1, .reselect_every = every}};
+    auto st = p.make_state({1, 1, 1, 1, 1});
+    for (std::size_t i = 0; i < qs.size(); ++i) {
+      float o = 0;
+      p.forward(st, {from_bhnd<dynamic_extent, const float>(&qs[i], 1, 1, 1, 1),
+                     from_bhnd<dynamic_extent, const float>(&ks[i], 1, 1, 1, 1),
+                     from_bhnd<dynamic_extent, const float>(&ks[i], 1, 1, 1, 1)},
+                from_bhnd(&o, 1, 1, 1, 1));
+    }
+    return st.held_positions(0);
+  };
+  REQUIRE(after_four(0) == set{0, 2, 3});
+  REQUIRE(after_four(5) == set{0, 2, 3});  // no re-selection at position 3
+  REQUIRE(after_four(4) == set{0, 1, 3});
+  REQUIRE(after_four(2) == set{0, 1, 3});
+  // The ring costs `window` floats per row.
+  REQUIRE(snapkv{.budget = 8, .rule = {.window = 4, .reselect_every = 2}}.make_state({1, 1, 1, 1, 1}).cache().options().row_stats == 5);
+  REQUIRE_THROWS_WITH((snapkv{.budget = 3, .rule = {.window = 1, .reselect_every = -1}}.make_state({1, 1, 1, 1, 1})),
+                      Catch::Contains("rule.reselect_every"));
   REQUIRE_THROWS_WITH((snapkv{.budget = 3, .rule = {.window = 4}}.make_state({1, 1, 1, 1, 1})),
                       Catch::Contains("rule.window"));
   REQUIRE_THROWS_WITH((snapkv{.budget = 3, .rule = {.window = 1, .kernel = 4}}.make_state({1, 1, 1, 1, 1})),

@@ -125,7 +125,7 @@ struct bounded_cache {
     require_dims(dims, where);
     check_params(dims, where);
     state_type st;
-    st.cache_ = kv_cache(dims, kv_cache_options{Rule::row_stats, layout, positions, double(rope_theta),
+    st.cache_ = kv_cache(dims, kv_cache_options{stats_per_row(rule), layout, positions, double(rope_theta),
                                                 unbounded ? 16 : budget + 1});
     st.fp_ = fingerprint(dims);
     st.budget_ = budget;
@@ -374,7 +374,7 @@ struct bounded_cache {
     const bool evicting = !unbounded && n > budget;
     // Rules with lasting statistics (H2O) observe every segment; the others
     // only need scores for a selection.
-    const bool observing = Rule::scored && (Rule::row_stats > 0 || evicting);
+    const bool observing = Rule::scored && (stats_per_row(rule) > 0 || evicting);
     index_t observed = 0;
     if constexpr (requires { rule.observed_rows(c); })
       if (observing) observed = std::clamp<index_t>(rule.observed_rows(c), 0, c);

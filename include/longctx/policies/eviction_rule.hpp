@@ -9,6 +9,8 @@
 // and, where it needs them, the optional hooks (detected with requires):
 //   check(budget, keep_current, where) and add_to(fingerprint) for its
 //     parameters;
+//   stats_per_row(): the floats per row when they depend on the
+//     parameters (row_stats is then the count in the default setting);
 //   observed_rows(c): the last rows of a c-token prefill segment whose
 //     aggregated probabilities it needs (the kernel emits their logits;
 //     none without the hook), and accumulate(ctx, lane, i, c, p, nv,
@@ -48,5 +50,14 @@ concept eviction_rule =
       { r.is_protected(c, i, i) } -> std::same_as<bool>;
       { r.priority(c, i, i, p) } -> std::same_as<float>;
     };
+
+// The statistics floats per row a rule instance owns.
+template <eviction_rule R>
+index_t stats_per_row(const R& r) noexcept {
+  if constexpr (requires { r.stats_per_row(); })
+    return r.stats_per_row();
+  else
+    return R::row_stats;
+}
 
 LONGCTX_NAMESPACE_END

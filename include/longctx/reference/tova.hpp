@@ -22,6 +22,7 @@ struct kv_row {
   std::vector<double> k, v;
   index_t pos = 0;
   double acc = 0, cnt = 0;  // H2O accumulated attention, queries that saw it
+  std::vector<std::pair<index_t, double>> votes;  // snapkv re-selection: (query position, probability)
 };
 
 // The rules the oracle knows, by name (the library's rules are types).
@@ -51,7 +52,7 @@ struct cache_config {
   position_mode positions = position_mode::absolute;
   float rope_theta = 10000.0f;
   std::optional<float> scale{};
-  index_t window = 32, kernel = 7;  // snapkv
+  index_t window = 32, kernel = 7, reselect = 0;  // snapkv
   snapkv_pooling pooling = snapkv_pooling::max;
 
   bool bounded() const noexcept { return policy != eviction::full; }
@@ -68,7 +69,8 @@ cache_config describe(const bounded_cache<Rule>& p) {
   if constexpr (std::is_same_v<Rule, h2o_rule>) c.policy = eviction::h2o, c.recent = p.rule.recent, c.h2o_norm = p.rule.norm;
   if constexpr (std::is_same_v<Rule, full_rule>) c.policy = eviction::full;
   if constexpr (std::is_same_v<Rule, snapkv_rule>)
-    c.policy = eviction::snapkv, c.window = p.rule.window, c.kernel = p.rule.kernel, c.pooling = p.rule.pooling;
+    c.policy = eviction::snapkv, c.window = p.rule.window, c.kernel = p.rule.kernel, c.pooling = p.rule.pooling,
+    c.reselect = p.rule.reselect_every;
   c.budget = p.budget, c.chunk = p.chunk, c.current = p.current, c.aggregation = p.aggregation;
   c.prefill = p.prefill, c.positions = p.positions, c.rope_theta = p.rope_theta, c.scale = p.scale;
   return c;
@@ -100,7 +102,12 @@ class tova_oracle {
           r.acc = st.stats(lane)[2 * s];
           r.cnt = st.stats(lane)[2 * s + 1];
         }
-        if (st.options().row_stats == 1) r.acc = st.stats(lane)[s];  // snapkv: the vote
+        if constexpr (std::is_same_v<Rule, snapkv_rule>) {  // the vote, the ring of the last window's
+          const index_t rs = st.options().row_stats, w = cfg_.window;
+          r.acc = st.stats(lane)[s * rs];
+          for (index_t qp = std::max<index_t>(0, st.next_position() - w); rs > 1 && qp < st.next_position(); ++qp)
+            r.votes.emplace_back(qp, st.stats(lane)[s * rs + 1 + qp % w]);
+        }
         rows.push_back(std::move(r));
       }
     }
@@ -244,9 +251,8 @@ class tova_oracle {
           // The last `window` rows of a prefill segment vote (every decode
           // step's row does); a segment's votes are then pooled over the
           // rows in temporal order, zero padded.
-          for (index_t i = segment_call ? c - std::min(cfg_.window, c) : 0; i < c; ++i)
-            for (index_t j = 0; j <= s0 + i; ++j) rows[std::size_t(j)].acc += agg(bi, hj, i, j);
-          if (segment_call && cfg_.kernel > 1) {
+          const auto pool = [&] {
+            if (cfg_.kernel == 1) return;
             std::vector<double> raw;
             for (const auto& r : rows) raw.push_back(r.acc);
             const index_t half = cfg_.kernel / 2;
@@ -256,7 +262,24 @@ class tova_oracle {
                 x = cfg_.pooling == snapkv_pooling::max ? std::max(x, raw[std::size_t(t)]) : x + raw[std::size_t(t)];
               rows[std::size_t(j)].acc = cfg_.pooling == snapkv_pooling::max ? x : x / double(cfg_.kernel);
             }
+          };
+          for (index_t i = segment_call ? c - std::min(cfg_.window, c) : 0; i < c; ++i)
+            for (index_t j = 0; j <= s0 + i; ++j) {
+              rows[std::size_t(j)].acc += agg(bi, hj, i, j);
+              rows[std::size_t(j)].votes.emplace_back(next_ - c + i, agg(bi, hj, i, j));
+            }
+          // Re-selection after a one-token step at position p, (p + 1) % N
+          // == 0: the vote of the last `window` queries, pooled.
+          const index_t newest = next_ - 1;
+          if (c == 1 && cfg_.reselect > 0 && (newest + 1) % cfg_.reselect == 0) {
+            for (auto& r : rows) {
+              r.acc = 0;
+              for (const auto& [qp, pr] : r.votes)
+                if (qp > newest - cfg_.window) r.acc += pr;
+            }
+            pool();
           }
+          if (segment_call) pool();
         }
         std::vector<double> rank(static_cast<std::size_t>(n));
         for (index_t j = 0; j < n; ++j) {
