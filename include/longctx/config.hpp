@@ -41,6 +41,13 @@
 #else
 #define LONGCTX_HAS_AVX2 0
 #endif
+// F16C (vcvtph2ps / vcvtps2ph): every AVX2 CPU has it; without the flag the
+// f16 conversions take the exact scalar path.
+#if defined(__F16C__)
+#define LONGCTX_HAS_F16C 1
+#else
+#define LONGCTX_HAS_F16C 0
+#endif
 #if defined(__ARM_NEON) && defined(__aarch64__)
 #define LONGCTX_HAS_NEON 1
 #else

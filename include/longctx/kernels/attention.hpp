@@ -58,7 +58,7 @@ attention_shape shape_of_call(const tensor4_view<const float>& q, const tensor4_
 // d_v whole vectors, and every row starting on a vector boundary.
 template <arch_tag Arch, class KV>
 bool readable_in_place(const tensor4_view<const KV>& v) noexcept {
-  if constexpr (!std::is_same_v<KV, float>) {
+  if constexpr (!kv_storage_traits<KV>::gemm_operand) {
     return false;
   } else {
     constexpr index_t W = Arch::width;
@@ -127,7 +127,7 @@ void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, te
       }
       const index_t bk = bi * a.h_kv + hk;
       const float* v_rows = vp + bk * v_head;
-      if constexpr (std::is_same_v<KV, float>)
+      if constexpr (kv_storage_traits<KV>::gemm_operand)
         if (direct_v) v_rows = &v(bi, hk, 0, 0);
       tiled_attention_block<Arch>(
           matrix_view<const float, D>(q.head(bi, hi)), kt + bk * kt_head, v_rows, ldv, a.n_kv,

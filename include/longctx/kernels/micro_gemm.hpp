@@ -2,20 +2,22 @@
 //   C (mr x nv*W) = A (mr x k) B (k x nv*W)                      (overwrite)
 //   C (mr x nv*W) = diag(row_scale) C + A (mr x k) B (k x nv*W)   (accumulate)
 // A row-major (elements broadcast), B row-major and padded to whole vectors
-// (packed by the caller), C padded likewise. The same kernel computes Q K^T
+// (packed by the caller, or rows read in place), in float or any storage type
+// (converted in registers as it is loaded), C padded likewise. The same kernel computes Q K^T
 // (B = packed K^T) and P V (B = packed V), the two products of attention.
 #pragma once
 
 #include <algorithm>
 
+#include "../simd/convert.hpp"
 #include "../simd/vec.hpp"
 #include "../tensor/extents.hpp"
 #include "tiling.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
-template <arch_tag Arch, int MR, int NV, bool Accumulate>
-inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, index_t ldb, float* c,
+template <arch_tag Arch, int MR, int NV, bool Accumulate, class TB = float>
+inline void micro_gemm(index_t k, const float* a, index_t lda, const TB* b, index_t ldb, float* c,
                        index_t ldc, const float* row_scale) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
@@ -30,7 +32,7 @@ inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, i
   }
   for (index_t p = 0; p < k; ++p) {
     V bv[NV];
-    LONGCTX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * ldb + v * W);
+    LONGCTX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = float_io<TB, Arch>::load(b + p * ldb + v * W);
     LONGCTX_UNROLL for (int r = 0; r < MR; ++r) {
       const V ar = V::broadcast(a[r * lda + p]);
       LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = fma(ar, bv[v], acc[r][v]);
@@ -42,21 +44,21 @@ inline void micro_gemm(index_t k, const float* a, index_t lda, const float* b, i
 
 namespace detail {
 // Tail dispatch: rows 1..MR and vectors 1..NR become compile-time constants.
-template <arch_tag Arch, int MR, int NV, bool Acc>
-inline void micro_gemm_rows(int rows, index_t k, const float* a, index_t lda, const float* b,
+template <arch_tag Arch, int MR, int NV, bool Acc, class TB>
+inline void micro_gemm_rows(int rows, index_t k, const float* a, index_t lda, const TB* b,
                             index_t ldb, float* c, index_t ldc, const float* rs) noexcept {
   if constexpr (MR > 0) {
-    if (rows == MR) return micro_gemm<Arch, MR, NV, Acc>(k, a, lda, b, ldb, c, ldc, rs);
-    return micro_gemm_rows<Arch, MR - 1, NV, Acc>(rows, k, a, lda, b, ldb, c, ldc, rs);
+    if (rows == MR) return micro_gemm<Arch, MR, NV, Acc, TB>(k, a, lda, b, ldb, c, ldc, rs);
+    return micro_gemm_rows<Arch, MR - 1, NV, Acc, TB>(rows, k, a, lda, b, ldb, c, ldc, rs);
   }
 }
-template <arch_tag Arch, int MR, int NV, bool Acc>
+template <arch_tag Arch, int MR, int NV, bool Acc, class TB>
 inline void micro_gemm_tail(int rows, int nvec, index_t k, const float* a, index_t lda,
-                            const float* b, index_t ldb, float* c, index_t ldc,
+                            const TB* b, index_t ldb, float* c, index_t ldc,
                             const float* rs) noexcept {
   if constexpr (NV > 0) {
-    if (nvec == NV) return micro_gemm_rows<Arch, MR, NV, Acc>(rows, k, a, lda, b, ldb, c, ldc, rs);
-    return micro_gemm_tail<Arch, MR, NV - 1, Acc>(rows, nvec, k, a, lda, b, ldb, c, ldc, rs);
+    if (nvec == NV) return micro_gemm_rows<Arch, MR, NV, Acc, TB>(rows, k, a, lda, b, ldb, c, ldc, rs);
+    return micro_gemm_tail<Arch, MR, NV - 1, Acc, TB>(rows, nvec, k, a, lda, b, ldb, c, ldc, rs);
   }
 }
 }  // namespace detail
@@ -64,8 +66,8 @@ inline void micro_gemm_tail(int rows, int nvec, index_t k, const float* a, index
 // C (m x n) (=|+=) A (m x k) B (k x n) for any m, n a multiple of W: the
 // micro-kernel swept over the tile, tails dispatched to smaller instances.
 // Accumulate scales C's row r by row_scale[r] first (the online-softmax rescale).
-template <arch_tag Arch, bool Accumulate>
-inline void block_gemm(index_t m, index_t n, index_t k, const float* a, index_t lda, const float* b,
+template <arch_tag Arch, bool Accumulate, class TB = float>
+inline void block_gemm(index_t m, index_t n, index_t k, const float* a, index_t lda, const TB* b,
                        index_t ldb, float* c, index_t ldc, const float* row_scale = nullptr) noexcept {
   using T = gemm_tile_traits<Arch>;
   constexpr index_t W = Arch::width, MR = T::mr, NR = T::nr;
@@ -75,7 +77,7 @@ inline void block_gemm(index_t m, index_t n, index_t k, const float* a, index_t 
     constexpr int NW = 8;
     for (index_t j = 0; j < n; j += NW * W) {
       const int nvec = static_cast<int>(std::min<index_t>(NW, (n - j) / W));
-      detail::micro_gemm_tail<Arch, 1, NW, Accumulate>(1, nvec, k, a, lda, b + j, ldb, c + j, ldc, row_scale);
+      detail::micro_gemm_tail<Arch, 1, NW, Accumulate, TB>(1, nvec, k, a, lda, b + j, ldb, c + j, ldc, row_scale);
     }
     return;
   }
@@ -84,12 +86,12 @@ inline void block_gemm(index_t m, index_t n, index_t k, const float* a, index_t 
     index_t i = 0;
     if (nvec == NR) {
       for (; i + MR <= m; i += MR)
-        micro_gemm<Arch, MR, NR, Accumulate>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc,
+        micro_gemm<Arch, MR, NR, Accumulate, TB>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc,
                                              row_scale ? row_scale + i : nullptr);
     }
     for (; i < m; i += MR) {
       const int rows = static_cast<int>(std::min<index_t>(MR, m - i));
-      detail::micro_gemm_tail<Arch, MR, NR, Accumulate>(rows, nvec, k, a + i * lda, lda, b + j, ldb,
+      detail::micro_gemm_tail<Arch, MR, NR, Accumulate, TB>(rows, nvec, k, a + i * lda, lda, b + j, ldb,
                                                         c + i * ldc + j, ldc,
                                                         row_scale ? row_scale + i : nullptr);
     }

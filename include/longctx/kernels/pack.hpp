@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kv_storage.hpp"
+#include "../simd/convert.hpp"
 #include "tiling.hpp"
 #include "../tensor/extents.hpp"
 
@@ -37,15 +38,17 @@ inline void pack_kt(const KV* k, index_t ldk, index_t d, index_t nk, index_t nkp
 }
 
 // Copy nk rows of V (row stride ldv, d_v columns) into vp (nkp rows, stride
-// dvp), zeroing padding rows and columns.
-template <class KV>
+// dvp), converted to float in registers, zeroing padding rows and columns.
+template <arch_tag Arch, class KV>
 inline void pack_v(const KV* v, index_t ldv, index_t d_v, index_t dvp, index_t nk, index_t nkp,
                    float* vp) noexcept {
   for (index_t jj = 0; jj < nkp; ++jj) {
     float* dst = vp + jj * dvp;
     index_t c = 0;
-    if (jj < nk)
-      for (; c < d_v; ++c) dst[c] = kv_storage_traits<KV>::to_float(v[jj * ldv + c]);
+    if (jj < nk) {
+      to_float_row<Arch>(v + jj * ldv, dst, d_v);
+      c = d_v;
+    }
     for (; c < dvp; ++c) dst[c] = 0.0f;
   }
 }

@@ -64,47 +64,36 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
       if (kind == tile_kind::empty) {
         for (index_t jj = 0; jj < nkp; ++jj) sr[jj] = neg_inf;
       } else {
+        // R keys per dot_rows call (q's loads shared), K read in its storage
+        // type and converted in registers. Prefetch: K rows `ahead` keys on,
+        // and this tile's V rows for the P V product that follows. Measured
+        // 0-7% at n_kv = 32K, 2 threads (fp32), within the host's bandwidth
+        // noise; distances 8-128 were indistinguishable.
+        constexpr int R = 4;
+        constexpr index_t ahead = 16;
         index_t jj = 0;
-        if constexpr (std::is_same_v<KV, float>) {
-          // R keys per dot_rows call (q's loads shared). Prefetch: K rows
-          // `ahead` keys on, and this tile's V rows for the P V product that
-          // follows. Measured 0-7% at n_kv = 32K, 2 threads, within the
-          // host's bandwidth noise; distances 8-128 were indistinguishable.
-          constexpr int R = 4;
-          constexpr index_t ahead = 16;
-          for (; jj + R <= nk; jj += R) {
-            if (r == 0)  // the group's other rows read the same keys
-              for (index_t u = jj; u < jj + R; ++u) {
-                if (j0 + u + ahead < c1) prefetch(k.data() + (j0 + u + ahead) * k.stride(0), d);
-                prefetch(v.data() + (j0 + u) * v.stride(0), d_v);
-              }
-            dot_rows<R, Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), k.stride(0), d, sr + jj);
-            LONGCTX_UNROLL for (int u = 0; u < R; ++u) sr[jj + u] *= scale;
-          }
+        for (; jj + R <= nk; jj += R) {
+          if (r == 0)  // the group's other rows read the same keys
+            for (index_t u = jj; u < jj + R; ++u) {
+              if (j0 + u + ahead < c1) prefetch(k.data() + (j0 + u + ahead) * k.stride(0), d);
+              prefetch(v.data() + (j0 + u) * v.stride(0), d_v);
+            }
+          dot_rows<R, Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), k.stride(0), d, sr + jj);
+          LONGCTX_UNROLL for (int u = 0; u < R; ++u) sr[jj + u] *= scale;
         }
-        for (; jj < nk; ++jj) {
-          if constexpr (std::is_same_v<KV, float>) {
-            sr[jj] = scale * dot<Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), d);
-          } else {
-            float t = 0.0f;  // generic storage: convert element-wise
-            for (index_t p = 0; p < d; ++p)
-              t += q_rows[r][p] * kv_storage_traits<KV>::to_float(k.data()[(j0 + jj) * k.stride(0) + p]);
-            sr[jj] = scale * t;
-          }
-        }
+        for (; jj < nk; ++jj) sr[jj] = scale * dot<Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), d);
         detail::mask_row(mask, q_pos[r], j0, nk, nkp, kind == tile_kind::partial, sr);
       }
       if (logits_rows && logits_rows[r]) std::memcpy(logits_rows[r] + j0, sr, sizeof(float) * std::size_t(nk));
       alpha[r] = softmax_block<Arch>(st[r], sr, nkp);
     }
-    if constexpr (std::is_same_v<KV, float>) {
-      if (d_v % W == 0) {
-        block_gemm<Arch, true>(rows, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc, dvp,
-                               alpha);
-        continue;
-      }
+    // V read in place, converted in registers, when its rows are whole
+    // vectors; a d_v tail is packed (zero-padded) into scratch.
+    if (d_v % W == 0) {
+      block_gemm<Arch, true>(rows, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc, dvp, alpha);
+      continue;
     }
-    detail::pack_v(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, nkp, vp);
+    detail::pack_v<Arch>(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, nkp, vp);
     block_gemm<Arch, true>(rows, dvp, nkp, s, BKV, vp, dvp, acc, dvp, alpha);
   }
 }

@@ -60,7 +60,7 @@ void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noex
   constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   const index_t d_v = v.extent(1), dvp = round_up(d_v, Arch::width);
   const index_t j0 = tile * BKV, nk = std::min(BKV, v.extent(0) - j0);
-  detail::pack_v(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, BKV, v_tiles + j0 * dvp);
+  detail::pack_v<Arch>(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, BKV, v_tiles + j0 * dvp);
 }
 
 // Rows [i0, i1) (at most block_q) of one head. q (n_q, d), kt: the head's

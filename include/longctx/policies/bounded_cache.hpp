@@ -41,17 +41,17 @@ LONGCTX_UNTAGGED_BEGIN
 enum class prefill_mode { full_then_top_k, token_by_token, chunked };
 LONGCTX_UNTAGGED_END
 
-template <eviction_rule Rule>
+template <eviction_rule Rule, kv_storage KV = float>
 struct bounded_cache;
 
-template <eviction_rule Rule>
+template <eviction_rule Rule, kv_storage KV = float>
 class bounded_cache_state {
  public:
   bounded_cache_state() = default;
 
   const attention_dims& dims() const noexcept { return cache_.dims(); }
   // The storage: rows, positions, slot order, the rule's row statistics.
-  const kv_cache& cache() const noexcept { return cache_; }
+  const kv_cache<KV>& cache() const noexcept { return cache_; }
   index_t size() const noexcept { return cache_.size(); }
   index_t next_position() const noexcept { return cache_.next_position(); }
   std::vector<index_t> held_positions(index_t lane) const { return cache_.held_positions(lane); }
@@ -61,8 +61,8 @@ class bounded_cache_state {
 
   // Appends rows without attending to them (a cache warmed from outside: a
   // prefix computed elsewhere, a benchmark): k (b, h_kv, n, d), v (b, h_kv,
-  // n, d_v) at the next positions, rule statistics 0. The cache may not
-  // exceed its budget this way.
+  // n, d_v) at the next positions, converted to the storage type, rule
+  // statistics 0. The cache may not exceed its budget this way.
   void preload(tensor4_view<const float> k, tensor4_view<const float> v) {
     constexpr const char* where = "bounded_cache::preload";
     const attention_dims& a = dims();
@@ -72,7 +72,7 @@ class bounded_cache_state {
     require(v.extent(0) == a.b && v.extent(1) == a.h_kv && v.extent(2) == n && v.extent(3) == value_dim(a), where,
             "v", "must be (b, h_kv, n, d_v), got ", shape_of(v));
     require_views(where, "k", k, "v", v);
-    require(bounded_cache<Rule>::unbounded || cache_.size() + n <= budget_, where, "k", "would hold ", cache_.size() + n,
+    require(bounded_cache<Rule, KV>::unbounded || cache_.size() + n <= budget_, where, "k", "would hold ", cache_.size() + n,
             " rows, the budget is ", budget_);
     cache_.append(k, v);
   }
@@ -86,22 +86,24 @@ class bounded_cache_state {
   // dims; anything else throws invalid_argument and leaves this unchanged.
   void restore(std::span<const std::byte> bytes) {
     snapshot_reader r(bytes, kind(), fp_, "bounded_cache::restore");
-    kv_cache c = kv_cache::read(r, cache_.dims(), cache_.options(), bounded_cache<Rule>::unbounded ? max_rows : budget_);
+    kv_cache<KV> c = kv_cache<KV>::read(r, cache_.dims(), cache_.options(), bounded_cache<Rule, KV>::unbounded ? max_rows : budget_);
     r.finish();
     cache_ = std::move(c);
   }
 
  private:
-  friend struct bounded_cache<Rule>;
+  friend struct bounded_cache<Rule, KV>;
   static constexpr index_t max_rows = index_t(1) << 40;
-  static std::string kind() { return std::string("cache:") + Rule::name; }
+  static std::string kind() { return std::string("cache:") + Rule::name + "/" + kv_storage_traits<KV>::name; }
 
-  kv_cache cache_;
+  kv_cache<KV> cache_;
   std::uint64_t fp_ = 0;
   index_t budget_ = 0;  // restore() and preload() bound the rows by it
 };
 
-template <eviction_rule Rule>
+// KV: the storage type of the cached rows (float, bf16, f16); q, o and
+// every score stay float.
+template <eviction_rule Rule, kv_storage KV>
 struct bounded_cache {
   // ---- Parameters (designated initialisers: tova{.budget = 512}). --------
   index_t budget = -1;  // rows kept per KV head; must be set (>= 0) unless the rule keeps everything
@@ -115,9 +117,10 @@ struct bounded_cache {
   index_t chunk = 0;             // prefill_mode::chunked: tokens per chunk (> 0)
   std::optional<float> scale{};  // unset: default_scale(d)
 
-  using state_type = bounded_cache_state<Rule>;
+  using state_type = bounded_cache_state<Rule, KV>;
   using input_type = sequence_input;
   using rule_type = Rule;
+  using storage_type = KV;
   static constexpr bool unbounded = requires { Rule::unbounded; };
 
   state_type make_state(const attention_dims& dims) const {
@@ -125,7 +128,7 @@ struct bounded_cache {
     require_dims(dims, where);
     check_params(dims, where);
     state_type st;
-    st.cache_ = kv_cache(dims, kv_cache_options{stats_per_row(rule), layout, positions, double(rope_theta),
+    st.cache_ = kv_cache<KV>(dims, kv_cache_options{stats_per_row(rule), layout, positions, double(rope_theta),
                                                 unbounded ? 16 : budget + 1});
     st.fp_ = fingerprint(dims);
     st.budget_ = budget;
@@ -203,7 +206,7 @@ struct bounded_cache {
     return w;
   }
 
-  eviction_context context(kv_cache& c) const noexcept {
+  eviction_context context(kv_cache<KV>& c) const noexcept {
     return {c, unbounded ? c.size() : budget, current == current_token::kept};
   }
 
@@ -268,7 +271,7 @@ struct bounded_cache {
   // the rows repeated victim() calls would keep for fixed priorities.
   // Writes k slots to keep[0, k), sorted by position.
   void select_keep(const eviction_context& ctx, index_t lane, index_t k, const float* scores, index_t* keep) const {
-    const kv_cache& c = ctx.cache;
+    const kv_rows& c = ctx.cache;
     const index_t n = c.size();
     const index_t* pos = c.positions(lane);
     std::vector<index_t> cand, cand_pos;
@@ -291,7 +294,7 @@ struct bounded_cache {
 
   // cache_relative: the caller rotated query i at absolute position p0 + i;
   // it is attended at rank r0 + i. Rotated into the workspace.
-  tensor4_view<const float> relative_queries(const kv_cache& st, tensor4_view<const float> q, index_t r0, index_t p0,
+  tensor4_view<const float> relative_queries(const kv_cache<KV>& st, tensor4_view<const float> q, index_t r0, index_t p0,
                                              std::vector<float>& buf) const {
     if (!st.relative()) return q;
     const index_t b = q.extent(0), h = q.extent(1), n = q.extent(2), d = q.extent(3);
@@ -307,7 +310,7 @@ struct bounded_cache {
   // One token: append, decode over cache + itself (logits and LSE kept),
   // probabilities from them, the rule's statistics, evict one row.
   template <arch_tag Arch, class Exec>
-  void step(kv_cache& st, tensor4_view<const float> q, tensor4_view<const float> k, tensor4_view<const float> v,
+  void step(kv_cache<KV>& st, tensor4_view<const float> q, tensor4_view<const float> k, tensor4_view<const float> v,
             tensor4_view<float> o, Exec&& exec) const {
     const attention_dims& dm = st.dims();
     workspace& w = ws();
@@ -327,7 +330,7 @@ struct bounded_cache {
       logits = tensor4_view<float>(w.logits.data(), E4(b, h, 1, n), {h * cap, cap, cap, 1});
       lse = lse_view(w.lse.data(), dextents<index_t, 3>(b, h, 1));
     }
-    decode_attention<Arch, float>(q, st.keys(), st.values(), o, scale_for(dm.d), no_mask{}, lse, exec, logits);
+    decode_attention<Arch, KV>(q, st.keys(), st.values(), o, scale_for(dm.d), no_mask{}, lse, exec, logits);
     const bool evicting = !unbounded && n > budget;
     if (!Rule::scored && !evicting) return;
     const eviction_context ctx = context(st);
@@ -359,7 +362,7 @@ struct bounded_cache {
   // every cached row is older), the logits of the rows the rule observes
   // emitted by the same kernel call, then one top-k down to the budget.
   template <arch_tag Arch, class Exec>
-  void segment(kv_cache& st, tensor4_view<const float> q, tensor4_view<const float> k, tensor4_view<const float> v,
+  void segment(kv_cache<KV>& st, tensor4_view<const float> q, tensor4_view<const float> k, tensor4_view<const float> v,
                tensor4_view<float> o, Exec&& exec) const {
     const attention_dims& dm = st.dims();
     const index_t c = q.extent(2), s0 = st.size();
@@ -386,7 +389,7 @@ struct bounded_cache {
     // the same key tiles), so the split changes no bit.
     const index_t first = c - observed;
     if (first > 0)
-      prefill_attention<Arch, float>(q.tokens(0, first), st.keys().tokens(0, s0 + first),
+      prefill_attention<Arch, KV>(q.tokens(0, first), st.keys().tokens(0, s0 + first),
                                      st.values().tokens(0, s0 + first), o.tokens(0, first), sc, causal{},
                                      lse_slice(lse, 0, first), exec, row_logits{});
     const index_t rows_per_block = std::max<index_t>(1, observed_logit_floats / std::max<index_t>(1, b * h * n));
@@ -394,7 +397,7 @@ struct bounded_cache {
       const index_t r = std::min(rows_per_block, c - i0), keys = s0 + i0 + r;
       w.logits.resize(std::size_t(b * h * r * keys));
       const auto lg = from_bhnd(w.logits.data(), b, h, r, keys);  // (b, h, r, keys)
-      prefill_attention<Arch, float>(q.tokens(i0, r), st.keys().tokens(0, keys), st.values().tokens(0, keys),
+      prefill_attention<Arch, KV>(q.tokens(i0, r), st.keys().tokens(0, keys), st.values().tokens(0, keys),
                                      o.tokens(i0, r), sc, causal{}, lse_slice(lse, i0, r), exec, row_logits{0, lg});
       w.sel.resize(std::size_t(keys));
       for (index_t bi = 0; bi < b; ++bi)

@@ -34,7 +34,7 @@ enum class current_token { evictable, kept };
 LONGCTX_UNTAGGED_END
 
 struct eviction_context {
-  kv_cache& cache;
+  kv_rows& cache;
   index_t budget;
   bool keep_current;
   index_t newest() const noexcept { return cache.next_position() - 1; }

@@ -3,7 +3,9 @@
 // absolute position, and `row_stats` floats per row that an eviction rule
 // owns (H2O's accumulated attention). It knows nothing of eviction: rules
 // choose slots, the storage moves rows. Views: keys() (b, h_kv, size, d),
-// values() (b, h_kv, size, d_v), rows in slot order.
+// values() (b, h_kv, size, d_v), rows in slot order, in the storage type KV
+// (float, bf16, f16): rows are converted once, when appended (round to
+// nearest even), and snapshots keep the stored bits.
 #pragma once
 
 #include <algorithm>
@@ -14,7 +16,9 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "../kernels/kv_storage.hpp"
 #include "../kernels/rope.hpp"
+#include "../simd/convert.hpp"
 #include "../tensor/view.hpp"
 #include "protocol.hpp"
 
@@ -50,14 +54,10 @@ struct kv_cache_options {
   index_t reserve = 16;         // rows per lane allocated up front
 };
 
-class kv_cache {
+// What eviction rules see of a cache, whatever its storage type: shape,
+// per-row positions and rule statistics, slot order.
+class kv_rows {
  public:
-  kv_cache() = default;
-  // dims and options are checked by the policy that makes the cache.
-  kv_cache(const attention_dims& dims, const kv_cache_options& opt) : dims_(resolved(dims)), opt_(opt) {
-    reserve(std::max<index_t>(opt_.reserve, 1));
-  }
-
   const attention_dims& dims() const noexcept { return dims_; }
   const kv_cache_options& options() const noexcept { return opt_; }
   index_t size() const noexcept { return size_; }           // rows held per lane
@@ -65,30 +65,10 @@ class kv_cache {
   index_t next_position() const noexcept { return next_; }  // tokens appended so far
   index_t lanes() const noexcept { return dims_.b * dims_.h_kv; }
   bool relative() const noexcept { return opt_.positions == position_mode::cache_relative; }
-
-  // Bytes allocated for rows, positions and statistics.
-  std::size_t footprint() const noexcept {
-    const std::size_t per_row = sizeof(float) * std::size_t(dims_.d + dims_.d_v + opt_.row_stats) +
-                                sizeof(index_t) +
-                                (relative() ? sizeof(float) * std::size_t(dims_.d) + sizeof(index_t) : 0);
-    return std::size_t(lanes()) * std::size_t(cap_) * per_row;
-  }
-
-  tensor4_view<const float> keys() const noexcept { return view(k_.data(), dims_.d); }
-  tensor4_view<const float> values() const noexcept { return view(v_.data(), dims_.d_v); }
   // Per lane, slot-indexed.
   const index_t* positions(index_t lane) const noexcept { return pos_.data() + lane * cap_; }
   float* stats(index_t lane) noexcept { return stats_.data() + lane * cap_ * opt_.row_stats; }
   const float* stats(index_t lane) const noexcept { return stats_.data() + lane * cap_ * opt_.row_stats; }
-  // The key as appended (rotated at its absolute position); key_row() is the
-  // attended copy (re-rotated to its rank under cache_relative).
-  const float* original_key_row(index_t lane, index_t slot) const noexcept {
-    return relative() ? kabs_.data() + (lane * cap_ + slot) * dims_.d : key_row(lane, slot);
-  }
-  const float* key_row(index_t lane, index_t slot) const noexcept { return k_.data() + (lane * cap_ + slot) * dims_.d; }
-  const float* value_row(index_t lane, index_t slot) const noexcept {
-    return v_.data() + (lane * cap_ + slot) * dims_.d_v;
-  }
 
   // Slots of a lane sorted by position (temporal order).
   std::vector<index_t> temporal_order(index_t lane) const {
@@ -106,6 +86,51 @@ class kv_cache {
     const index_t* p = positions(lane);
     std::sort(slots, slots + n, [&](index_t a, index_t b) { return p[a] < p[b]; });
   }
+
+ protected:
+  kv_rows() = default;
+  kv_rows(const attention_dims& dims, const kv_cache_options& opt) : dims_(resolved(dims)), opt_(opt) {}
+
+  attention_dims dims_{};
+  kv_cache_options opt_{};
+  index_t cap_ = 0, size_ = 0, next_ = 0;
+  std::vector<float> stats_;  // (lanes, cap, row_stats)
+  std::vector<index_t> pos_;  // (lanes, cap)
+  std::vector<index_t> rot_;  // (lanes, cap) cache_relative: position key_row is rotated to
+};
+
+template <kv_storage KV = float>
+class kv_cache : public kv_rows {
+ public:
+  using storage_type = KV;
+
+  kv_cache() = default;
+  // dims and options are checked by the policy that makes the cache.
+  kv_cache(const attention_dims& dims, const kv_cache_options& opt) : kv_rows(dims, opt) {
+    reserve(std::max<index_t>(opt_.reserve, 1));
+    if (relative() && !std::is_same_v<KV, float>) rot_buf_.resize(std::size_t(2 * dims_.d));
+  }
+
+  // Bytes allocated for rows, positions and statistics.
+  std::size_t footprint() const noexcept {
+    const std::size_t per_row = sizeof(KV) * std::size_t(dims_.d + dims_.d_v) + sizeof(float) * std::size_t(opt_.row_stats) +
+                                sizeof(index_t) +
+                                (relative() ? sizeof(KV) * std::size_t(dims_.d) + sizeof(index_t) : 0);
+    return std::size_t(lanes()) * std::size_t(cap_) * per_row;
+  }
+
+  tensor4_view<const KV> keys() const noexcept { return view(k_.data(), dims_.d); }
+  tensor4_view<const KV> values() const noexcept { return view(v_.data(), dims_.d_v); }
+  // The key as appended (rotated at its absolute position); key_row() is the
+  // attended copy (re-rotated to its rank under cache_relative).
+  const KV* original_key_row(index_t lane, index_t slot) const noexcept {
+    return relative() ? kabs_.data() + (lane * cap_ + slot) * dims_.d : key_row(lane, slot);
+  }
+  const KV* key_row(index_t lane, index_t slot) const noexcept { return k_.data() + (lane * cap_ + slot) * dims_.d; }
+  const KV* value_row(index_t lane, index_t slot) const noexcept {
+    return v_.data() + (lane * cap_ + slot) * dims_.d_v;
+  }
+
 
   // Grows storage to at least `rows` per lane (amortised doubling).
   void reserve(index_t rows) {
@@ -128,12 +153,12 @@ class kv_cache {
         const index_t lane = bi * dims_.h_kv + hk;
         for (index_t i = 0; i < n; ++i) {
           const index_t s = lane * cap_ + size_ + i;
-          std::memcpy(k_.data() + s * d, &k(bi, hk, i, 0), sizeof(float) * std::size_t(d));
-          std::memcpy(v_.data() + s * dv, &v(bi, hk, i, 0), sizeof(float) * std::size_t(dv));
+          from_float_row<default_arch>(&k(bi, hk, i, 0), k_.data() + s * d, d);
+          from_float_row<default_arch>(&v(bi, hk, i, 0), v_.data() + s * dv, dv);
           pos_[std::size_t(s)] = next_ + i;
           std::fill_n(stats_.data() + s * rs, rs, 0.0f);
           if (relative()) {  // rank size_ + i among the rows after this append
-            std::memcpy(kabs_.data() + s * d, k_.data() + s * d, sizeof(float) * std::size_t(d));
+            std::memcpy(kabs_.data() + s * d, k_.data() + s * d, sizeof(KV) * std::size_t(d));
             rot_[std::size_t(s)] = size_ + i;
             rerotate(lane, size_ + i);
           }
@@ -226,8 +251,9 @@ class kv_cache {
     r.check(size >= 0 && size <= max_rows && next >= size && next < std::numeric_limits<std::int64_t>::max() / 2,
             "size", [&] { return detail::concat("size ", size, ", next position ", next, ", at most ", max_rows, " rows"); });
     const index_t d = dims.d, dv = value_dim(dims), lanes = dims.b * dims.h_kv;
-    const std::size_t per_row = sizeof(float) * std::size_t(d + dv + opt.row_stats) + sizeof(std::int64_t) +
-                                (opt.positions == position_mode::cache_relative ? sizeof(float) * std::size_t(d) : 0);
+    const std::size_t per_row = sizeof(KV) * std::size_t(d + dv) + sizeof(float) * std::size_t(opt.row_stats) +
+                                sizeof(std::int64_t) +
+                                (opt.positions == position_mode::cache_relative ? sizeof(KV) * std::size_t(d) : 0);
     r.check(std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(std::max<index_t>(lanes, 1)), "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
     kv_cache c(dims, kv_cache_options{opt.row_stats, opt.layout, opt.positions, opt.rope_theta, std::max<index_t>(index_t(size), 1)});
     for (index_t lane = 0; lane < lanes; ++lane) {
@@ -266,33 +292,42 @@ class kv_cache {
   }
 
  private:
-  tensor4_view<const float> view(const float* base, index_t dim) const noexcept {
-    using E = tensor4_view<const float>::extents_type;
-    return tensor4_view<const float>(base, E(dims_.b, dims_.h_kv, size_, dim),
-                                     {dims_.h_kv * cap_ * dim, cap_ * dim, dim, 1});
+  tensor4_view<const KV> view(const KV* base, index_t dim) const noexcept {
+    using E = typename tensor4_view<const KV>::extents_type;
+    return tensor4_view<const KV>(base, E(dims_.b, dims_.h_kv, size_, dim),
+                                  {dims_.h_kv * cap_ * dim, cap_ * dim, dim, 1});
   }
   void move_row(index_t lane, index_t from, index_t to) noexcept {
     const index_t d = dims_.d, dv = dims_.d_v, rs = opt_.row_stats, f = lane * cap_ + from, t = lane * cap_ + to;
-    std::memcpy(k_.data() + t * d, k_.data() + f * d, sizeof(float) * std::size_t(d));
-    std::memcpy(v_.data() + t * dv, v_.data() + f * dv, sizeof(float) * std::size_t(dv));
+    std::memcpy(k_.data() + t * d, k_.data() + f * d, sizeof(KV) * std::size_t(d));
+    std::memcpy(v_.data() + t * dv, v_.data() + f * dv, sizeof(KV) * std::size_t(dv));
     pos_[std::size_t(t)] = pos_[std::size_t(f)];
     if (rs) std::memcpy(stats_.data() + t * rs, stats_.data() + f * rs, sizeof(float) * std::size_t(rs));
     if (relative()) {
-      std::memcpy(kabs_.data() + t * d, kabs_.data() + f * d, sizeof(float) * std::size_t(d));
+      std::memcpy(kabs_.data() + t * d, kabs_.data() + f * d, sizeof(KV) * std::size_t(d));
       rot_[std::size_t(t)] = rot_[std::size_t(f)];
     }
   }
-  // key_row(slot) = R(rank - position) original key: one rotation, exact.
+  // key_row(slot) = R(rank - position) original key: one rotation, exact
+  // (then rounded to the storage type, from the stored original: no drift).
   void rerotate(index_t lane, index_t slot) noexcept {
     const index_t d = dims_.d, at = lane * cap_ + slot;
-    rope_rotate_row(kabs_.data() + at * d, k_.data() + at * d, d,
-                    double(rot_[std::size_t(at)] - pos_[std::size_t(at)]), opt_.rope_theta);
+    const double delta = double(rot_[std::size_t(at)] - pos_[std::size_t(at)]);
+    if constexpr (std::is_same_v<KV, float>) {
+      rope_rotate_row(kabs_.data() + at * d, k_.data() + at * d, d, delta, opt_.rope_theta);
+    } else {
+      float* buf = rot_buf_.data();  // 2 d floats, sized with the cache
+      to_float_row<default_arch>(kabs_.data() + at * d, buf, d);
+      rope_rotate_row(buf, buf + d, d, delta, opt_.rope_theta);
+      from_float_row<default_arch>(buf + d, k_.data() + at * d, d);
+    }
   }
   void relayout(index_t cap) {
     const index_t d = dims_.d, dv = dims_.d_v, rs = opt_.row_stats, L = lanes();
-    std::vector<float> k(std::size_t(L * cap * d)), v(std::size_t(L * cap * dv)), st(std::size_t(L * cap * rs));
+    std::vector<KV> k(std::size_t(L * cap * d)), v(std::size_t(L * cap * dv));
+    std::vector<float> st(std::size_t(L * cap * rs));
     std::vector<index_t> pos(std::size_t(L * cap));
-    std::vector<float> kabs(relative() ? std::size_t(L * cap * d) : 0);
+    std::vector<KV> kabs(relative() ? std::size_t(L * cap * d) : 0);
     std::vector<index_t> rot(relative() ? std::size_t(L * cap) : 0);
     for (index_t lane = 0; lane < L; ++lane) {
       std::copy_n(k_.data() + lane * cap_ * d, size_ * d, k.data() + lane * cap * d);
@@ -308,13 +343,9 @@ class kv_cache {
     cap_ = cap;
   }
 
-  attention_dims dims_{};
-  kv_cache_options opt_{};
-  index_t cap_ = 0, size_ = 0, next_ = 0;
-  std::vector<float> k_, v_, stats_;  // (lanes, cap, d), (lanes, cap, d_v), (lanes, cap, row_stats)
-  std::vector<index_t> pos_;          // (lanes, cap)
-  std::vector<float> kabs_;           // (lanes, cap, d) cache_relative: keys as appended
-  std::vector<index_t> rot_;          // (lanes, cap) cache_relative: position key_row is rotated to
+  std::vector<KV> k_, v_;  // (lanes, cap, d), (lanes, cap, d_v)
+  std::vector<KV> kabs_;   // (lanes, cap, d) cache_relative: keys as appended
+  std::vector<float> rot_buf_;  // cache_relative, 16-bit storage: one key row in float, rotated
 };
 
 LONGCTX_NAMESPACE_END

@@ -54,14 +54,18 @@ struct cache_config {
   std::optional<float> scale{};
   index_t window = 32, kernel = 7, reselect = 0;  // snapkv
   snapkv_pooling pooling = snapkv_pooling::max;
+  // The storage type's rounding of a float (null: float storage, exact):
+  // rows are attended as the values the cache stores.
+  float (*store)(float) = nullptr;
 
+  double stored(double x) const noexcept { return store ? double(store(float(x))) : x; }
   bool bounded() const noexcept { return policy != eviction::full; }
   index_t h2o_recent() const noexcept { return recent < 0 ? budget / 2 : recent; }
   double scale_for(index_t d) const noexcept { return scale ? *scale : default_scale(d); }
 };
 
-template <class Rule>
-cache_config describe(const bounded_cache<Rule>& p) {
+template <class Rule, class KV>
+cache_config describe(const bounded_cache<Rule, KV>& p) {
   cache_config c;
   if constexpr (std::is_same_v<Rule, tova_rule>) c.policy = eviction::tova;
   if constexpr (std::is_same_v<Rule, window_rule>) c.policy = eviction::window;
@@ -73,6 +77,8 @@ cache_config describe(const bounded_cache<Rule>& p) {
     c.reselect = p.rule.reselect_every;
   c.budget = p.budget, c.chunk = p.chunk, c.current = p.current, c.aggregation = p.aggregation;
   c.prefill = p.prefill, c.positions = p.positions, c.rope_theta = p.rope_theta, c.scale = p.scale;
+  if constexpr (!std::is_same_v<KV, float>)
+    c.store = [](float x) { return kv_storage_traits<KV>::to_float(kv_storage_traits<KV>::from_float(x)); };
   return c;
 }
 
@@ -83,20 +89,26 @@ class tova_oracle {
     lanes_.resize(std::size_t(dm_.b * dm_.h_kv));
     scores_.resize(lanes_.size());
   }
-  template <class Rule>
-  tova_oracle(attention_dims dims, const bounded_cache<Rule>& p) : tova_oracle(dims, describe(p)) {}
+  template <class Rule, class KV>
+  tova_oracle(attention_dims dims, const bounded_cache<Rule, KV>& p) : tova_oracle(dims, describe(p)) {}
 
-  // Takes over the rows (and statistics) of an fp32 cache, in temporal order.
-  template <class Rule>
-  void load(const bounded_cache_state<Rule>& state) {
-    const kv_cache& st = state.cache();
+  // Takes over the rows (and statistics) of a cache, in temporal order, as
+  // the values it stores (a 16-bit row exactly as its float).
+  template <class Rule, class KV>
+  void load(const bounded_cache_state<Rule, KV>& state) {
+    const kv_cache<KV>& st = state.cache();
+    const auto widen = [](const KV* x, index_t n) {
+      std::vector<double> r(static_cast<std::size_t>(n));
+      for (index_t i = 0; i < n; ++i) r[std::size_t(i)] = double(kv_storage_traits<KV>::to_float(x[i]));
+      return r;
+    };
     for (index_t lane = 0; lane < st.lanes(); ++lane) {
       auto& rows = lanes_[std::size_t(lane)];
       rows.clear();
       for (index_t s : st.temporal_order(lane)) {
         kv_row r;
-        r.k.assign(st.original_key_row(lane, s), st.original_key_row(lane, s) + dm_.d);
-        r.v.assign(st.value_row(lane, s), st.value_row(lane, s) + dm_.d_v);
+        r.k = widen(st.original_key_row(lane, s), dm_.d);
+        r.v = widen(st.value_row(lane, s), dm_.d_v);
         r.pos = st.positions(lane)[s];
         if (st.options().row_stats == 2) {  // h2o: accumulated attention, query count
           r.acc = st.stats(lane)[2 * s];
@@ -175,6 +187,8 @@ class tova_oracle {
           kv_row r;
           r.k.assign(&k[std::size_t(((bi * hk + hj) * c + i) * d)], &k[std::size_t(((bi * hk + hj) * c + i) * d)] + d);
           r.v.assign(&v[std::size_t(((bi * hk + hj) * c + i) * dv)], &v[std::size_t(((bi * hk + hj) * c + i) * dv)] + dv);
+          for (auto& x : r.k) x = cfg_.stored(x);
+          for (auto& x : r.v) x = cfg_.stored(x);
           r.pos = next_ + i;
           lanes_[std::size_t(bi * hk + hj)].push_back(std::move(r));
         }
@@ -184,7 +198,7 @@ class tova_oracle {
     // cache_relative: row j attended at its rank j, query i at rank s0 + i
     // (the caller rotated it at absolute next_ - c + i).
     const bool rel = cfg_.positions == position_mode::cache_relative;
-    const auto rotate = [&](std::vector<double> x, double delta) {
+    const auto rotate = [&](std::vector<double> x, double delta, bool key) {
       const index_t half = index_t(x.size()) / 2;
       for (index_t t = 0; rel && delta != 0 && t < half; ++t) {
         const double a = delta * std::pow(double(cfg_.rope_theta), -2.0 * double(t) / double(x.size()));
@@ -192,13 +206,17 @@ class tova_oracle {
         x[std::size_t(t)] = u * std::cos(a) - w * std::sin(a);
         x[std::size_t(t + half)] = w * std::cos(a) + u * std::sin(a);
       }
+      // A 16-bit cache rounds the rotated key to float (the rotation's one
+      // rounding), then to its type.
+      if (rel && key && cfg_.store)
+        for (auto& y : x) y = cfg_.stored(double(float(y)));
       return x;
     };
     std::vector<std::vector<std::vector<double>>> keys(lanes_.size());  // attended keys per lane
     for (std::size_t lane = 0; lane < lanes_.size(); ++lane)
       for (index_t j = 0; j < n; ++j) {
         const auto& r = lanes_[lane][std::size_t(j)];
-        keys[lane].push_back(rotate(r.k, double(j - r.pos)));
+        keys[lane].push_back(rotate(r.k, double(j - r.pos), true));
       }
     // p[(bi, hi, i)][j]: softmax probabilities of row i over keys [0, s0 + i].
     std::vector<std::vector<double>> p(std::size_t(b * h * c));
@@ -211,7 +229,7 @@ class tova_oracle {
           auto& pr = p[std::size_t((bi * h + hi) * c + i)];
           pr.assign(std::size_t(nv), 0.0);
           const float* qf = &q[std::size_t(((bi * h + hi) * c + i) * d)];
-          const auto qr = rotate(std::vector<double>(qf, qf + d), double(s0 - (next_ - c)));
+          const auto qr = rotate(std::vector<double>(qf, qf + d), double(s0 - (next_ - c)), false);
           double m = -std::numeric_limits<double>::infinity();
           for (index_t j = 0; j < nv; ++j) {
             double s = 0;

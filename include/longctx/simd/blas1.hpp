@@ -6,14 +6,16 @@
 #include <cstddef>
 #include <limits>
 
+#include "convert.hpp"
 #include "vec.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
-// sum_i a[i] * b[i]
-template <arch_tag Arch = default_arch>
-inline float dot(const float* a, const float* b, std::ptrdiff_t n) noexcept {
+// sum_i a[i] * b[i]; b may be any storage type (converted in registers).
+template <arch_tag Arch = default_arch, class TB = float>
+inline float dot(const float* a, const TB* b, std::ptrdiff_t n) noexcept {
   using V = vec<float, Arch>;
+  using B = float_io<TB, Arch>;
   constexpr std::ptrdiff_t W = V::width;
   V s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
   // Bounds precomputed (not i + W <= n): GCC 12 otherwise warns of a bogus
@@ -21,15 +23,15 @@ inline float dot(const float* a, const float* b, std::ptrdiff_t n) noexcept {
   const std::ptrdiff_t n4 = n / (4 * W) * (4 * W), n1 = n / W * W;
   std::ptrdiff_t i = 0;
   for (; i < n4; i += 4 * W) {
-    s0 = fma(V::load(a + i), V::load(b + i), s0);
-    s1 = fma(V::load(a + i + W), V::load(b + i + W), s1);
-    s2 = fma(V::load(a + i + 2 * W), V::load(b + i + 2 * W), s2);
-    s3 = fma(V::load(a + i + 3 * W), V::load(b + i + 3 * W), s3);
+    s0 = fma(V::load(a + i), B::load(b + i), s0);
+    s1 = fma(V::load(a + i + W), B::load(b + i + W), s1);
+    s2 = fma(V::load(a + i + 2 * W), B::load(b + i + 2 * W), s2);
+    s3 = fma(V::load(a + i + 3 * W), B::load(b + i + 3 * W), s3);
   }
-  for (; i < n1; i += W) s0 = fma(V::load(a + i), V::load(b + i), s0);
+  for (; i < n1; i += W) s0 = fma(V::load(a + i), B::load(b + i), s0);
   if (i < n) {
     const int t = static_cast<int>(n - i);
-    s1 = fma(V::load_partial(a + i, t), V::load_partial(b + i, t), s1);
+    s1 = fma(V::load_partial(a + i, t), B::load_partial(b + i, t), s1);
   }
   return reduce_add((s0 + s1) + (s2 + s3));
 }
@@ -37,9 +39,10 @@ inline float dot(const float* a, const float* b, std::ptrdiff_t n) noexcept {
 // Hints the cache lines of x[0, n) into cache ahead of use (a no-op where the
 // compiler has no prefetch builtin). Decode uses it to keep more DRAM reads
 // in flight than the hardware prefetcher starts on its own.
-inline void prefetch(const float* x, std::ptrdiff_t n) noexcept {
+template <class T>
+inline void prefetch(const T* x, std::ptrdiff_t n) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
-  constexpr std::ptrdiff_t line = 64 / sizeof(float);
+  constexpr std::ptrdiff_t line = 64 / sizeof(T);
   for (std::ptrdiff_t i = 0; i < n; i += line) __builtin_prefetch(x + i);
 #else
   static_cast<void>(x);
@@ -48,11 +51,13 @@ inline void prefetch(const float* x, std::ptrdiff_t n) noexcept {
 }
 
 // out[r] = sum_i a[i] * b[r * ldb + i] for r in [0, R): R dots against one
-// vector, sharing its loads (decode's Q K^T). Two accumulators per row keep
-// 2R FMA chains in flight.
-template <int R, arch_tag Arch = default_arch>
-inline void dot_rows(const float* a, const float* b, std::ptrdiff_t ldb, std::ptrdiff_t n, float* out) noexcept {
+// vector, sharing its loads (decode's Q K^T; b's rows in any storage type,
+// converted in registers). Two accumulators per row keep 2R FMA chains in
+// flight.
+template <int R, arch_tag Arch = default_arch, class TB = float>
+inline void dot_rows(const float* a, const TB* b, std::ptrdiff_t ldb, std::ptrdiff_t n, float* out) noexcept {
   using V = vec<float, Arch>;
+  using B = float_io<TB, Arch>;
   constexpr std::ptrdiff_t W = V::width;
   V s0[R], s1[R];
   LONGCTX_UNROLL for (int r = 0; r < R; ++r) s0[r] = s1[r] = V::zero();
@@ -61,19 +66,19 @@ inline void dot_rows(const float* a, const float* b, std::ptrdiff_t ldb, std::pt
   for (; i < n2; i += 2 * W) {
     const V x0 = V::load(a + i), x1 = V::load(a + i + W);
     LONGCTX_UNROLL for (int r = 0; r < R; ++r) {
-      s0[r] = fma(x0, V::load(b + r * ldb + i), s0[r]);
-      s1[r] = fma(x1, V::load(b + r * ldb + i + W), s1[r]);
+      s0[r] = fma(x0, B::load(b + r * ldb + i), s0[r]);
+      s1[r] = fma(x1, B::load(b + r * ldb + i + W), s1[r]);
     }
   }
   if (i < n1) {
     const V x0 = V::load(a + i);
-    LONGCTX_UNROLL for (int r = 0; r < R; ++r) s0[r] = fma(x0, V::load(b + r * ldb + i), s0[r]);
+    LONGCTX_UNROLL for (int r = 0; r < R; ++r) s0[r] = fma(x0, B::load(b + r * ldb + i), s0[r]);
     i += W;
   }
   if (i < n) {
     const int t = static_cast<int>(n - i);
     const V x1 = V::load_partial(a + i, t);
-    LONGCTX_UNROLL for (int r = 0; r < R; ++r) s1[r] = fma(x1, V::load_partial(b + r * ldb + i, t), s1[r]);
+    LONGCTX_UNROLL for (int r = 0; r < R; ++r) s1[r] = fma(x1, B::load_partial(b + r * ldb + i, t), s1[r]);
   }
   LONGCTX_UNROLL for (int r = 0; r < R; ++r) out[r] = reduce_add(s0[r] + s1[r]);
 }

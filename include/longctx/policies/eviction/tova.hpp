@@ -30,7 +30,7 @@ struct tova_rule {
   // argmin over the others, ties to the older position.
   template <arch_tag Arch>
   index_t victim(const eviction_context& c, index_t lane, const float* scores) const noexcept {
-    const kv_cache& k = c.cache;
+    const kv_rows& k = c.cache;
     const bool slots = k.options().layout == kv_layout::slots;
     return argmin<Arch>(scores, c.keep_current ? k.size() - 1 : k.size(), slots ? k.positions(lane) : nullptr);
   }

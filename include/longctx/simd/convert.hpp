@@ -1,0 +1,227 @@
+// Conversion loads and stores between K/V storage types and vec<float, Arch>
+// (DESIGN.md section 2): float_io<T, Arch>::load(p) / load_partial(p, n)
+// read W (or the first n) values of T as one float vector, the rest 0;
+// store(p, x) / store_partial(p, x, n) round the lanes to T. Native where
+// the ISA has it:
+//   bf16  a 16-bit widen and a shift left by 16 (load); integer round to
+//         nearest even (store) on AVX2, AVX-512 and NEON (not AVX512_BF16's
+//         vcvtneps2bf16, which flushes subnormals);
+//   f16   F16C vcvtph2ps / vcvtps2ph on x86 (AVX-512 with 16 lanes), NEON
+//         fcvtl / fcvtn; the exact scalar path without F16C;
+// and the scalar path (tensor/storage_types.hpp) everywhere else. Every
+// path gives the scalar conversions' bits (tests/simd/convert.cpp checks all
+// 65,536 patterns per type and backend).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "../tensor/storage_types.hpp"
+#include "vec.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+// Any storage type T with T::from_float and to_float, any backend: through
+// a float buffer of one vector (the scalar backend's path, and the
+// fallback).
+template <class T, arch_tag Arch>
+struct float_io {
+  using V = vec<float, Arch>;
+  static constexpr int W = V::width;
+  static V load(const T* p) noexcept { return load_partial(p, W); }
+  static V load_partial(const T* p, int n) noexcept {
+    float b[W] = {};
+    for (int i = 0; i < n; ++i) b[i] = p[i].to_float();
+    return V::load(b);
+  }
+  static void store(T* p, V x) noexcept { store_partial(p, x, W); }
+  static void store_partial(T* p, V x, int n) noexcept {
+    float b[W];
+    x.store(b);
+    for (int i = 0; i < n; ++i) p[i] = T::from_float(b[i]);
+  }
+};
+
+template <arch_tag Arch>
+struct float_io<float, Arch> {
+  using V = vec<float, Arch>;
+  static V load(const float* p) noexcept { return V::load(p); }
+  static V load_partial(const float* p, int n) noexcept { return V::load_partial(p, n); }
+  static void store(float* p, V x) noexcept { x.store(p); }
+  static void store_partial(float* p, V x, int n) noexcept { x.store_partial(p, n); }
+};
+
+namespace detail {
+// W 16-bit values from p, the first n of them (the rest 0), via a stack copy.
+template <int W>
+inline void load_u16_partial(const void* p, int n, std::uint16_t (&b)[W]) noexcept {
+  for (int i = 0; i < W; ++i) b[i] = 0;
+  std::memcpy(b, p, sizeof(std::uint16_t) * std::size_t(n));
+}
+}  // namespace detail
+
+#if LONGCTX_HAS_AVX2
+namespace detail {
+// Round-to-nearest-even of 8 floats (as int32 bits) to bf16 bits in the low
+// halves: u + 0x7fff + lsb, then >> 16; NaNs quieted.
+inline __m256i bf16_round_avx2(__m256 x) noexcept {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                         _mm256_set1_epi32(0x7f800000));
+  const __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  return _mm256_blendv_epi8(r, q, nan);
+}
+// 8 int32 lanes (each < 2^16) to 8 uint16.
+inline __m128i narrow_u16_avx2(__m256i r) noexcept {
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+}  // namespace detail
+
+template <>
+struct float_io<bf16, avx2> {
+  using V = vec<float, avx2>;
+  static V load(const bf16* p) noexcept {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))};
+  }
+  static V load_partial(const bf16* p, int n) noexcept {
+    std::uint16_t b[8];
+    detail::load_u16_partial(p, n, b);
+    return load(reinterpret_cast<const bf16*>(b));
+  }
+  static void store(bf16* p, V x) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), detail::narrow_u16_avx2(detail::bf16_round_avx2(x.v)));
+  }
+  static void store_partial(bf16* p, V x, int n) noexcept {
+    std::uint16_t b[8];
+    store(reinterpret_cast<bf16*>(b), x);
+    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
+  }
+};
+
+#if LONGCTX_HAS_F16C
+template <>
+struct float_io<f16, avx2> {
+  using V = vec<float, avx2>;
+  static V load(const f16* p) noexcept { return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))}; }
+  static V load_partial(const f16* p, int n) noexcept {
+    std::uint16_t b[8];
+    detail::load_u16_partial(p, n, b);
+    return load(reinterpret_cast<const f16*>(b));
+  }
+  static void store(f16* p, V x) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  static void store_partial(f16* p, V x, int n) noexcept {
+    std::uint16_t b[8];
+    store(reinterpret_cast<f16*>(b), x);
+    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
+  }
+};
+#endif
+#endif  // LONGCTX_HAS_AVX2
+
+#if LONGCTX_HAS_AVX512
+template <>
+struct float_io<bf16, avx512> {
+  using V = vec<float, avx512>;
+  static V widen(__m256i h) noexcept { return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))}; }
+  static V load(const bf16* p) noexcept { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static V load_partial(const bf16* p, int n) noexcept { return widen(_mm256_maskz_loadu_epi16(V::lane_mask(n), p)); }
+  static __m256i narrow(V x) noexcept {
+    const __m512i u = _mm512_castps_si512(x.v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                  _mm512_set1_epi32(0x7f800000));
+    const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q));
+  }
+  static void store(bf16* p, V x) noexcept { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(x)); }
+  static void store_partial(bf16* p, V x, int n) noexcept { _mm256_mask_storeu_epi16(p, V::lane_mask(n), narrow(x)); }
+};
+
+template <>
+struct float_io<f16, avx512> {
+  using V = vec<float, avx512>;
+  static V load(const f16* p) noexcept { return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))}; }
+  static V load_partial(const f16* p, int n) noexcept {
+    return {_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(V::lane_mask(n), p))};
+  }
+  static __m256i narrow(V x) noexcept { return _mm512_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static void store(f16* p, V x) noexcept { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(x)); }
+  static void store_partial(f16* p, V x, int n) noexcept { _mm256_mask_storeu_epi16(p, V::lane_mask(n), narrow(x)); }
+};
+#endif  // LONGCTX_HAS_AVX512
+
+#if LONGCTX_HAS_NEON
+template <>
+struct float_io<bf16, neon> {
+  using V = vec<float, neon>;
+  static V load(const bf16* p) noexcept {
+    return {vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)), 16))};
+  }
+  static V load_partial(const bf16* p, int n) noexcept {
+    std::uint16_t b[4];
+    detail::load_u16_partial(p, n, b);
+    return load(reinterpret_cast<const bf16*>(b));
+  }
+  static void store(bf16* p, V x) noexcept {
+    const uint32x4_t u = vreinterpretq_u32_f32(x.v);
+    const uint32x4_t lsb = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+    const uint32x4_t r = vshrq_n_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), lsb), 16);
+    const uint32x4_t nan = vcgtq_u32(vandq_u32(u, vdupq_n_u32(0x7fffffff)), vdupq_n_u32(0x7f800000));
+    const uint32x4_t q = vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40));
+    vst1_u16(reinterpret_cast<std::uint16_t*>(p), vmovn_u32(vbslq_u32(nan, q, r)));
+  }
+  static void store_partial(bf16* p, V x, int n) noexcept {
+    std::uint16_t b[4];
+    store(reinterpret_cast<bf16*>(b), x);
+    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
+  }
+};
+
+template <>
+struct float_io<f16, neon> {
+  using V = vec<float, neon>;
+  static V load(const f16* p) noexcept {
+    return {vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p))))};
+  }
+  static V load_partial(const f16* p, int n) noexcept {
+    std::uint16_t b[4];
+    detail::load_u16_partial(p, n, b);
+    return load(reinterpret_cast<const f16*>(b));
+  }
+  static void store(f16* p, V x) noexcept {
+    vst1_u16(reinterpret_cast<std::uint16_t*>(p), vreinterpret_u16_f16(vcvt_f16_f32(x.v)));
+  }
+  static void store_partial(f16* p, V x, int n) noexcept {
+    std::uint16_t b[4];
+    store(reinterpret_cast<f16*>(b), x);
+    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
+  }
+};
+#endif  // LONGCTX_HAS_NEON
+
+// n values of T (any storage type) to floats and back, vector by vector.
+template <arch_tag Arch, class T>
+inline void to_float_row(const T* src, float* dst, std::ptrdiff_t n) noexcept {
+  using IO = float_io<T, Arch>;
+  constexpr std::ptrdiff_t W = Arch::width;
+  std::ptrdiff_t i = 0;
+  for (; i + W <= n; i += W) IO::load(src + i).store(dst + i);
+  if (i < n) IO::load_partial(src + i, int(n - i)).store_partial(dst + i, int(n - i));
+}
+template <arch_tag Arch, class T>
+inline void from_float_row(const float* src, T* dst, std::ptrdiff_t n) noexcept {
+  using V = vec<float, Arch>;
+  using IO = float_io<T, Arch>;
+  constexpr std::ptrdiff_t W = Arch::width;
+  std::ptrdiff_t i = 0;
+  for (; i + W <= n; i += W) IO::store(dst + i, V::load(src + i));
+  if (i < n) IO::store_partial(dst + i, V::load_partial(src + i, int(n - i)), int(n - i));
+}
+
+LONGCTX_NAMESPACE_END
