@@ -1,12 +1,17 @@
-// Exact attention: tiled prefill (causal and not, d = 64 and 128, H = 8) and
-// split-KV decode (d = 128, H = 8), 1 and 2 threads; and, in the same binary,
-// the straightforward Eigen implementation (Q K^T GEMM, row softmax, P V GEMM)
-// a user would otherwise write, as the in-run baseline. Ratios: bench/compare.py.
+// Exact attention: tiled prefill (causal and not, d = 64 and 128, H = 8;
+// causal d = 128 with K/V stored as f32, bf16, f16) and split-KV decode
+// (d = 128, H = 8, per storage type, hot and cold), 1 and 2 threads; and, in
+// the same binary, the straightforward Eigen implementation (Q K^T GEMM, row
+// softmax, P V GEMM) a user would otherwise write, as the in-run baseline.
+// Ratios: bench/compare.py. Decode reports the K/V bytes it reads (B/s) and
+// their fraction of the read bandwidth this binary measured (of_read_bw).
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <longctx/attention.hpp>
@@ -49,6 +54,36 @@ void BM_prefill(benchmark::State& st) {
   bench::label(st, Causal ? "causal" : "full");
 }
 
+// n values of T from random floats in [-1, 1) (rounded to T).
+template <class T>
+std::vector<T> random_stored(std::size_t n, unsigned seed) {
+  const auto f = bench::random_floats(n, seed);
+  std::vector<T> r(n);
+  from_float_row<default_arch>(f.data(), r.data(), std::ptrdiff_t(n));
+  return r;
+}
+
+// Causal prefill, d = 128, with K and V stored as KV (Q and O float): the
+// conversion happens once per K/V tile, in the packing.
+template <class KV>
+void BM_prefill_kv(benchmark::State& st) {
+  constexpr index_t D = 128;
+  const index_t n = st.range(0);
+  const int threads = int(st.range(1));
+  const auto q = bench::random_floats(std::size_t(H * n * D), 1);
+  const auto k = random_stored<KV>(std::size_t(H * n * D), 2), v = random_stored<KV>(std::size_t(H * n * D), 3);
+  std::vector<float> o(std::size_t(H * n * D));
+  thread_pool pool{std::size_t(threads)};
+  for (auto _ : st) {
+    attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), from_bhnd<D, const KV>(k.data(), 1, H, n, D),
+                                from_bhnd<D, const KV>(v.data(), 1, H, n, D), from_bhnd<D>(o.data(), 1, H, n, D),
+                                1.0f / std::sqrt(float(D)), causal{}, {}, pool);
+    benchmark::DoNotOptimize(o.data());
+  }
+  bench::set_flops(st, attention_flops(n, n, D, true), threads);
+  bench::label(st, (std::string("causal kv ") + kv_storage_traits<KV>::name).c_str());
+}
+
 // The Eigen version a user would write: per head S = Q K^T * scale, masked
 // row softmax, O = P V; heads spread over the same pool.
 template <index_t D, bool Causal>
@@ -84,23 +119,35 @@ void BM_prefill_eigen(benchmark::State& st) {
   st.SetLabel(Causal ? "eigen causal" : "eigen full");
 }
 
+// Split-KV decode of one token over n_kv rows stored as KV. hot: one cache,
+// read again every iteration (it may sit in a large LLC); cold: iterations
+// cycle through distinct caches whose total is at least max(1 GiB, 3 x the
+// LLC), so every read comes from DRAM.
+template <class KV>
 void BM_decode(benchmark::State& st) {
   constexpr index_t D = 128;
   const index_t n_kv = st.range(0);
   const int threads = int(st.range(1));
-  auto q = bench::random_floats(std::size_t(H * D), 1), k = bench::random_floats(std::size_t(H * n_kv * D), 2),
-       v = bench::random_floats(std::size_t(H * n_kv * D), 3);
+  const bool cold = st.range(2) != 0;
+  const std::size_t values = std::size_t(H * n_kv * D), bytes = 2 * values * sizeof(KV);
+  const std::size_t total = std::max<std::size_t>(std::size_t(1) << 30, 3 * bench::limits().llc_bytes);
+  const std::size_t copies = cold ? std::max<std::size_t>(2, (total + bytes - 1) / bytes) : 1;
+  const auto q = bench::random_floats(std::size_t(H * D), 1);
+  const auto k0 = random_stored<KV>(values, 2), v0 = random_stored<KV>(values, 3);
+  std::vector<std::vector<KV>> ks(copies, k0), vs(copies, v0);  // distinct memory, same values
   std::vector<float> o(std::size_t(H * D));
   thread_pool pool{std::size_t(threads)};
+  std::size_t i = 0;
   for (auto _ : st) {
-    decode(from_bhnd<D>(q.data(), 1, H, 1, D), from_bhnd<D>(k.data(), 1, H, n_kv, D),
-           from_bhnd<D>(v.data(), 1, H, n_kv, D), from_bhnd<D>(o.data(), 1, H, 1, D), 1.0f / std::sqrt(float(D)),
-           no_mask{}, {}, pool);
+    const std::size_t c = i++ % copies;
+    decode<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, 1, D), from_bhnd<D, const KV>(ks[c].data(), 1, H, n_kv, D),
+                             from_bhnd<D, const KV>(vs[c].data(), 1, H, n_kv, D), from_bhnd<D>(o.data(), 1, H, 1, D),
+                             1.0f / std::sqrt(float(D)), no_mask{}, {}, pool);
     benchmark::DoNotOptimize(o.data());
   }
-  bench::set_bytes(st, 2.0 * double(H * n_kv * D) * sizeof(float));
+  bench::set_bytes(st, double(bytes), threads);
   bench::set_flops(st, attention_flops(1, n_kv, D, false), threads);
-  bench::label(st, "decode");
+  bench::label(st, (std::string("decode ") + kv_storage_traits<KV>::name + (cold ? " cold" : " hot")).c_str());
 }
 
 void prefill_args(benchmark::internal::Benchmark* b) {
@@ -114,9 +161,15 @@ void eigen_args(benchmark::internal::Benchmark* b) {  // S is n x n per head: ca
   b->ArgNames({"n", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 void decode_args(benchmark::internal::Benchmark* b) {
+  for (int cold : {1, 0})
+    for (int t : {1, 2})
+      for (index_t n : {4096, 8192, 16384, 32768}) b->Args({n, t, cold});
+  b->ArgNames({"n_kv", "threads", "cold"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+void prefill_kv_args(benchmark::internal::Benchmark* b) {
   for (int t : {1, 2})
-    for (index_t n : {4096, 8192, 16384, 32768}) b->Args({n, t});
-  b->ArgNames({"n_kv", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+    for (index_t n : {1024, 4096}) b->Args({n, t});
+  b->ArgNames({"n", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 }  // namespace
@@ -128,4 +181,9 @@ BENCHMARK(BM_prefill<64, false>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_eigen<128, true>)->Apply(eigen_args);
 BENCHMARK(BM_prefill_eigen<64, true>)->Apply(eigen_args);
 BENCHMARK(BM_prefill_eigen<128, false>)->Apply(eigen_args);
-BENCHMARK(BM_decode)->Apply(decode_args);
+BENCHMARK(BM_prefill_kv<float>)->Apply(prefill_kv_args);
+BENCHMARK(BM_prefill_kv<bf16>)->Apply(prefill_kv_args);
+BENCHMARK(BM_prefill_kv<f16>)->Apply(prefill_kv_args);
+BENCHMARK(BM_decode<float>)->Apply(decode_args);
+BENCHMARK(BM_decode<bf16>)->Apply(decode_args);
+BENCHMARK(BM_decode<f16>)->Apply(decode_args);

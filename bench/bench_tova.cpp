@@ -1,4 +1,5 @@
-// Bounded KV cache decode (d = 128, H = h_kv = 8, fp32, 2 threads): one step
+// Bounded KV cache decode (d = 128, H = h_kv = 8, 2 threads; K/V f32, and
+// bf16 / f16 for TOVA at budget 4096): one step
 // = append + split-KV decode over budget + 1 rows (logits kept) + scores +
 // eviction. Compared with the bare decode kernel on the same rows (the
 // eviction overhead is the difference), with the full cache after a 32K
@@ -40,8 +41,8 @@ typename Policy::state_type filled(const Policy& p, index_t rows) {
   return st;
 }
 
-void set_step_counters(benchmark::State& state, index_t rows) {
-  bench::set_bytes(state, double(rows) * HKV * 2 * D * sizeof(float));  // K and V streamed once
+void set_step_counters(benchmark::State& state, index_t rows, std::size_t kv_bytes = sizeof(float)) {
+  bench::set_bytes(state, double(rows) * HKV * 2 * D * double(kv_bytes), 2);  // K and V streamed once
   bench::set_flops(state, 4.0 * double(rows) * H * D, 2);
   bench::set_tokens(state, 1);
   bench::label(state);
@@ -75,6 +76,23 @@ void step_at(benchmark::State& state, index_t budget, kv_layout layout) {
   set_step_counters(state, budget + 1);
   state.SetLabel(std::string(default_arch::name) + " " + Rule::name +
                  (layout == kv_layout::compacted ? " compacted" : ""));
+}
+
+// TOVA at budget 4096 caching K/V as f32, bf16, f16 (argument 0, 1, 2).
+template <class KV>
+void step_stored(benchmark::State& state, index_t budget) {
+  const bounded_cache<tova_rule, KV> p{.budget = budget};
+  auto st = filled(p, budget);
+  run_steps(state, p, st);
+  set_step_counters(state, budget + 1, sizeof(KV));
+  state.SetLabel(std::string(default_arch::name) + " tova kv " + kv_storage_traits<KV>::name);
+}
+void BM_step_storage(benchmark::State& state) {
+  switch (state.range(0)) {
+    case 1: return step_stored<bf16>(state, state.range(1));
+    case 2: return step_stored<f16>(state, state.range(1));
+  }
+  step_stored<float>(state, state.range(1));
 }
 
 void BM_step(benchmark::State& state) {
@@ -126,7 +144,7 @@ void BM_decode_kernel(benchmark::State& state) {
 // noisy decode timings cannot resolve a 1% overhead.
 void BM_eviction_only(benchmark::State& state) {
   const index_t budget = state.range(0);
-  kv_cache st({1, H, HKV, D, D}, kv_cache_options{.reserve = budget + 1});
+  kv_cache<float> st({1, H, HKV, D, D}, kv_cache_options{.reserve = budget + 1});
   const index_t n = budget + 1;
   const auto logits = bench::random_floats(std::size_t(H * n), 6), k = bench::random_floats(std::size_t(HKV * D), 7);
   std::vector<float> prob(std::size_t(H * n)), score(static_cast<std::size_t>(n)), lse(std::size_t(H), 5.0f);
@@ -192,6 +210,11 @@ void budgets(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_step)->Apply(budgets)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_step_storage)
+    ->ArgsProduct({{0, 1, 2}, {4096}})
+    ->ArgNames({"kv", "budget"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK(BM_decode_kernel)
     ->ArgsProduct({{513, 1025, 2049, 4097, 8193, 32768}, {0, 1}})
     ->ArgNames({"n", "logits"})

@@ -1,7 +1,6 @@
 // Benchmark support: rate counters (FLOP/s, bytes/s, tokens/s) with the
-// fraction of this machine's limits, and the backend as label. Limits are
-// those of the development machine (DESIGN.md section 8): 2 cores, about
-// 115 GFLOP/s fp32 FMA per core and about 30 GB/s DRAM.
+// fraction of this machine's limits as the same binary measured them at
+// start-up (limits.hpp), and the backend as label.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -12,24 +11,27 @@
 
 #include <longctx/simd/arch.hpp>
 
-namespace longctx::bench {
+#include "limits.hpp"
 
-inline constexpr double peak_flops_per_core = 115e9;
-inline constexpr double dram_bytes_per_s = 30e9;
+namespace longctx::bench {
 
 using benchmark::Counter;
 
 // `flops` per iteration (useful work: causal counts only visible products).
-// "peak" is the fraction of `threads` cores' FMA peak.
+// "peak" is the fraction of the measured FMA peak of `threads` threads.
 inline void set_flops(benchmark::State& st, double flops, int threads = 1) {
   st.counters["FLOP/s"] = Counter(flops, Counter::kIsIterationInvariantRate, Counter::kIs1000);
-  st.counters["peak"] = Counter(flops / (peak_flops_per_core * threads), Counter::kIsIterationInvariantRate);
+  const double peak = fma_peak(threads);
+  st.counters["peak"] = Counter(peak > 0 ? flops / peak : 0.0, Counter::kIsIterationInvariantRate);
 }
 
-// `bytes` moved from memory per iteration; "dram" is the fraction of 30 GB/s.
-inline void set_bytes(benchmark::State& st, double bytes) {
+// `bytes` read from memory per iteration; "of_read_bw" is the fraction of
+// the read bandwidth `threads` threads measured (a plain sum over an array
+// larger than the LLC).
+inline void set_bytes(benchmark::State& st, double bytes, int threads) {
   st.counters["B/s"] = Counter(bytes, Counter::kIsIterationInvariantRate, Counter::kIs1024);
-  st.counters["dram"] = Counter(bytes / dram_bytes_per_s, Counter::kIsIterationInvariantRate);
+  const double bw = read_bandwidth(threads);
+  st.counters["of_read_bw"] = Counter(bw > 0 ? bytes / bw : 0.0, Counter::kIsIterationInvariantRate);
 }
 
 inline void set_tokens(benchmark::State& st, double tokens) {

@@ -48,6 +48,25 @@ struct snapkv_reselect_case {
   static snapkv make() { return {.budget = 9, .rule = {.window = 3, .kernel = 3, .reselect_every = 4}}; }
   static constexpr bool bounded = true;
 };
+// 16-bit storage: the same properties hold for every storage type.
+struct tova_bf16_case {
+  static bounded_cache<tova_rule, bf16> make() { return {.budget = 9}; }
+  static constexpr bool bounded = true;
+};
+struct sinks_f16_relative_case {  // re-rotation of 16-bit keys
+  static bounded_cache<sinks_rule, f16> make() {
+    return {.budget = 8, .rule = {.sinks = 2}, .positions = position_mode::cache_relative};
+  }
+  static constexpr bool bounded = true;
+};
+struct dense_f16_case {
+  static bounded_cache<full_rule, f16> make() { return {}; }
+  static constexpr bool bounded = false;
+};
+struct infini_bf16_case {
+  static basic_infini<float, bf16> make() { return {.segment = 6, .update = update_rule::delta}; }
+  static constexpr bool bounded = true;
+};
 struct dense_case {
   static dense make() { return {}; }
   static constexpr bool bounded = false;
@@ -64,7 +83,7 @@ struct flash_case {
 
 using cases =
     std::tuple<tova_case, h2o_case, window_case, sinks_case, snapkv_case, snapkv_reselect_case, dense_case, infini_case,
-               flash_case>;
+               flash_case, tova_bf16_case, sinks_f16_relative_case, dense_f16_case, infini_bf16_case>;
 
 // (case, arch) pairs for TEMPLATE_LIST_TEST_CASE.
 template <class C, class A>

@@ -7,6 +7,10 @@
 // thread properties in protocol.cpp.
 #include <catch2/catch.hpp>
 
+#include <vector>
+
+#include <longctx/policies/infini.hpp>
+
 #include "../support/support.hpp"
 #include "cache_spec.hpp"
 
@@ -36,4 +40,72 @@ TEST_CASE("bounded caches in bf16 and f16: footprint counts 2-byte rows", "[poli
   auto copy = b16;
   REQUIRE_THROWS_AS(copy.restore(h16.snapshot()), longctx::invalid_argument);
   REQUIRE_THROWS_AS(copy.restore(f32.snapshot()), longctx::invalid_argument);
+}
+
+namespace {
+
+// x rounded to T and back: the values a T cache stores, as floats.
+template <class T>
+std::vector<float> rounded(const std::vector<float>& x) {
+  std::vector<float> r(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) r[i] = T::from_float(x[i]).to_float();
+  return r;
+}
+
+// The stream through a fresh state of p, in the given calls; every output.
+template <class Arch, class P>
+std::vector<float> outputs(const P& p, const attention_dims& dm, index_t t, const std::vector<float>& q,
+                           const std::vector<float>& k, const std::vector<float>& v, const std::vector<index_t>& calls) {
+  auto st = p.make_state(dm);
+  const index_t dv = value_dim(dm);
+  std::vector<float> out(std::size_t(dm.b * dm.h * t * dv));
+  const auto o = from_bhnd(out.data(), dm.b, dm.h, t, dv);
+  index_t at = 0;
+  for (index_t n : calls) {
+    using In = typename P::input_type;
+    p.template forward<Arch>(st,
+                             In{from_bhnd<dynamic_extent, const float>(q.data(), dm.b, dm.h, t, dm.d).tokens(at, n),
+                                from_bhnd<dynamic_extent, const float>(k.data(), dm.b, dm.h_kv, t, dm.d).tokens(at, n),
+                                from_bhnd<dynamic_extent, const float>(v.data(), dm.b, dm.h_kv, t, dv).tokens(at, n)},
+                             o.tokens(at, n));
+    at += n;
+  }
+  return out;
+}
+
+// Loads convert exactly and the kernels run the same arithmetic on the same
+// values, so a T policy fed float K/V equals the float policy fed K/V
+// already rounded to T, bit for bit (absolute positions: cache_relative
+// also rounds the re-rotated keys).
+template <class Arch, class T, class Make>
+void equals_float_on_rounded(Make make) {
+  test::rng_t g(test::seed_for(97, 0));
+  const attention_dims dm{2, 4, 2, 32, 24};
+  const index_t t = 70;
+  const auto q = test::random_floats(g, std::size_t(dm.b * dm.h * t * dm.d));
+  const auto k = test::random_floats(g, std::size_t(dm.b * dm.h_kv * t * dm.d));
+  const auto v = test::random_floats(g, std::size_t(dm.b * dm.h_kv * t * dm.d_v), -2, 2);
+  const std::vector<index_t> calls{23, 1, 1, 9, 1, 12, 1, 1, 1, 20};
+  const auto p16 = make(T{});
+  const auto p32 = make(float{});
+  REQUIRE(outputs<Arch>(p16, dm, t, q, k, v, calls) == outputs<Arch>(p32, dm, t, q, rounded<T>(k), rounded<T>(v), calls));
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("16-bit K/V: a policy equals its float twin fed the rounded K/V, bit for bit",
+                        "[policies][storage]", compiled_archs) {
+  using Arch = TestType;
+  const auto each = [&]<class T>(T) {
+    INFO("storage " << kv_storage_traits<T>::name);
+    equals_float_on_rounded<Arch, T>([]<class KV>(KV) { return bounded_cache<tova_rule, KV>{.budget = 17}; });
+    equals_float_on_rounded<Arch, T>(
+        []<class KV>(KV) { return bounded_cache<h2o_rule, KV>{.budget = 17, .rule = {.recent = 5}}; });
+    equals_float_on_rounded<Arch, T>(
+        []<class KV>(KV) { return bounded_cache<snapkv_rule, KV>{.budget = 17, .rule = {.window = 4, .reselect_every = 3}}; });
+    equals_float_on_rounded<Arch, T>([]<class KV>(KV) { return bounded_cache<full_rule, KV>{}; });
+    equals_float_on_rounded<Arch, T>([]<class KV>(KV) { return basic_infini<float, KV>{.segment = 16, .beta = {0.3f, -1, 2, 0}}; });
+  };
+  each(bf16{});
+  each(f16{});
 }

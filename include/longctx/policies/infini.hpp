@@ -17,12 +17,14 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../kernels/attention.hpp"
 #include "../kernels/linear_state.hpp"
 #include "../kernels/scale.hpp"
 #include "../runtime/scratch.hpp"
+#include "../simd/convert.hpp"
 #include "protocol.hpp"
 #include "snapshot.hpp"
 
@@ -63,7 +65,7 @@ constexpr std::uint64_t infini_memory_values(std::uint64_t layers, std::uint64_t
 // every byte held, these plus the gate factors.
 struct infini_footprint {
   std::uint64_t memory_values = 0;  // M and z of every memory head (the paper's count)
-  std::uint64_t buffer_values = 0;  // the unfinished segment's K, V, K_mem rows (fp32)
+  std::uint64_t buffer_values = 0;  // the unfinished segment's K, V, K_mem rows (in the K/V storage type)
   std::uint64_t bytes = 0;          // both, at their storage precision
 };
 
@@ -75,11 +77,18 @@ template <class S>
 S* infini_scratch(index_t elems) {
   return thread_scratch<infini_tag, S>(elems);
 }
-inline constexpr const char* infini_kind = "infini";
+template <class KV>
+std::string infini_kind() {
+  return std::string("infini/") + kv_storage_traits<KV>::name;
+}
 }  // namespace detail
 
-// State = memory (fp32, or double with basic_infini<double>) + the partial segment.
-template <class S = float>
+// State = memory (fp32, or double with basic_infini<double>) + the partial
+// segment, whose K, K_mem and V rows are stored as KV (float, bf16, f16):
+// local attention reads them in that type, and a finished segment folds
+// into the memory the values stored (so any split of the stream gives the
+// same bits; with float storage a whole segment is read in place).
+template <class S = float, kv_storage KV = float>
 struct basic_infini {
   static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
                 "basic_infini<S>: the memory state type S must be float or double");
@@ -162,7 +171,7 @@ struct basic_infini {
     // position, token and segment counts, M and z without padding, then the
     // unfinished segment's K, K_mem, V rows of every KV head.
     snapshot_bytes snapshot() const {
-      snapshot_writer w(detail::infini_kind, fingerprint_);
+      snapshot_writer w(detail::infini_kind<KV>(), fingerprint_);
       w.put(std::int64_t(pos_));
       w.put(tokens_);
       w.put(folded_);
@@ -176,7 +185,7 @@ struct basic_infini {
     void restore(std::span<const std::byte> bytes) {
       constexpr const char* where = "infini::state_type::restore";
       require(segment_ > 0, where, "this", "not made by make_state");
-      snapshot_reader r(bytes, detail::infini_kind, fingerprint_, where);
+      snapshot_reader r(bytes, detail::infini_kind<KV>(), fingerprint_, where);
       state_type fresh = blank();
       const auto pos = r.get<std::int64_t>("position");
       r.check(pos >= 0 && pos < segment_, "position", [&] {
@@ -223,9 +232,9 @@ struct basic_infini {
       const std::size_t n_mem = std::size_t(dims_.b * h_mem_), rows = std::size_t(dims_.b * dims_.h_kv * segment_);
       m_.assign(n_mem * std::size_t(dims_.d * ld_m_), S(0));
       z_.assign(n_mem * std::size_t(dims_.d), S(0));
-      k_buf_.assign(rows * std::size_t(dims_.d), 0.0f);
-      km_buf_.assign(rows * std::size_t(dims_.d), 0.0f);
-      v_buf_.assign(rows * std::size_t(dims_.d_v), 0.0f);
+      k_buf_.assign(rows * std::size_t(dims_.d), KV{});
+      km_buf_.assign(rows * std::size_t(dims_.d), KV{});
+      v_buf_.assign(rows * std::size_t(dims_.d_v), KV{});
     }
 
     // Calls f(pointer, count, field) over every stored range, in snapshot
@@ -253,7 +262,7 @@ struct basic_infini {
     index_t segment_ = 0, h_mem_ = 0, ld_m_ = 0, pos_ = 0;
     std::uint64_t tokens_ = 0, folded_ = 0, fingerprint_ = 0;
     std::vector<S> m_, z_;                       // (b, h_mem, d_k, ld_m), (b, h_mem, d_k)
-    std::vector<float> k_buf_, km_buf_, v_buf_;  // (b, h_kv, segment, d_k | d_k | d_v)
+    std::vector<KV> k_buf_, km_buf_, v_buf_;  // (b, h_kv, segment, d_k | d_k | d_v)
     // (h, d_v): sigmoid(beta), 1 - sigmoid(beta); derived from the policy at
     // make_state (the fingerprint covers beta), not snapshotted.
     std::vector<float> gate_a_, gate_b_;
@@ -318,18 +327,21 @@ struct basic_infini {
     const float sc = effective_scale(d.d);
     const index_t N = segment, group = d.h / d.h_kv, d_k = d.d, d_v = d.d_v;
     const retrieval_norm nm{normaliser::z_denominator, epsilon, 1.0};
-    const auto buf_view = [&](std::vector<float>& buf, index_t dim) {
+    const auto buf_view = [&](std::vector<KV>& buf, index_t dim) {
       return from_bhnd(buf.data(), d.b, d.h_kv, N, dim);
     };
-    const tensor4_view<float> kb = buf_view(st.k_buf_, d_k), kmb = buf_view(st.km_buf_, d_k),
-                              vb = buf_view(st.v_buf_, d_v);  // (b, h_kv, N, d)
+    const tensor4_view<KV> kb = buf_view(st.k_buf_, d_k), kmb = buf_view(st.km_buf_, d_k),
+                           vb = buf_view(st.v_buf_, d_v);  // (b, h_kv, N, d)
 
     for (index_t t = 0; t < n;) {
       const index_t p = st.pos_, len = std::min(n - t, N - p);
-      const bool whole = p == 0 && len == N;  // a whole segment is read in place, never copied
-      tensor4_view<const float> keys, vals, mem_keys;  // (b, h_kv, p + len, d)
+      // A whole segment of float K/V is read in place, never copied; other
+      // storage types always go through the buffers (rounded once).
+      const bool whole = kv_storage_traits<KV>::gemm_operand && p == 0 && len == N;
+      tensor4_view<const KV> keys, vals, mem_keys;  // (b, h_kv, p + len, d)
       if (whole) {
-        keys = in.k.tokens(t, len), vals = in.v.tokens(t, len), mem_keys = k_mem.tokens(t, len);
+        if constexpr (kv_storage_traits<KV>::gemm_operand)
+          keys = in.k.tokens(t, len), vals = in.v.tokens(t, len), mem_keys = k_mem.tokens(t, len);
       } else {
         append(kb, in.k, t, p, len);
         append(vb, in.v, t, p, len);
@@ -339,7 +351,7 @@ struct basic_infini {
       // 1. A_dot: causal softmax attention of the new rows over the segment
       // so far (bottom-right: row i of the piece is token p + i).
       const tensor4_view<float> o = out.tokens(t, len);
-      prefill_attention<Arch, float>(in.q.tokens(t, len), keys, vals, o, sc, causal{}, lse_view{}, exec);
+      prefill_attention<Arch, KV>(in.q.tokens(t, len), keys, vals, o, sc, causal{}, lse_view{}, exec);
       // 2. A = sigmoid(beta) A_mem + (1 - sigmoid(beta)) A_dot, A_mem from
       // the memory of finished segments only.
       const tensor4_view<const float> qm = q_mem.tokens(t, len);
@@ -358,8 +370,8 @@ struct basic_infini {
         exec.parallel_for(d.b * st.h_mem_, [&](index_t task) {
           const index_t bi = task / st.h_mem_, mi = task % st.h_mem_;
           const index_t hk = sharing == memory_sharing::per_kv_head ? mi : mi / group;
-          linear_update<Arch, S>(st.memory(bi, mi), phi, update, nm, matrix_view<const float>(mem_keys.head(bi, hk)),
-                                 matrix_view<const float>(vals.head(bi, hk)),
+          const auto [mk, mv] = fold_rows<Arch>(mem_keys.head(bi, hk), vals.head(bi, hk));
+          linear_update<Arch, S>(st.memory(bi, mi), phi, update, nm, mk, mv,
                                  detail::infini_scratch<S>(linear_update_scratch(d_k, d_v)));
         });
         ++st.folded_;
@@ -373,8 +385,26 @@ struct basic_infini {
     infini_footprint f;
     f.memory_values = std::uint64_t(d.b * h_mem) * std::uint64_t(d.d * (d.d_v + 1));
     f.buffer_values = std::uint64_t(d.b * d.h_kv * seg) * std::uint64_t(2 * d.d + d.d_v);
-    f.bytes = f.memory_values * sizeof(S) + f.buffer_values * sizeof(float);
+    f.bytes = f.memory_values * sizeof(S) + f.buffer_values * sizeof(KV);
     return f;
+  }
+
+  // The K_mem and V rows a segment folds, as floats: float storage in place,
+  // other types converted into per-thread scratch (exactly: widening).
+  struct fold_tag {};
+  template <arch_tag Arch, class M>
+  static std::pair<matrix_view<const float>, matrix_view<const float>> fold_rows(const M& keys, const M& vals) {
+    if constexpr (kv_storage_traits<KV>::gemm_operand) {
+      return {matrix_view<const float>(keys), matrix_view<const float>(vals)};
+    } else {
+      const index_t n = keys.extent(0), dk = keys.extent(1), dv = vals.extent(1);
+      float* buf = detail::thread_scratch<fold_tag, float>(n * (dk + dv));
+      for (index_t i = 0; i < n; ++i) {
+        to_float_row<Arch>(&keys(i, 0), buf + i * dk, dk);
+        to_float_row<Arch>(&vals(i, 0), buf + n * dk + i * dv, dv);
+      }
+      return {make_matrix<dynamic_extent, const float>(buf, n, dk), make_matrix<dynamic_extent, const float>(buf + n * dk, n, dv)};
+    }
   }
 
   // Why forward() rejected a state: the differences the state can name,
@@ -426,19 +456,20 @@ struct basic_infini {
       }
   }
 
-  // Rows [t, t + len) of src into rows [p, p + len) of the segment buffer.
-  static void append(const tensor4_view<float>& buf, const tensor4_view<const float>& src, index_t t, index_t p,
+  // Rows [t, t + len) of src into rows [p, p + len) of the segment buffer,
+  // converted to the storage type.
+  static void append(const tensor4_view<KV>& buf, const tensor4_view<const float>& src, index_t t, index_t p,
                      index_t len) {
     const index_t dim = src.extent(3);
     for (index_t bi = 0; bi < src.extent(0); ++bi)
       for (index_t hk = 0; hk < src.extent(1); ++hk)
-        for (index_t i = 0; i < len; ++i)
-          std::memcpy(&buf(bi, hk, p + i, 0), &src(bi, hk, t + i, 0), sizeof(float) * std::size_t(dim));
+        for (index_t i = 0; i < len; ++i) from_float_row<default_arch>(&src(bi, hk, t + i, 0), &buf(bi, hk, p + i, 0), dim);
   }
 };
 
 using infini = basic_infini<float>;
 LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<float>);
 LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<double>);
+LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<float, bf16>);
 
 LONGCTX_NAMESPACE_END
