@@ -3,10 +3,12 @@
 // decode_stream() is written once against the sequence_policy concept: a
 // prompt prefilled in one call per layer, then token-by-token decoding. main()
 // instantiates it with the dense cache, TOVA at 1/8 of the stream, H2O,
-// StreamingLLM sinks and Infini-attention: swapping methods is one line.
-// Synthetic Q/K/V (random, fixed seed); per method it prints the state bytes
-// after the stream, decode tokens/s, and the mean relative error of the
-// decoded outputs against the dense cache's.
+// StreamingLLM sinks and Infini-attention: swapping methods is one line, and
+// so is the K/V storage type (float, bf16, f16: bounded_cache<tova_rule,
+// bf16>, basic_infini<float, bf16>). Synthetic Q/K/V (random, fixed seed);
+// per method and storage type it prints the state bytes after the stream,
+// decode tokens/s, and the mean relative error of the decoded outputs
+// against the fp32 dense cache's.
 //
 //   example_06_policy_decode_loop [--quick]
 #include <chrono>
@@ -85,8 +87,8 @@ int main(int argc, char** argv) {
   thread_pool pool(2);
   const result ref = decode_stream(dense{}, layers, dims, n, prompt, pool);
 
-  std::printf("%-18s %12s %12s %14s\n", "method", "state KB", "tokens/s", "rel. error");
-  const auto report = [&](const char* name, const result& r) {
+  std::printf("%-18s %5s %12s %12s %14s\n", "method", "kv", "state KB", "tokens/s", "rel. error");
+  const auto report = [&](const char* name, const char* kv, const result& r) {
     // Mean over decoded rows of |o - o_dense| / |o_dense|: how far the
     // bounded state's answer is from the full cache's (random data has no
     // structure to exploit, so this is the honest worst case, not a claim).
@@ -105,17 +107,23 @@ int main(int argc, char** argv) {
           sum += std::sqrt(e / std::max(f, 1e-30));
           ++rows;
         }
-    std::printf("%-18s %12.1f %12.0f %14.3e\n", name, double(r.bytes) / 1e3,
+    std::printf("%-18s %5s %12.1f %12.0f %14.3e\n", name, kv, double(r.bytes) / 1e3,
                 double(n - prompt) / r.seconds, sum / double(rows));
   };
-  report("dense", ref);
-  report("tova 1/8", decode_stream(tova{.budget = n / 8}, layers, dims, n, prompt, pool));
-  report("h2o 1/8", decode_stream(h2o_cache{.budget = n / 8}, layers, dims, n, prompt, pool));
-  report("sinks 1/8", decode_stream(sinks_cache{.budget = n / 8}, layers, dims, n, prompt, pool));
-  report("infini seg 128", decode_stream(infini{.segment = 128}, layers, dims, n, prompt, pool));
+  report("dense", "f32", ref);
+  report("dense", "bf16", decode_stream(bounded_cache<full_rule, bf16>{}, layers, dims, n, prompt, pool));
+  report("dense", "f16", decode_stream(bounded_cache<full_rule, f16>{}, layers, dims, n, prompt, pool));
+  report("tova 1/8", "f32", decode_stream(tova{.budget = n / 8}, layers, dims, n, prompt, pool));
+  report("tova 1/8", "bf16", decode_stream(bounded_cache<tova_rule, bf16>{.budget = n / 8}, layers, dims, n, prompt, pool));
+  report("tova 1/8", "f16", decode_stream(bounded_cache<tova_rule, f16>{.budget = n / 8}, layers, dims, n, prompt, pool));
+  report("h2o 1/8", "f32", decode_stream(h2o_cache{.budget = n / 8}, layers, dims, n, prompt, pool));
+  report("sinks 1/8", "f32", decode_stream(sinks_cache{.budget = n / 8}, layers, dims, n, prompt, pool));
+  report("infini seg 128", "f32", decode_stream(infini{.segment = 128}, layers, dims, n, prompt, pool));
+  report("infini seg 128", "bf16", decode_stream(basic_infini<float, bf16>{.segment = 128}, layers, dims, n, prompt, pool));
   std::printf("tokens/s: decoded tokens per second through all %lld layers (2 threads). rel. error: mean over\n"
-              "decoded rows of |o - o_dense| / |o_dense|; on random Q/K/V the evicted rows carry as much weight\n"
-              "as the kept ones, so it can exceed 1: this shows the loop, not the methods' quality.\n",
+              "decoded rows of |o - o_dense| / |o_dense| against the fp32 dense cache (for dense bf16 / f16: the\n"
+              "storage rounding alone); on random Q/K/V the evicted rows carry as much weight as the kept ones,\n"
+              "so a bounded cache's error can exceed 1: this shows the loop, not the methods' quality.\n",
               (long long)n_layers);
   return 0;
 }

@@ -3,4 +3,5 @@
 #pragma once
 
 #include "runtime/executor.hpp"
+#include "runtime/limits.hpp"
 #include "runtime/scratch.hpp"

@@ -1,0 +1,81 @@
+// This machine's limits, measured (DESIGN.md section 8: never a hard-coded
+// peak): what the benchmarks and the demo quote fractions of.
+//   fma_peak<Arch>(pool, threads): fp32 FLOP/s of `threads` threads, each
+//     running 16 independent vec<float, Arch> FMA chains (enough to cover
+//     the FMA latency on every backend); the median of 3 runs of ~0.1 s.
+//   read_bandwidth<Arch>(pool, threads, a): bytes/s of `threads` threads
+//     summing the floats of `a` with vector loads (each pass reads all of
+//     a); the median of 5 passes after a warm-up. Make `a` larger than the
+//     last-level cache for a DRAM figure.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <span>
+#include <vector>
+
+#include "../simd/blas1.hpp"
+#include "../simd/vec.hpp"
+#include "executor.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+namespace detail {
+template <arch_tag Arch>
+float fma_chains(long iters, float seed) noexcept {
+  using V = vec<float, Arch>;
+  V a[16];
+  for (int i = 0; i < 16; ++i) a[i] = V::broadcast(seed + float(i));
+  const V m = V::broadcast(0.999999f), c = V::broadcast(1e-7f);
+  for (long r = 0; r < iters; ++r)
+    LONGCTX_UNROLL for (int i = 0; i < 16; ++i) a[i] = fma(a[i], m, c);
+  V s = a[0];
+  for (int i = 1; i < 16; ++i) s = s + a[i];
+  return reduce_add(s);
+}
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace detail
+
+template <arch_tag Arch = default_arch, executor Exec>
+double fma_peak(Exec&& pool, int threads) {
+  const long iters = 20'000'000 / std::max(1, Arch::width / 4);
+  std::vector<double> runs;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<float> sink(static_cast<std::size_t>(threads));
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, [&](index_t t) { sink[std::size_t(t)] = detail::fma_chains<Arch>(iters, float(t + rep)); });
+    const double s = detail::seconds_since(t0);
+    volatile float keep = sink[0];
+    static_cast<void>(keep);
+    runs.push_back(2.0 * 16 * Arch::width * double(iters) * threads / s);
+  }
+  std::sort(runs.begin(), runs.end());
+  return runs[1];
+}
+
+template <arch_tag Arch = default_arch, executor Exec>
+double read_bandwidth(Exec&& pool, int threads, std::span<const float> a) {
+  constexpr index_t tasks = 256;
+  const index_t per = index_t(a.size()) / tasks;
+  std::vector<double> runs;
+  for (int rep = 0; rep < 6; ++rep) {
+    std::vector<float> part(tasks);
+    const auto chunk = [&](index_t t) { part[std::size_t(t)] = sum<Arch>(a.data() + t * per, per); };
+    const auto t0 = std::chrono::steady_clock::now();
+    if (threads == 1) {
+      for (index_t t = 0; t < tasks; ++t) chunk(t);
+    } else {
+      pool.parallel_for(tasks, chunk);
+    }
+    const double s = detail::seconds_since(t0);
+    volatile float keep = part[0];
+    static_cast<void>(keep);
+    if (rep > 0) runs.push_back(double(tasks * per) * sizeof(float) / s);  // pass 0 warms up
+  }
+  std::sort(runs.begin(), runs.end());
+  return runs[runs.size() / 2];
+}
+
+LONGCTX_NAMESPACE_END
