@@ -150,6 +150,25 @@ void BM_decode(benchmark::State& st) {
   bench::label(st, (std::string("decode ") + kv_storage_traits<KV>::name + (cold ? " cold" : " hot")).c_str());
 }
 
+// The read-bandwidth yardstick inside the run: a plain vectorised sum over
+// max(1 GiB, 3 x LLC) bytes (the figure the start-up measurement uses), so
+// a decode's B/s can be compared with one taken minutes, not a session, apart.
+void BM_read(benchmark::State& st) {
+  const int threads = int(st.range(0));
+  const std::size_t bytes = std::max<std::size_t>(std::size_t(1) << 30, 3 * bench::limits().llc_bytes);
+  const std::vector<float> a(bytes / sizeof(float), 1.0f);
+  thread_pool pool{std::size_t(threads)};
+  constexpr index_t tasks = 256;
+  const index_t per = index_t(a.size()) / tasks;
+  std::vector<float> part(tasks);
+  for (auto _ : st) {
+    pool.parallel_for(tasks, [&](index_t t) { part[std::size_t(t)] = sum<default_arch>(a.data() + t * per, per); });
+    benchmark::DoNotOptimize(part.data());
+  }
+  bench::set_bytes(st, double(tasks * per) * sizeof(float), threads);
+  bench::label(st, "plain read");
+}
+
 void prefill_args(benchmark::internal::Benchmark* b) {
   for (int t : {1, 2})
     for (index_t n : {1024, 2048, 4096, 8192, 16384}) b->Args({n, t});
@@ -184,6 +203,7 @@ BENCHMARK(BM_prefill_eigen<128, false>)->Apply(eigen_args);
 BENCHMARK(BM_prefill_kv<float>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<bf16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<f16>)->Apply(prefill_kv_args);
+BENCHMARK(BM_read)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode<float>)->Apply(decode_args);
 BENCHMARK(BM_decode<bf16>)->Apply(decode_args);
 BENCHMARK(BM_decode<f16>)->Apply(decode_args);
