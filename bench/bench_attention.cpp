@@ -1,5 +1,5 @@
 // Exact attention: tiled prefill (causal and not, d = 64 and 128, H = 8;
-// causal d = 128 with K/V stored as f32, bf16, f16) and split-KV decode
+// causal d = 128 with K/V stored as f32, bf16, f16, int8) and split-KV decode
 // (d = 128, H = 8, per storage type, hot and cold), 1 and 2 threads; and, in
 // the same binary, the straightforward Eigen implementation (Q K^T GEMM, row
 // softmax, P V GEMM) a user would otherwise write, as the in-run baseline.
@@ -54,13 +54,20 @@ void BM_prefill(benchmark::State& st) {
   bench::label(st, Causal ? "causal" : "full");
 }
 
-// n values of T from random floats in [-1, 1) (rounded to T).
+// (1, H, n, d) random floats in [-1, 1) stored as T (rows with their
+// prefixes: int8 keeps a scale per row), and the view of them.
 template <class T>
-std::vector<T> random_stored(std::size_t n, unsigned seed) {
-  const auto f = bench::random_floats(n, seed);
-  std::vector<T> r(n);
-  from_float_row<default_arch>(f.data(), r.data(), std::ptrdiff_t(n));
+stored_rows<T> random_stored(index_t n, index_t d, unsigned seed) {
+  const auto f = bench::random_floats(std::size_t(H * n * d), seed);
+  stored_rows<T> r(H * n, d);
+  for (index_t i = 0; i < H * n; ++i) kv_storage_traits<T>::template store_row<default_arch>(f.data() + i * d, r.row(i), d);
   return r;
+}
+template <class T>
+tensor4_view<const T> stored_view(const stored_rows<T>& r, index_t n) {
+  using E = typename tensor4_view<const T>::extents_type;
+  const index_t s = r.stride();
+  return tensor4_view<const T>(r.row(0), E(1, H, n, r.n), {H * n * s, n * s, s, 1});
 }
 
 // Causal prefill, d = 128, with K and V stored as KV (Q and O float): the
@@ -71,12 +78,12 @@ void BM_prefill_kv(benchmark::State& st) {
   const index_t n = st.range(0);
   const int threads = int(st.range(1));
   const auto q = bench::random_floats(std::size_t(H * n * D), 1);
-  const auto k = random_stored<KV>(std::size_t(H * n * D), 2), v = random_stored<KV>(std::size_t(H * n * D), 3);
+  const auto k = random_stored<KV>(n, D, 2), v = random_stored<KV>(n, D, 3);
   std::vector<float> o(std::size_t(H * n * D));
   thread_pool pool{std::size_t(threads)};
   for (auto _ : st) {
-    attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), from_bhnd<D, const KV>(k.data(), 1, H, n, D),
-                                from_bhnd<D, const KV>(v.data(), 1, H, n, D), from_bhnd<D>(o.data(), 1, H, n, D),
+    attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), stored_view(k, n), stored_view(v, n),
+                                from_bhnd<D>(o.data(), 1, H, n, D),
                                 1.0f / std::sqrt(float(D)), causal{}, {}, pool);
     benchmark::DoNotOptimize(o.data());
   }
@@ -129,19 +136,19 @@ void BM_decode(benchmark::State& st) {
   const index_t n_kv = st.range(0);
   const int threads = int(st.range(1));
   const bool cold = st.range(2) != 0;
-  const std::size_t values = std::size_t(H * n_kv * D), bytes = 2 * values * sizeof(KV);
+  const std::size_t bytes = 2 * std::size_t(H * n_kv * (D + kv_storage_traits<KV>::row_prefix)) * sizeof(KV);
   const std::size_t total = std::max<std::size_t>(std::size_t(1) << 30, 3 * bench::limits().llc_bytes);
   const std::size_t copies = cold ? std::max<std::size_t>(2, (total + bytes - 1) / bytes) : 1;
   const auto q = bench::random_floats(std::size_t(H * D), 1);
-  const auto k0 = random_stored<KV>(values, 2), v0 = random_stored<KV>(values, 3);
-  std::vector<std::vector<KV>> ks(copies, k0), vs(copies, v0);  // distinct memory, same values
+  const auto k0 = random_stored<KV>(n_kv, D, 2), v0 = random_stored<KV>(n_kv, D, 3);
+  std::vector<stored_rows<KV>> ks(copies, k0), vs(copies, v0);  // distinct memory, same values
   std::vector<float> o(std::size_t(H * D));
   thread_pool pool{std::size_t(threads)};
   std::size_t i = 0;
   for (auto _ : st) {
     const std::size_t c = i++ % copies;
-    decode<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, 1, D), from_bhnd<D, const KV>(ks[c].data(), 1, H, n_kv, D),
-                             from_bhnd<D, const KV>(vs[c].data(), 1, H, n_kv, D), from_bhnd<D>(o.data(), 1, H, 1, D),
+    decode<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, 1, D), stored_view(ks[c], n_kv), stored_view(vs[c], n_kv),
+                             from_bhnd<D>(o.data(), 1, H, 1, D),
                              1.0f / std::sqrt(float(D)), no_mask{}, {}, pool);
     benchmark::DoNotOptimize(o.data());
   }
@@ -203,7 +210,9 @@ BENCHMARK(BM_prefill_eigen<128, false>)->Apply(eigen_args);
 BENCHMARK(BM_prefill_kv<float>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<bf16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<f16>)->Apply(prefill_kv_args);
+BENCHMARK(BM_prefill_kv<q8>)->Apply(prefill_kv_args);
 BENCHMARK(BM_read)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode<float>)->Apply(decode_args);
 BENCHMARK(BM_decode<bf16>)->Apply(decode_args);
 BENCHMARK(BM_decode<f16>)->Apply(decode_args);
+BENCHMARK(BM_decode<q8>)->Apply(decode_args);

@@ -1,5 +1,5 @@
 // Bounded KV cache decode (d = 128, H = h_kv = 8, 2 threads; K/V f32, and
-// bf16 / f16 for TOVA at budget 4096): one step
+// bf16 / f16 / int8 for TOVA at budget 4096): one step
 // = append + split-KV decode over budget + 1 rows (logits kept) + scores +
 // eviction. Compared with the bare decode kernel on the same rows (the
 // eviction overhead is the difference), with the full cache after a 32K
@@ -41,8 +41,9 @@ typename Policy::state_type filled(const Policy& p, index_t rows) {
   return st;
 }
 
-void set_step_counters(benchmark::State& state, index_t rows, std::size_t kv_bytes = sizeof(float)) {
-  bench::set_bytes(state, double(rows) * HKV * 2 * D * double(kv_bytes), 2);  // K and V streamed once
+// kv_row_bytes: one stored row of d values (int8: with its scale).
+void set_step_counters(benchmark::State& state, index_t rows, std::size_t kv_row_bytes = D * sizeof(float)) {
+  bench::set_bytes(state, double(rows) * HKV * 2 * double(kv_row_bytes), 2);  // K and V streamed once
   bench::set_flops(state, 4.0 * double(rows) * H * D, 2);
   bench::set_tokens(state, 1);
   bench::label(state);
@@ -78,19 +79,20 @@ void step_at(benchmark::State& state, index_t budget, kv_layout layout) {
                  (layout == kv_layout::compacted ? " compacted" : ""));
 }
 
-// TOVA at budget 4096 caching K/V as f32, bf16, f16 (argument 0, 1, 2).
+// TOVA at budget 4096 caching K/V as f32, bf16, f16, int8 (argument 0-3).
 template <class KV>
 void step_stored(benchmark::State& state, index_t budget) {
   const bounded_cache<tova_rule, KV> p{.budget = budget};
   auto st = filled(p, budget);
   run_steps(state, p, st);
-  set_step_counters(state, budget + 1, sizeof(KV));
+  set_step_counters(state, budget + 1, (D + kv_storage_traits<KV>::row_prefix) * sizeof(KV));
   state.SetLabel(std::string(default_arch::name) + " tova kv " + kv_storage_traits<KV>::name);
 }
 void BM_step_storage(benchmark::State& state) {
   switch (state.range(0)) {
     case 1: return step_stored<bf16>(state, state.range(1));
     case 2: return step_stored<f16>(state, state.range(1));
+    case 3: return step_stored<q8>(state, state.range(1));
   }
   step_stored<float>(state, state.range(1));
 }
@@ -211,7 +213,7 @@ void budgets(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_step)->Apply(budgets)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_step_storage)
-    ->ArgsProduct({{0, 1, 2}, {4096}})
+    ->ArgsProduct({{0, 1, 2, 3}, {4096}})
     ->ArgNames({"kv", "budget"})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();

@@ -1,12 +1,15 @@
-// Example 07: K/V stored as bf16 or f16. Q, outputs and the softmax stay
-// float; the kernels read the 16-bit rows and convert them in registers
-// (decode) or once per packed tile (prefill). One layer (h = h_kv = 8,
+// Example 07: K/V stored as bf16, f16 or int8 (q8: one fp32 scale per row,
+// absmax / 127). Q, outputs and the softmax stay float; the kernels read the
+// stored rows and convert them in registers (decode) or once per packed tile
+// (prefill). One layer (h = h_kv = 8,
 // d = 128, n = 4096 tokens, Gaussian Q/K/V): per storage type the K/V bytes,
 // the decode time of one token over the whole cache, and the largest error
 // of the decoded token and of the prefill's last 64 rows against the same
 // attention in double precision on the float K/V, next to the bound the
 // tests use: u (1 + 2 L) max|V| with u the type's unit roundoff (bf16 2^-8,
-// f16 2^-11) and L = scale * max_j sum_p |q_p k_jp|.
+// f16 2^-11) and L = scale * max_j sum_p |q_p k_jp|; for int8, half a step
+// per row: 2 L8 max|V| + max_j max|v_j| / 254 with L8 = scale max_j
+// sum_p |q_p| max|k_j| / 254.
 //
 //   example_07_kv_storage [--quick]
 #include <algorithm>
@@ -63,12 +66,19 @@ template <class KV>
 report run(const problem& p, thread_pool& pool, double unit_roundoff) {
   report r;
   const index_t h = p.h, n = p.n, d = p.d;
-  std::vector<KV> k(p.k.size()), v(p.v.size());  // the cache: rounded once, to nearest even
-  from_float_row<default_arch>(p.k.data(), k.data(), index_t(k.size()));
-  from_float_row<default_arch>(p.v.data(), v.data(), index_t(v.size()));
-  r.bytes = double(k.size() + v.size()) * sizeof(KV);
-  const auto kv = from_bhnd<dynamic_extent, const KV>(k.data(), 1, h, n, d);
-  const auto vv = from_bhnd<dynamic_extent, const KV>(v.data(), 1, h, n, d);
+  // The cache: every row stored once (rounded to nearest even; int8 with
+  // its scale in front of the row, which the views skip).
+  using traits = kv_storage_traits<KV>;
+  stored_rows<KV> k(h * n, d), v(h * n, d);
+  for (index_t i = 0; i < h * n; ++i) {
+    traits::template store_row<default_arch>(p.k.data() + i * d, k.row(i), d);
+    traits::template store_row<default_arch>(p.v.data() + i * d, v.row(i), d);
+  }
+  r.bytes = double(k.buf.size() + v.buf.size()) * sizeof(KV);
+  using E = typename tensor4_view<const KV>::extents_type;
+  const index_t s = k.stride();
+  const tensor4_view<const KV> kv(k.row(0), E(1, h, n, d), {h * n * s, n * s, s, 1});
+  const tensor4_view<const KV> vv(v.row(0), E(1, h, n, d), {h * n * s, n * s, s, 1});
   const float scale = default_scale(d);
 
   // Decode the last token over the whole cache (median of 9 runs).
@@ -99,6 +109,24 @@ report run(const problem& p, thread_pool& pool, double unit_roundoff) {
       }
     }
   r.bound = unit_roundoff * (1 + 2 * terms) * max_v;
+  if constexpr (traits::row_prefix > 0) {  // int8: half a step of each row's own scale
+    double l8 = 0, v8 = 0;
+    for (index_t hh = 0; hh < h; ++hh)
+      for (index_t j = 0; j < n; ++j) {
+        double ka = 0, va = 0;
+        for (index_t c = 0; c < d; ++c) {
+          ka = std::max(ka, double(std::abs(p.k[std::size_t((hh * n + j) * d + c)])));
+          va = std::max(va, double(std::abs(p.v[std::size_t((hh * n + j) * d + c)])));
+        }
+        v8 = std::max(v8, va / 254);
+        for (index_t i = n - p.rows; i < n; ++i) {
+          double q1 = 0;
+          for (index_t c = 0; c < d; ++c) q1 += std::abs(double(p.q[std::size_t((hh * n + i) * d + c)]));
+          l8 = std::max(l8, double(scale) * q1 * ka / 254);
+        }
+      }
+    r.bound = 2 * l8 * max_v + v8;
+  }
   return r;
 }
 
@@ -118,7 +146,7 @@ int main(int argc, char** argv) {
   std::printf("longctx %s, backend %s: K/V storage types, h = h_kv = %lld, d = %lld, n = %lld (Gaussian data)\n",
               version().string, default_arch::name, (long long)p.h, (long long)p.d, (long long)p.n);
   std::printf("%-5s %10s %11s %14s %14s %14s\n", "kv", "K+V MB", "decode ms", "decode err", "prefill err",
-              "bound (16-bit)");
+              "bound");
   const auto print = [](const char* name, const report& r, bool bounded) {
     std::printf("%-5s %10.1f %11.3f %14.3e %14.3e %14s\n", name, r.bytes / 1e6, r.decode_ms, r.decode_err,
                 r.prefill_err, bounded ? std::to_string(r.bound).substr(0, 9).c_str() : "-");
@@ -126,6 +154,7 @@ int main(int argc, char** argv) {
   print("f32", run<float>(p, pool, 0.0), false);
   print("bf16", run<bf16>(p, pool, 0x1p-8), true);
   print("f16", run<f16>(p, pool, 0x1p-11), true);
+  print("int8", run<q8>(p, pool, 0.0), true);
   std::printf("err: max |o - o_exact| over the decoded token and the prefill's last %lld rows, against double\n"
               "precision on the float K/V (f32: rounding of the fp32 kernels alone). decode: one token over all %lld\n"
               "rows, 2 threads, median of 9 (a hot cache here; bench_attention has cold ones).\n",

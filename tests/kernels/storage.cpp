@@ -1,4 +1,4 @@
-// Prefill and decode with bf16 / f16 K/V against the double oracle on
+// Prefill and decode with bf16 / f16 / int8 (q8) K/V against the double oracle on
 // random shapes for every compiled backend. Two checks per row:
 //  - against the oracle on the stored values (K/V rounded to the type, then
 //    exact in double): the fp32 tolerance, since loads convert exactly;
@@ -9,6 +9,9 @@
 // u * L, L = scale * sum_p |q_p k_p| (its absolute-term bound); a softmax
 // row moves o by at most 2 max|delta s| max|V|, and V's own rounding adds
 // u max|V|:  |delta o| <= u (1 + 2 L) max|V|.
+// int8 (q8) rows: each value is within a half step, max_row|x| / 254, of
+// its float, so with L8 = scale max_j sum_p |q_p| max_p|k_jp| / 254 and
+// V8 = max_j max_c|v_jc| / 254:  |delta o| <= 2 L8 max|V| + V8.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -28,15 +31,22 @@ template <class T>
 constexpr double unit_roundoff = std::is_same_v<T, bf16> ? 0x1p-8 : 0x1p-11;
 
 template <class T>
-struct stored4 {  // (b, h, n, d) row-major, in T, and the same values as floats
-  std::vector<T> data;
+struct stored4 {  // (b, h, n, d) rows in T (with their prefixes), and the same values as floats
+  stored_rows<T> rows;
   std::vector<float> rounded;
   index_t b, h, n, d;
   stored4(const std::vector<float>& x, index_t b_, index_t h_, index_t n_, index_t d_)
-      : data(x.size()), rounded(x.size()), b(b_), h(h_), n(n_), d(d_) {
-    for (std::size_t i = 0; i < x.size(); ++i) data[i] = T::from_float(x[i]), rounded[i] = data[i].to_float();
+      : rows(b_ * h_ * n_, d_), rounded(x.size()), b(b_), h(h_), n(n_), d(d_) {
+    for (index_t r = 0; r < b * h * n; ++r) {
+      kv_storage_traits<T>::template store_row<default_arch>(x.data() + r * d, rows.row(r), d);
+      kv_storage_traits<T>::template load_row<default_arch>(rows.row(r), rounded.data() + r * d, d);
+    }
   }
-  tensor4_view<const T> view() const { return from_bhnd<dynamic_extent, const T>(data.data(), b, h, n, d); }
+  tensor4_view<const T> view() const {
+    using E = typename tensor4_view<const T>::extents_type;
+    const index_t s = rows.stride();
+    return tensor4_view<const T>(rows.row(0), E(b, h, n, d), {h * n * s, n * s, s, 1});
+  }
 };
 
 template <class Arch, class T>
@@ -91,7 +101,22 @@ void check_case(test::rng_t& g, bool decode_path, double& worst_ratio) {
         }
       }
       const double tol32 = test::attention_tolerance(max_logit, max_v);
-      const double tol_store = u * (1 + 2 * terms) * max_v + tol32;
+      double tol_store = u * (1 + 2 * terms) * max_v + tol32;
+      if constexpr (std::is_same_v<T, q8>) {  // half a quantisation step per row
+        double l8 = 0, v8 = 0;
+        for (index_t j = 0; j < nkv; ++j) {
+          double ka = 0, va = 0;
+          for (index_t p = 0; p < d; ++p) ka = std::max(ka, double(std::abs(kf[std::size_t(((bi * hk + hj) * nkv + j) * d + p)])));
+          for (index_t c = 0; c < dv; ++c) va = std::max(va, double(std::abs(vf[std::size_t(((bi * hk + hj) * nkv + j) * dv + c)])));
+          v8 = std::max(v8, va / 254);
+          for (index_t i = 0; i < nq; ++i) {
+            double q1 = 0;
+            for (index_t p = 0; p < d; ++p) q1 += std::abs(double(qf[std::size_t(((bi * h + hi) * nq + i) * d + p)]));
+            l8 = std::max(l8, double(scale) * q1 * ka / 254);
+          }
+        }
+        tol_store = 2 * l8 * max_v + v8 + tol32;
+      }
       for (index_t i = 0; i < nq; ++i) {
         if (std::isinf(on_stored.lse[std::size_t(i)])) continue;  // fully masked: covered by the float tests
         double e_stored = 0, e_float = 0;
@@ -110,18 +135,20 @@ void check_case(test::rng_t& g, bool decode_path, double& worst_ratio) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("attention and decode with bf16 / f16 K/V against the double oracle", "[kernels][storage]",
+TEMPLATE_LIST_TEST_CASE("attention and decode with bf16 / f16 / int8 K/V against the double oracle", "[kernels][storage]",
                         compiled_archs) {
   using Arch = TestType;
   const int cases = test::scaled(40);
-  double worst_bf16 = 0, worst_f16 = 0;
+  double worst_bf16 = 0, worst_f16 = 0, worst_q8 = 0;
   for (int c = 0; c < cases; ++c) {
     test::rng_t g(test::seed_for(310, std::uint64_t(c)));
     check_case<Arch, bf16>(g, c % 2 == 0, worst_bf16);
     check_case<Arch, f16>(g, c % 2 == 1, worst_f16);
+    check_case<Arch, q8>(g, c % 2 == 0, worst_q8);
   }
   // The storage bound is not vacuous: random data reach a visible part of it.
-  INFO("worst error / storage tolerance: bf16 " << worst_bf16 << " f16 " << worst_f16);
+  INFO("worst error / storage tolerance: bf16 " << worst_bf16 << " f16 " << worst_f16 << " int8 " << worst_q8);
   REQUIRE(worst_bf16 > 0.01);
   REQUIRE(worst_f16 > 0.01);
+  REQUIRE(worst_q8 > 0.01);
 }

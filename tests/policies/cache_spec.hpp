@@ -184,6 +184,23 @@ bool check_kept(const State& st, const reference::tova_oracle& ref, double tol) 
 }
 
 
+// (b, heads, t, dim) rows of x stored as KV (with their prefixes), as a view.
+template <class KV>
+struct stored_stream {
+  stored_rows<KV> rows;
+  index_t b, h, t, dim;
+  stored_stream(const std::vector<float>& x, index_t b_, index_t h_, index_t t_, index_t dim_)
+      : rows(b_ * h_ * t_, dim_), b(b_), h(h_), t(t_), dim(dim_) {
+    for (index_t r = 0; r < b * h * t; ++r)
+      kv_storage_traits<KV>::template store_row<default_arch>(x.data() + r * dim, rows.row(r), dim);
+  }
+  tensor4_view<const KV> view() const {
+    using E = typename tensor4_view<const KV>::extents_type;
+    const index_t s = rows.stride();
+    return tensor4_view<const KV>(rows.row(0), E(b, h, t, dim), {h * t * s, t * s, s, 1});
+  }
+};
+
 // Every rule on random shapes, step by step against the double oracle
 // (which attends the values a KV cache stores): outputs within the fp32
 // tolerance, kept sets equal up to near-ties.
@@ -251,15 +268,9 @@ void dense_sweep(std::uint64_t seed_id, int cases) {
     const index_t pre = c % 3 == 0 ? test::uniform_int(g, 1, int(s.t)) : 0;
     INFO("case " << c << ": " << describe(p, s) << " prefill " << pre);
     // The rows as the cache stores them.
-    std::vector<KV> ks16(s.k.size()), vs16(s.v.size());
-    for (std::size_t i = 0; i < s.k.size(); ++i) ks16[i] = kv_storage_traits<KV>::from_float(s.k[i]);
-    for (std::size_t i = 0; i < s.v.size(); ++i) vs16[i] = kv_storage_traits<KV>::from_float(s.v[i]);
-    const auto kst = [&](index_t i, index_t n) {
-      return from_bhnd<dynamic_extent, const KV>(ks16.data(), s.b, s.hk, s.t, d).tokens(i, n);
-    };
-    const auto vst = [&](index_t i, index_t n) {
-      return from_bhnd<dynamic_extent, const KV>(vs16.data(), s.b, s.hk, s.t, d).tokens(i, n);
-    };
+    const stored_stream<KV> ks16(s.k, s.b, s.hk, s.t, d), vs16(s.v, s.b, s.hk, s.t, d);
+    const auto kst = [&](index_t i, index_t n) { return ks16.view().tokens(i, n); };
+    const auto vst = [&](index_t i, index_t n) { return vs16.view().tokens(i, n); };
     with_policy<KV>(p, [&](const auto& pol) {
     auto st = pol.make_state(s.dims());
     const float scale = p.scale_for(d);

@@ -59,6 +59,10 @@ struct sinks_f16_relative_case {  // re-rotation of 16-bit keys
   }
   static constexpr bool bounded = true;
 };
+struct tova_q8_relative_case {  // int8 rows re-quantised as they re-rotate
+  static bounded_cache<tova_rule, q8> make() { return {.budget = 9, .positions = position_mode::cache_relative}; }
+  static constexpr bool bounded = true;
+};
 struct dense_f16_case {
   static bounded_cache<full_rule, f16> make() { return {}; }
   static constexpr bool bounded = false;
@@ -83,7 +87,8 @@ struct flash_case {
 
 using cases =
     std::tuple<tova_case, h2o_case, window_case, sinks_case, snapkv_case, snapkv_reselect_case, dense_case, infini_case,
-               flash_case, tova_bf16_case, sinks_f16_relative_case, dense_f16_case, infini_bf16_case>;
+               flash_case, tova_bf16_case, sinks_f16_relative_case, tova_q8_relative_case, dense_f16_case,
+               infini_bf16_case>;
 
 // (case, arch) pairs for TEMPLATE_LIST_TEST_CASE.
 template <class C, class A>

@@ -109,3 +109,9 @@ TEMPLATE_LIST_TEST_CASE("16-bit K/V: a policy equals its float twin fed the roun
   each(bf16{});
   each(f16{});
 }
+
+TEMPLATE_LIST_TEST_CASE("bounded caches in int8: every rule against the double oracle; budget >= n is dense",
+                        "[policies][storage]", compiled_archs) {
+  oracle_sweep<TestType, q8>(98, test::scaled(60));
+  dense_sweep<TestType, q8>(99, test::scaled(12));
+}

@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include <longctx/kernels/kv_storage.hpp>
 #include <longctx/simd/convert.hpp>
 
 #include "../support/support.hpp"
@@ -166,4 +167,45 @@ TEMPLATE_LIST_TEST_CASE("storage types: vector loads and stores give the scalar 
   };
   check(bf16{});
   check(f16{});
+}
+
+TEMPLATE_LIST_TEST_CASE("storage types: int8 loads give the integers on every backend; rows quantise within a half step",
+                        "[simd][convert]", compiled_archs) {
+  using Arch = TestType;
+  constexpr int W = Arch::width;
+  std::vector<q8> all(256 + W);
+  for (int b = 0; b < 256; ++b) all[std::size_t(b)].v = std::int8_t(b - 128);
+  std::vector<float> out(256 + W, -1.0f);
+  to_float_row<Arch>(all.data(), out.data(), 256);
+  for (int b = 0; b < 256; ++b) REQUIRE(out[std::size_t(b)] == float(b - 128));
+  REQUIRE(out[256] == -1.0f);
+  for (int n = 0; n <= W; ++n) {
+    float lanes[W];
+    float_io<q8, Arch>::load_partial(all.data() + 3, n).store(lanes);
+    for (int i = 0; i < W; ++i) REQUIRE(lanes[i] == (i < n ? float(i + 3 - 128) : 0.0f));
+  }
+  // store_row: scale = max|x| / 127, every value within half a step;
+  // zero rows are exact; a non-finite value makes the row NaN.
+  using traits = kv_storage_traits<q8>;
+  test::rng_t g(test::seed_for(301, 0));
+  for (int n : {1, 2, 7, 16, 17, 64, 128, 131}) {
+    const auto x = test::random_floats(g, std::size_t(n), -3, 3);
+    stored_rows<q8> r(1, n);
+    traits::store_row<Arch>(x.data(), r.row(0), n);
+    std::vector<float> back(static_cast<std::size_t>(n));
+    traits::load_row<Arch>(r.row(0), back.data(), n);
+    double amax = 0;
+    for (float v : x) amax = std::max(amax, double(std::abs(v)));
+    REQUIRE(traits::row_scale(r.row(0)) == float(amax) / 127.0f);
+    for (int i = 0; i < n; ++i) REQUIRE(std::abs(double(back[std::size_t(i)]) - x[std::size_t(i)]) <= amax / 254 * (1 + 1e-6));
+  }
+  stored_rows<q8> z(1, 5);
+  const float zeros[5] = {}, bad[5] = {1, 2, std::numeric_limits<float>::infinity(), 4, 5};
+  float back[5];
+  traits::store_row<Arch>(zeros, z.row(0), 5);
+  traits::load_row<Arch>(z.row(0), back, 5);
+  for (float v : back) REQUIRE(v == 0.0f);
+  traits::store_row<Arch>(bad, z.row(0), 5);
+  traits::load_row<Arch>(z.row(0), back, 5);
+  for (float v : back) REQUIRE(std::isnan(v));
 }

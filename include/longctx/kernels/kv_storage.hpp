@@ -1,16 +1,27 @@
-// K/V storage element types as the kernels see them: float, bf16 and f16
-// (tensor/storage_types.hpp). Kernels read K and V only through these traits
-// and simd/convert.hpp's float_io, never by testing the type:
-//   name           short name (benchmark labels, snapshot kinds);
-//   to_float(x)    exact widening;
-//   from_float(x)  round to nearest even (what a cache stores);
-//   gemm_operand   rows are already the micro-kernel's float operands, so
-//                  prefill may read V in place instead of packing it.
+// K/V storage element types as the kernels see them: float, bf16, f16 and
+// q8 (tensor/storage_types.hpp). Kernels read K and V only through these
+// traits and simd/convert.hpp's float_io, never by testing the type:
+//   name              short name (benchmark labels, snapshot kinds);
+//   to_float(x)       exact widening of one element (q8: the integer, unscaled);
+//   row_prefix        elements stored before each row (q8: its 4-byte scale);
+//   row_scale(row)    the factor of a row's elements (1 but for q8), read
+//                     from the prefix of the row whose first value is `row`;
+//   store_row<Arch>(x, row, n) / load_row<Arch>(row, x, n): one row of n
+//                     floats to storage (round to nearest even; q8 also
+//                     writes the scale) and back (exact, times the scale);
+//   gemm_operand      rows are already the micro-kernel's float operands, so
+//                     prefill may read V in place instead of packing it.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <concepts>
+#include <cstring>
+#include <limits>
+#include <vector>
 
 #include "../config.hpp"
+#include "../simd/convert.hpp"
 #include "../tensor/storage_types.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -18,19 +29,33 @@ LONGCTX_NAMESPACE_BEGIN
 template <class T>
 struct kv_storage_traits;  // specialise for a new storage type
 
+// Rows of elements converted one by one (float, bf16, f16): no prefix,
+// scale 1.
+template <class T>
+struct kv_storage_elementwise {
+  static constexpr index_t row_prefix = 0;
+  static constexpr float row_scale(const T*) noexcept { return 1.0f; }
+  template <arch_tag Arch>
+  static void store_row(const float* x, T* row, index_t n) noexcept {
+    from_float_row<Arch>(x, row, n);
+  }
+  template <arch_tag Arch>
+  static void load_row(const T* row, float* x, index_t n) noexcept {
+    to_float_row<Arch>(row, x, n);
+  }
+};
+
 template <>
-struct kv_storage_traits<float> {
+struct kv_storage_traits<float> : kv_storage_elementwise<float> {
   static constexpr const char* name = "f32";
   static constexpr bool gemm_operand = true;
   static float to_float(float x) noexcept { return x; }
-  static float from_float(float x) noexcept { return x; }
 };
 
 template <class T>
-struct kv_storage_traits_16 {
+struct kv_storage_traits_16 : kv_storage_elementwise<T> {
   static constexpr bool gemm_operand = false;
   static float to_float(T x) noexcept { return x.to_float(); }
-  static T from_float(float x) noexcept { return T::from_float(x); }
 };
 template <>
 struct kv_storage_traits<bf16> : kv_storage_traits_16<bf16> {
@@ -41,12 +66,65 @@ struct kv_storage_traits<f16> : kv_storage_traits_16<f16> {
   static constexpr const char* name = "f16";
 };
 
+template <>
+struct kv_storage_traits<q8> {
+  static constexpr const char* name = "int8";
+  static constexpr bool gemm_operand = false;
+  static constexpr index_t row_prefix = 4;
+  static float to_float(q8 x) noexcept { return float(x.v); }
+  static float row_scale(const q8* row) noexcept {
+    float s;
+    std::memcpy(&s, row - row_prefix, sizeof s);
+    return s;
+  }
+  // scale = max|x| / 127 (0 for an all-zero row); a non-finite value makes
+  // the scale NaN, so the whole row reads as NaN (never a silent finite).
+  template <arch_tag>
+  static void store_row(const float* x, q8* row, index_t n) noexcept {
+    float amax = 0.0f;
+    bool finite = true;
+    for (index_t i = 0; i < n; ++i) {
+      finite &= std::isfinite(x[i]);
+      amax = std::max(amax, std::abs(x[i]));
+    }
+    const float scale = !finite ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
+    std::memcpy(row - row_prefix, &scale, sizeof scale);
+    for (index_t i = 0; i < n; ++i) {
+      const float q = finite && amax > 0 ? std::nearbyint(x[i] / scale) : 0.0f;
+      row[i].v = std::int8_t(std::clamp(q, -127.0f, 127.0f));
+    }
+  }
+  template <arch_tag Arch>
+  static void load_row(const q8* row, float* x, index_t n) noexcept {
+    to_float_row<Arch>(row, x, n);
+    const float s = row_scale(row);
+    for (index_t i = 0; i < n; ++i) x[i] *= s;
+  }
+};
+
 template <class T>
-concept kv_storage = requires(T x, float f) {
+concept kv_storage = requires(T x, const T* row, T* out, const float* f, float* g, index_t n) {
   { kv_storage_traits<T>::to_float(x) } -> std::same_as<float>;
-  { kv_storage_traits<T>::from_float(f) } -> std::same_as<T>;
+  { kv_storage_traits<T>::row_scale(row) } -> std::same_as<float>;
+  { kv_storage_traits<T>::row_prefix } -> std::convertible_to<index_t>;
+  kv_storage_traits<T>::template store_row<scalar>(f, out, n);
+  kv_storage_traits<T>::template load_row<scalar>(row, g, n);
   { kv_storage_traits<T>::name } -> std::convertible_to<const char*>;
   { kv_storage_traits<T>::gemm_operand } -> std::convertible_to<bool>;
+};
+
+// A buffer of `rows` rows of n values of KV, each with its prefix: row r's
+// values start at data() + r * stride() (stride = n + prefix).
+template <kv_storage KV>
+struct stored_rows {
+  static constexpr index_t prefix = kv_storage_traits<KV>::row_prefix;
+  index_t n = 0;
+  std::vector<KV> buf;
+  stored_rows() = default;
+  stored_rows(index_t rows, index_t n_) : n(n_), buf(std::size_t(rows * (n_ + prefix))) {}
+  index_t stride() const noexcept { return n + prefix; }
+  KV* row(index_t r) noexcept { return buf.data() + r * stride() + prefix; }
+  const KV* row(index_t r) const noexcept { return buf.data() + r * stride() + prefix; }
 };
 
 LONGCTX_NAMESPACE_END

@@ -48,6 +48,8 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
   float* s = scratch;
   float* vp = s + rows * BKV;
   float* alpha = vp + BKV * dvp;
+  // The factor of key row j (1 but for row-scaled storage).
+  const auto key_scale = [&](index_t j) { return kv_storage_traits<KV>::row_scale(k.data() + j * k.stride(0)); };
   for (index_t j0 = c0; j0 < c1; j0 += BKV) {
     const index_t nk = std::min(BKV, c1 - j0), nkp = round_up(nk, W);
     bool any = false;
@@ -79,13 +81,31 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
               prefetch(v.data() + (j0 + u) * v.stride(0), d_v);
             }
           dot_rows<R, Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), k.stride(0), d, sr + jj);
-          LONGCTX_UNROLL for (int u = 0; u < R; ++u) sr[jj + u] *= scale;
+          LONGCTX_UNROLL for (int u = 0; u < R; ++u) sr[jj + u] *= scale * key_scale(j0 + jj + u);
         }
-        for (; jj < nk; ++jj) sr[jj] = scale * dot<Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), d);
+        for (; jj < nk; ++jj)
+          sr[jj] = scale * key_scale(j0 + jj) * dot<Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), d);
         detail::mask_row(mask, q_pos[r], j0, nk, nkp, kind == tile_kind::partial, sr);
       }
       if (logits_rows && logits_rows[r]) std::memcpy(logits_rows[r] + j0, sr, sizeof(float) * std::size_t(nk));
       alpha[r] = softmax_block<Arch>(st[r], sr, nkp);
+    }
+    // Row-scaled V (q8): P's column j times row j's scale, after the
+    // softmax state took the unscaled P.
+    if constexpr (kv_storage_traits<KV>::row_prefix > 0) {
+      float vscale[BKV];
+      for (index_t jj = 0; jj < nk; ++jj) vscale[jj] = kv_storage_traits<KV>::row_scale(v.data() + (j0 + jj) * v.stride(0));
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t jj = 0; jj < nk; ++jj) s[r * BKV + jj] *= vscale[jj];
+      if (d_v % W == 0) {  // the raw integers in place; the scales are in P
+        block_gemm<Arch, true>(rows, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc, dvp, alpha);
+      } else {
+        for (index_t jj = 0; jj < nkp; ++jj)  // unscaled: the scales are in P
+          for (index_t c = 0; c < dvp; ++c)
+            vp[jj * dvp + c] = jj < nk && c < d_v ? kv_storage_traits<KV>::to_float(v.data()[(j0 + jj) * v.stride(0) + c]) : 0.0f;
+        block_gemm<Arch, true>(rows, dvp, nkp, s, BKV, vp, dvp, acc, dvp, alpha);
+      }
+      continue;
     }
     // V read in place, converted in registers, when its rows are whole
     // vectors; a d_v tail is packed (zero-padded) into scratch.

@@ -92,6 +92,8 @@ template <class S = float, kv_storage KV = float>
 struct basic_infini {
   static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
                 "basic_infini<S>: the memory state type S must be float or double");
+  static_assert(kv_storage_traits<KV>::row_prefix == 0,
+                "basic_infini<S, KV>: the segment buffer stores float, bf16 or f16 K/V (int8 rows are not supported)");
 
   // ---- Parameters (designated initialisers: infini{.segment = 512}). ------
   index_t segment = 2048;          // tokens per segment (N in the paper)

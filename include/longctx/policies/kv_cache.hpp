@@ -103,6 +103,9 @@ template <kv_storage KV = float>
 class kv_cache : public kv_rows {
  public:
   using storage_type = KV;
+  // Elements stored before each row (q8: its scale); rows are rk() = d + P
+  // and rv() = d_v + P elements apart, views point past the prefix.
+  static constexpr index_t P = kv_storage_traits<KV>::row_prefix;
 
   kv_cache() = default;
   // dims and options are checked by the policy that makes the cache.
@@ -113,22 +116,24 @@ class kv_cache : public kv_rows {
 
   // Bytes allocated for rows, positions and statistics.
   std::size_t footprint() const noexcept {
-    const std::size_t per_row = sizeof(KV) * std::size_t(dims_.d + dims_.d_v) + sizeof(float) * std::size_t(opt_.row_stats) +
+    const std::size_t per_row = sizeof(KV) * std::size_t(rk() + rv()) + sizeof(float) * std::size_t(opt_.row_stats) +
                                 sizeof(index_t) +
-                                (relative() ? sizeof(KV) * std::size_t(dims_.d) + sizeof(index_t) : 0);
+                                (relative() ? sizeof(KV) * std::size_t(rk()) + sizeof(index_t) : 0);
     return std::size_t(lanes()) * std::size_t(cap_) * per_row;
   }
 
   tensor4_view<const KV> keys() const noexcept { return view(k_.data(), dims_.d); }
   tensor4_view<const KV> values() const noexcept { return view(v_.data(), dims_.d_v); }
+  index_t rk() const noexcept { return dims_.d + P; }
+  index_t rv() const noexcept { return dims_.d_v + P; }
   // The key as appended (rotated at its absolute position); key_row() is the
   // attended copy (re-rotated to its rank under cache_relative).
   const KV* original_key_row(index_t lane, index_t slot) const noexcept {
-    return relative() ? kabs_.data() + (lane * cap_ + slot) * dims_.d : key_row(lane, slot);
+    return relative() ? kabs_.data() + (lane * cap_ + slot) * rk() + P : key_row(lane, slot);
   }
-  const KV* key_row(index_t lane, index_t slot) const noexcept { return k_.data() + (lane * cap_ + slot) * dims_.d; }
+  const KV* key_row(index_t lane, index_t slot) const noexcept { return k_.data() + (lane * cap_ + slot) * rk() + P; }
   const KV* value_row(index_t lane, index_t slot) const noexcept {
-    return v_.data() + (lane * cap_ + slot) * dims_.d_v;
+    return v_.data() + (lane * cap_ + slot) * rv() + P;
   }
 
 
@@ -153,12 +158,12 @@ class kv_cache : public kv_rows {
         const index_t lane = bi * dims_.h_kv + hk;
         for (index_t i = 0; i < n; ++i) {
           const index_t s = lane * cap_ + size_ + i;
-          from_float_row<default_arch>(&k(bi, hk, i, 0), k_.data() + s * d, d);
-          from_float_row<default_arch>(&v(bi, hk, i, 0), v_.data() + s * dv, dv);
+          kv_storage_traits<KV>::template store_row<default_arch>(&k(bi, hk, i, 0), k_.data() + s * rk() + P, d);
+          kv_storage_traits<KV>::template store_row<default_arch>(&v(bi, hk, i, 0), v_.data() + s * rv() + P, dv);
           pos_[std::size_t(s)] = next_ + i;
           std::fill_n(stats_.data() + s * rs, rs, 0.0f);
           if (relative()) {  // rank size_ + i among the rows after this append
-            std::memcpy(kabs_.data() + s * d, k_.data() + s * d, sizeof(KV) * std::size_t(d));
+            std::memcpy(kabs_.data() + s * rk(), k_.data() + s * rk(), sizeof(KV) * std::size_t(rk()));
             rot_[std::size_t(s)] = size_ + i;
             rerotate(lane, size_ + i);
           }
@@ -233,11 +238,11 @@ class kv_cache : public kv_rows {
     w.put(std::int64_t(size_));
     w.put(std::int64_t(next_));
     for (index_t lane = 0; lane < lanes(); ++lane) {
-      w.put_array(k_.data() + lane * cap_ * dims_.d, std::size_t(size_ * dims_.d));
-      w.put_array(v_.data() + lane * cap_ * dims_.d_v, std::size_t(size_ * dims_.d_v));
+      w.put_array(k_.data() + lane * cap_ * rk(), std::size_t(size_ * rk()));
+      w.put_array(v_.data() + lane * cap_ * rv(), std::size_t(size_ * rv()));
       for (index_t s = 0; s < size_; ++s) w.put(std::int64_t(positions(lane)[s]));
       w.put_array(stats(lane), std::size_t(size_ * opt_.row_stats));
-      if (relative()) w.put_array(kabs_.data() + lane * cap_ * dims_.d, std::size_t(size_ * dims_.d));
+      if (relative()) w.put_array(kabs_.data() + lane * cap_ * rk(), std::size_t(size_ * rk()));
     }
   }
   // Reads what write() wrote into a cache made with the same dims and
@@ -250,15 +255,15 @@ class kv_cache : public kv_rows {
     const std::int64_t size = r.get<std::int64_t>("size"), next = r.get<std::int64_t>("next position");
     r.check(size >= 0 && size <= max_rows && next >= size && next < std::numeric_limits<std::int64_t>::max() / 2,
             "size", [&] { return detail::concat("size ", size, ", next position ", next, ", at most ", max_rows, " rows"); });
-    const index_t d = dims.d, dv = value_dim(dims), lanes = dims.b * dims.h_kv;
-    const std::size_t per_row = sizeof(KV) * std::size_t(d + dv) + sizeof(float) * std::size_t(opt.row_stats) +
+    const index_t rk = dims.d + P, rv = value_dim(dims) + P, lanes = dims.b * dims.h_kv;
+    const std::size_t per_row = sizeof(KV) * std::size_t(rk + rv) + sizeof(float) * std::size_t(opt.row_stats) +
                                 sizeof(std::int64_t) +
-                                (opt.positions == position_mode::cache_relative ? sizeof(KV) * std::size_t(d) : 0);
+                                (opt.positions == position_mode::cache_relative ? sizeof(KV) * std::size_t(rk) : 0);
     r.check(std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(std::max<index_t>(lanes, 1)), "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
     kv_cache c(dims, kv_cache_options{opt.row_stats, opt.layout, opt.positions, opt.rope_theta, std::max<index_t>(index_t(size), 1)});
     for (index_t lane = 0; lane < lanes; ++lane) {
-      r.get_array(c.k_.data() + lane * c.cap_ * d, std::size_t(size * d), "keys");
-      r.get_array(c.v_.data() + lane * c.cap_ * dv, std::size_t(size * dv), "values");
+      r.get_array(c.k_.data() + lane * c.cap_ * rk, std::size_t(size * rk), "keys");
+      r.get_array(c.v_.data() + lane * c.cap_ * rv, std::size_t(size * rv), "values");
       index_t* p = c.pos_.data() + lane * c.cap_;
       for (index_t s = 0; s < size; ++s) {
         const std::int64_t x = r.get<std::int64_t>("positions");
@@ -276,7 +281,7 @@ class kv_cache : public kv_rows {
       r.get_array(st, std::size_t(size * opt.row_stats), "statistics");
       for (index_t i = 0; i < size * opt.row_stats; ++i)
         r.check(std::isfinite(st[i]), "statistics", "a row statistic is not finite");
-      if (c.relative()) r.get_array(c.kabs_.data() + lane * c.cap_ * d, std::size_t(size * d), "original keys");
+      if (c.relative()) r.get_array(c.kabs_.data() + lane * c.cap_ * rk, std::size_t(size * rk), "original keys");
     }
     c.size_ = index_t(size);
     c.next_ = index_t(next);
@@ -294,11 +299,11 @@ class kv_cache : public kv_rows {
  private:
   tensor4_view<const KV> view(const KV* base, index_t dim) const noexcept {
     using E = typename tensor4_view<const KV>::extents_type;
-    return tensor4_view<const KV>(base, E(dims_.b, dims_.h_kv, size_, dim),
-                                  {dims_.h_kv * cap_ * dim, cap_ * dim, dim, 1});
+    const index_t r = dim + P;
+    return tensor4_view<const KV>(base + P, E(dims_.b, dims_.h_kv, size_, dim), {dims_.h_kv * cap_ * r, cap_ * r, r, 1});
   }
   void move_row(index_t lane, index_t from, index_t to) noexcept {
-    const index_t d = dims_.d, dv = dims_.d_v, rs = opt_.row_stats, f = lane * cap_ + from, t = lane * cap_ + to;
+    const index_t d = rk(), dv = rv(), rs = opt_.row_stats, f = lane * cap_ + from, t = lane * cap_ + to;
     std::memcpy(k_.data() + t * d, k_.data() + f * d, sizeof(KV) * std::size_t(d));
     std::memcpy(v_.data() + t * dv, v_.data() + f * dv, sizeof(KV) * std::size_t(dv));
     pos_[std::size_t(t)] = pos_[std::size_t(f)];
@@ -317,13 +322,13 @@ class kv_cache : public kv_rows {
       rope_rotate_row(kabs_.data() + at * d, k_.data() + at * d, d, delta, opt_.rope_theta);
     } else {
       float* buf = rot_buf_.data();  // 2 d floats, sized with the cache
-      to_float_row<default_arch>(kabs_.data() + at * d, buf, d);
+      kv_storage_traits<KV>::template load_row<default_arch>(kabs_.data() + at * rk() + P, buf, d);
       rope_rotate_row(buf, buf + d, d, delta, opt_.rope_theta);
-      from_float_row<default_arch>(buf + d, k_.data() + at * d, d);
+      kv_storage_traits<KV>::template store_row<default_arch>(buf + d, k_.data() + at * rk() + P, d);
     }
   }
   void relayout(index_t cap) {
-    const index_t d = dims_.d, dv = dims_.d_v, rs = opt_.row_stats, L = lanes();
+    const index_t d = rk(), dv = rv(), rs = opt_.row_stats, L = lanes();
     std::vector<KV> k(std::size_t(L * cap * d)), v(std::size_t(L * cap * dv));
     std::vector<float> st(std::size_t(L * cap * rs));
     std::vector<index_t> pos(std::size_t(L * cap));

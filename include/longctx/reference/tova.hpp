@@ -54,11 +54,13 @@ struct cache_config {
   std::optional<float> scale{};
   index_t window = 32, kernel = 7, reselect = 0;  // snapkv
   snapkv_pooling pooling = snapkv_pooling::max;
-  // The storage type's rounding of a float (null: float storage, exact):
-  // rows are attended as the values the cache stores.
-  float (*store)(float) = nullptr;
+  // The storage type's rounding of a row of floats, in place (null: float
+  // storage, exact): rows are attended as the values the cache stores.
+  void (*store_row)(std::vector<double>&) = nullptr;
 
-  double stored(double x) const noexcept { return store ? double(store(float(x))) : x; }
+  void stored(std::vector<double>& row) const {
+    if (store_row) store_row(row);
+  }
   bool bounded() const noexcept { return policy != eviction::full; }
   index_t h2o_recent() const noexcept { return recent < 0 ? budget / 2 : recent; }
   double scale_for(index_t d) const noexcept { return scale ? *scale : default_scale(d); }
@@ -78,7 +80,14 @@ cache_config describe(const bounded_cache<Rule, KV>& p) {
   c.budget = p.budget, c.chunk = p.chunk, c.current = p.current, c.aggregation = p.aggregation;
   c.prefill = p.prefill, c.positions = p.positions, c.rope_theta = p.rope_theta, c.scale = p.scale;
   if constexpr (!std::is_same_v<KV, float>)
-    c.store = [](float x) { return kv_storage_traits<KV>::to_float(kv_storage_traits<KV>::from_float(x)); };
+    c.store_row = [](std::vector<double>& row) {
+      const index_t n = index_t(row.size());
+      std::vector<float> f(row.begin(), row.end());
+      stored_rows<KV> buf(1, n);
+      kv_storage_traits<KV>::template store_row<scalar>(f.data(), buf.row(0), n);
+      kv_storage_traits<KV>::template load_row<scalar>(buf.row(0), f.data(), n);
+      std::copy(f.begin(), f.end(), row.begin());
+    };
   return c;
 }
 
@@ -98,9 +107,9 @@ class tova_oracle {
   void load(const bounded_cache_state<Rule, KV>& state) {
     const kv_cache<KV>& st = state.cache();
     const auto widen = [](const KV* x, index_t n) {
-      std::vector<double> r(static_cast<std::size_t>(n));
-      for (index_t i = 0; i < n; ++i) r[std::size_t(i)] = double(kv_storage_traits<KV>::to_float(x[i]));
-      return r;
+      std::vector<float> f(static_cast<std::size_t>(n));
+      kv_storage_traits<KV>::template load_row<scalar>(x, f.data(), n);
+      return std::vector<double>(f.begin(), f.end());
     };
     for (index_t lane = 0; lane < st.lanes(); ++lane) {
       auto& rows = lanes_[std::size_t(lane)];
@@ -187,8 +196,8 @@ class tova_oracle {
           kv_row r;
           r.k.assign(&k[std::size_t(((bi * hk + hj) * c + i) * d)], &k[std::size_t(((bi * hk + hj) * c + i) * d)] + d);
           r.v.assign(&v[std::size_t(((bi * hk + hj) * c + i) * dv)], &v[std::size_t(((bi * hk + hj) * c + i) * dv)] + dv);
-          for (auto& x : r.k) x = cfg_.stored(x);
-          for (auto& x : r.v) x = cfg_.stored(x);
+          cfg_.stored(r.k);
+          cfg_.stored(r.v);
           r.pos = next_ + i;
           lanes_[std::size_t(bi * hk + hj)].push_back(std::move(r));
         }
@@ -208,8 +217,10 @@ class tova_oracle {
       }
       // A 16-bit cache rounds the rotated key to float (the rotation's one
       // rounding), then to its type.
-      if (rel && key && cfg_.store)
-        for (auto& y : x) y = cfg_.stored(double(float(y)));
+      if (rel && key && cfg_.store_row) {
+        for (auto& y : x) y = double(float(y));
+        cfg_.stored(x);
+      }
       return x;
     };
     std::vector<std::vector<std::vector<double>>> keys(lanes_.size());  // attended keys per lane

@@ -8,6 +8,8 @@
 //         vcvtneps2bf16, which flushes subnormals);
 //   f16   F16C vcvtph2ps / vcvtps2ph on x86 (AVX-512 with 16 lanes), NEON
 //         fcvtl / fcvtn; the exact scalar path without F16C;
+//   q8    loads only (sign-extend, convert; the row scale is applied by the
+//         caller): vpmovsxbd + vcvtdq2ps on x86, sxtl + scvtf on NEON;
 // and the scalar path (tensor/storage_types.hpp) everywhere else. Every
 // path gives the scalar conversions' bits (tests/simd/convert.cpp checks all
 // 65,536 patterns per type and backend).
@@ -49,6 +51,20 @@ struct float_io<float, Arch> {
   static V load_partial(const float* p, int n) noexcept { return V::load_partial(p, n); }
   static void store(float* p, V x) noexcept { x.store(p); }
   static void store_partial(float* p, V x, int n) noexcept { x.store_partial(p, n); }
+};
+
+// q8: the integer values (the row scale is the caller's: kernels/kv_storage.hpp).
+// Loads only; rows are quantised as a whole (kv_storage_traits<q8>::store_row).
+template <arch_tag Arch>
+struct float_io<q8, Arch> {
+  using V = vec<float, Arch>;
+  static constexpr int W = V::width;
+  static V load(const q8* p) noexcept { return load_partial(p, W); }
+  static V load_partial(const q8* p, int n) noexcept {
+    float b[W] = {};
+    for (int i = 0; i < n; ++i) b[i] = float(p[i].v);
+    return V::load(b);
+  }
 };
 
 namespace detail {
@@ -121,6 +137,18 @@ struct float_io<f16, avx2> {
   }
 };
 #endif
+template <>
+struct float_io<q8, avx2> {
+  using V = vec<float, avx2>;
+  static V load(const q8* p) noexcept {
+    return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))))};
+  }
+  static V load_partial(const q8* p, int n) noexcept {
+    q8 b[8] = {};
+    std::memcpy(b, p, std::size_t(n));
+    return load(b);
+  }
+};
 #endif  // LONGCTX_HAS_AVX2
 
 #if LONGCTX_HAS_AVX512
@@ -153,6 +181,16 @@ struct float_io<f16, avx512> {
   static __m256i narrow(V x) noexcept { return _mm512_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static void store(f16* p, V x) noexcept { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(x)); }
   static void store_partial(f16* p, V x, int n) noexcept { _mm256_mask_storeu_epi16(p, V::lane_mask(n), narrow(x)); }
+};
+template <>
+struct float_io<q8, avx512> {
+  using V = vec<float, avx512>;
+  static V load(const q8* p) noexcept {
+    return {_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))};
+  }
+  static V load_partial(const q8* p, int n) noexcept {
+    return {_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(V::lane_mask(n), p)))};
+  }
 };
 #endif  // LONGCTX_HAS_AVX512
 
@@ -201,6 +239,20 @@ struct float_io<f16, neon> {
     std::uint16_t b[4];
     store(reinterpret_cast<f16*>(b), x);
     std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
+  }
+};
+template <>
+struct float_io<q8, neon> {
+  using V = vec<float, neon>;
+  static V load(const q8* p) noexcept {
+    std::int8_t b[8] = {};
+    std::memcpy(b, p, 4);
+    return {vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(b)))))};
+  }
+  static V load_partial(const q8* p, int n) noexcept {
+    std::int8_t b[8] = {};
+    std::memcpy(b, p, std::size_t(n));
+    return {vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(b)))))};
   }
 };
 #endif  // LONGCTX_HAS_NEON

@@ -1,6 +1,7 @@
-// 16-bit K/V storage element types (PAPERS.md section 5): bf16 (bfloat16,
-// 8 exponent bits) and f16 (IEEE 754 binary16, 5 exponent bits). Plain
-// 2-byte values, usable in user code and in views (tensor4_view<const bf16>).
+// K/V storage element types (PAPERS.md section 5): bf16 (bfloat16, 8
+// exponent bits) and f16 (IEEE 754 binary16, 5 exponent bits), plain 2-byte
+// values usable in user code and in views (tensor4_view<const bf16>); and
+// q8, int8 with a per-row scale (below).
 // Conversions: to float exact; from float round to nearest, ties to even,
 // f16 with its subnormals (no flush to zero) and overflow to infinity.
 // NaNs stay NaN with their sign and the top payload bits; f16 loads and
@@ -57,6 +58,18 @@ struct f16 {
   }
   LONGCTX_INLINE explicit constexpr operator float() const noexcept { return to_float(); }
   friend constexpr bool operator==(f16, f16) noexcept = default;  // bitwise
+};
+
+// Symmetric int8 with one fp32 scale per row (per token and KV head):
+// value = v * scale, scale = max|x| / 127 over the row, v = round(x / scale)
+// (ties to even) in [-127, 127]. A row of d values is stored as 4 bytes of
+// scale followed by the d int8 values, and a view of q8 points at the
+// values: the row's scale sits in the 4 bytes before its first value (so a
+// (b, h, n, d) view has a row stride of at least d + 4). q8 rows are made by
+// kv_storage_traits<q8>::store_row (kernels/kv_storage.hpp).
+struct q8 {
+  std::int8_t v = 0;
+  friend constexpr bool operator==(q8, q8) noexcept = default;
 };
 
 LONGCTX_TYPES_END
