@@ -22,6 +22,7 @@
 
 #include "../config.hpp"
 #include "../simd/convert.hpp"
+#include "../tensor/extents.hpp"
 #include "../tensor/storage_types.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
