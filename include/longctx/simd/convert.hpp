@@ -68,12 +68,21 @@ struct float_io<q8, Arch> {
 };
 
 namespace detail {
-// W 16-bit values from p, the first n of them (the rest 0), via a stack copy.
-template <int W>
-inline void load_u16_partial(const void* p, int n, std::uint16_t (&b)[W]) noexcept {
-  for (int i = 0; i < W; ++i) b[i] = 0;
-  std::memcpy(b, p, sizeof(std::uint16_t) * std::size_t(n));
-}
+// load_partial / store_partial through a stack copy of one vector, for
+// backends without masked 16-bit loads: IO provides load and store.
+template <class IO, class T, class V, int W>
+struct partial_by_copy {
+  static V load_partial(const T* p, int n) noexcept {
+    T b[W] = {};
+    std::memcpy(b, p, sizeof(T) * std::size_t(n));
+    return IO::load(b);
+  }
+  static void store_partial(T* p, V x, int n) noexcept {
+    T b[W];
+    IO::store(b, x);
+    std::memcpy(p, b, sizeof(T) * std::size_t(n));
+  }
+};
 }  // namespace detail
 
 #if LONGCTX_HAS_AVX2
@@ -96,47 +105,28 @@ inline __m128i narrow_u16_avx2(__m256i r) noexcept {
 }  // namespace detail
 
 template <>
-struct float_io<bf16, avx2> {
+struct float_io<bf16, avx2> : detail::partial_by_copy<float_io<bf16, avx2>, bf16, vec<float, avx2>, 8> {
   using V = vec<float, avx2>;
   static V load(const bf16* p) noexcept {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))};
   }
-  static V load_partial(const bf16* p, int n) noexcept {
-    std::uint16_t b[8];
-    detail::load_u16_partial(p, n, b);
-    return load(reinterpret_cast<const bf16*>(b));
-  }
   static void store(bf16* p, V x) noexcept {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), detail::narrow_u16_avx2(detail::bf16_round_avx2(x.v)));
-  }
-  static void store_partial(bf16* p, V x, int n) noexcept {
-    std::uint16_t b[8];
-    store(reinterpret_cast<bf16*>(b), x);
-    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
   }
 };
 
 #if LONGCTX_HAS_F16C
 template <>
-struct float_io<f16, avx2> {
+struct float_io<f16, avx2> : detail::partial_by_copy<float_io<f16, avx2>, f16, vec<float, avx2>, 8> {
   using V = vec<float, avx2>;
   static V load(const f16* p) noexcept { return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))}; }
-  static V load_partial(const f16* p, int n) noexcept {
-    std::uint16_t b[8];
-    detail::load_u16_partial(p, n, b);
-    return load(reinterpret_cast<const f16*>(b));
-  }
   static void store(f16* p, V x) noexcept {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  static void store_partial(f16* p, V x, int n) noexcept {
-    std::uint16_t b[8];
-    store(reinterpret_cast<f16*>(b), x);
-    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
-  }
 };
 #endif
+
 template <>
 struct float_io<q8, avx2> {
   using V = vec<float, avx2>;
@@ -196,15 +186,10 @@ struct float_io<q8, avx512> {
 
 #if LONGCTX_HAS_NEON
 template <>
-struct float_io<bf16, neon> {
+struct float_io<bf16, neon> : detail::partial_by_copy<float_io<bf16, neon>, bf16, vec<float, neon>, 4> {
   using V = vec<float, neon>;
   static V load(const bf16* p) noexcept {
     return {vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)), 16))};
-  }
-  static V load_partial(const bf16* p, int n) noexcept {
-    std::uint16_t b[4];
-    detail::load_u16_partial(p, n, b);
-    return load(reinterpret_cast<const bf16*>(b));
   }
   static void store(bf16* p, V x) noexcept {
     const uint32x4_t u = vreinterpretq_u32_f32(x.v);
@@ -214,33 +199,19 @@ struct float_io<bf16, neon> {
     const uint32x4_t q = vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40));
     vst1_u16(reinterpret_cast<std::uint16_t*>(p), vmovn_u32(vbslq_u32(nan, q, r)));
   }
-  static void store_partial(bf16* p, V x, int n) noexcept {
-    std::uint16_t b[4];
-    store(reinterpret_cast<bf16*>(b), x);
-    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
-  }
 };
 
 template <>
-struct float_io<f16, neon> {
+struct float_io<f16, neon> : detail::partial_by_copy<float_io<f16, neon>, f16, vec<float, neon>, 4> {
   using V = vec<float, neon>;
   static V load(const f16* p) noexcept {
     return {vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p))))};
   }
-  static V load_partial(const f16* p, int n) noexcept {
-    std::uint16_t b[4];
-    detail::load_u16_partial(p, n, b);
-    return load(reinterpret_cast<const f16*>(b));
-  }
   static void store(f16* p, V x) noexcept {
     vst1_u16(reinterpret_cast<std::uint16_t*>(p), vreinterpret_u16_f16(vcvt_f16_f32(x.v)));
   }
-  static void store_partial(f16* p, V x, int n) noexcept {
-    std::uint16_t b[4];
-    store(reinterpret_cast<f16*>(b), x);
-    std::memcpy(p, b, sizeof(std::uint16_t) * std::size_t(n));
-  }
 };
+
 template <>
 struct float_io<q8, neon> {
   using V = vec<float, neon>;
