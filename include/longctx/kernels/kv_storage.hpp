@@ -89,7 +89,7 @@ struct kv_storage_traits<q8> {
       amax = std::max(amax, std::abs(x[i]));
     }
     const float scale = !finite ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
-    std::memcpy(row - row_prefix, &scale, sizeof scale);
+    std::memcpy(static_cast<void*>(row - row_prefix), &scale, sizeof scale);
     for (index_t i = 0; i < n; ++i) {
       const float q = finite && amax > 0 ? std::nearbyint(x[i] / scale) : 0.0f;
       row[i].v = std::int8_t(std::clamp(q, -127.0f, 127.0f));

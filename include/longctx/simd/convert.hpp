@@ -74,13 +74,13 @@ template <class IO, class T, class V, int W>
 struct partial_by_copy {
   static V load_partial(const T* p, int n) noexcept {
     T b[W] = {};
-    std::memcpy(b, p, sizeof(T) * std::size_t(n));
+    std::memcpy(static_cast<void*>(b), p, sizeof(T) * std::size_t(n));
     return IO::load(b);
   }
   static void store_partial(T* p, V x, int n) noexcept {
     T b[W];
     IO::store(b, x);
-    std::memcpy(p, b, sizeof(T) * std::size_t(n));
+    std::memcpy(static_cast<void*>(p), b, sizeof(T) * std::size_t(n));
   }
 };
 }  // namespace detail
@@ -135,7 +135,7 @@ struct float_io<q8, avx2> {
   }
   static V load_partial(const q8* p, int n) noexcept {
     q8 b[8] = {};
-    std::memcpy(b, p, std::size_t(n));
+    std::memcpy(static_cast<void*>(b), p, std::size_t(n));
     return load(b);
   }
 };
