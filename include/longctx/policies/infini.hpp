@@ -79,7 +79,9 @@ S* infini_scratch(index_t elems) {
 }
 template <class KV>
 std::string infini_kind() {
-  return std::string("infini/") + kv_storage_traits<KV>::name;
+  std::string k = "infini/";  // appended: see bounded_cache_state::kind
+  k += kv_storage_traits<KV>::name;
+  return k;
 }
 }  // namespace detail
 
