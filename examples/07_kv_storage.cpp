@@ -10,6 +10,9 @@
 // f16 2^-11) and L = scale * max_j sum_p |q_p k_jp|; for int8, half a step
 // per row: 2 L8 max|V| + max_j max|v_j| / 254 with L8 = scale max_j
 // sum_p |q_p| max|k_j| / 254.
+// Then the same keys with 8 of the 128 channels 20x the others (as LLM keys
+// have): int8 dense caches with per-token key scales and with per-channel
+// key scales (key_scales::per_channel), their error against a float cache.
 //
 //   example_07_kv_storage [--quick]
 #include <algorithm>
@@ -23,6 +26,7 @@
 
 #include <longctx/attention.hpp>
 #include <longctx/kernels/scale.hpp>
+#include <longctx/policies/dense.hpp>
 #include <longctx/simd/convert.hpp>
 
 using namespace longctx;
@@ -130,6 +134,33 @@ report run(const problem& p, thread_pool& pool, double unit_roundoff) {
   return r;
 }
 
+// The prompt through a dense cache of KV (prefill in one call, then one
+// decoded token): every output, (1, h, n, d).
+template <class KV>
+std::vector<float> through_cache(const problem& p, key_scales keys, thread_pool& pool) {
+  const bounded_cache<full_rule, KV> cache{.keys = keys};
+  const attention_dims dm{1, p.h, p.h, p.d, p.d};
+  auto st = cache.make_state(dm);
+  std::vector<float> out(p.q.size());
+  const auto o = from_bhnd(out.data(), 1, p.h, p.n, p.d);
+  const auto view = [&](const std::vector<float>& x) { return from_bhnd<dynamic_extent, const float>(x.data(), 1, p.h, p.n, p.d); };
+  cache.forward(st, {view(p.q).tokens(0, p.n - 1), view(p.k).tokens(0, p.n - 1), view(p.v).tokens(0, p.n - 1)},
+                o.tokens(0, p.n - 1), pool);
+  cache.forward(st, {view(p.q).tokens(p.n - 1, 1), view(p.k).tokens(p.n - 1, 1), view(p.v).tokens(p.n - 1, 1)},
+                o.tokens(p.n - 1, 1), pool);
+  return out;
+}
+
+// rms and max |a - b|.
+std::pair<double, double> difference(const std::vector<float>& a, const std::vector<float>& b) {
+  double sum = 0, mx = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double e = std::abs(double(a[i]) - b[i]);
+    sum += e * e, mx = std::max(mx, e);
+  }
+  return {std::sqrt(sum / double(a.size())), mx};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -159,5 +190,21 @@ int main(int argc, char** argv) {
               "precision on the float K/V (f32: rounding of the fp32 kernels alone). decode: one token over all %lld\n"
               "rows, 2 threads, median of 9 (a hot cache here; bench_attention has cold ones).\n",
               (long long)p.rows, (long long)p.n);
+
+  // Outlier key channels: per-token int8 spends each row's 255 steps on
+  // them; per-channel scales divide them (by powers of two, calibrated on
+  // the prefill) before the row is quantised and multiply the query instead.
+  for (std::size_t r = 0; r < p.k.size() / std::size_t(p.d); ++r)
+    for (std::size_t c = 0; c < std::size_t(p.d); c += 16) p.k[r * std::size_t(p.d) + c] *= 20;
+  const auto exact = through_cache<float>(p, key_scales::per_token, pool);
+  std::printf("\nKeys with 8 of %lld channels 20x the others, dense int8 caches against a float cache\n"
+              "(prompt of %lld tokens in one call, then one decoded token; all outputs):\n",
+              (long long)p.d, (long long)p.n - 1);
+  std::printf("%-22s %12s %12s\n", "int8 keys", "rms err", "max err");
+  for (const auto keys : {key_scales::per_token, key_scales::per_channel}) {
+    const auto [rms, mx] = difference(through_cache<q8>(p, keys, pool), exact);
+    std::printf("%-22s %12.3e %12.3e\n", keys == key_scales::per_token ? "per-token scales" : "per-channel scales", rms,
+                mx);
+  }
   return 0;
 }

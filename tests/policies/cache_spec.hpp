@@ -72,12 +72,14 @@ struct spec {
   std::optional<float> scale{};
   index_t window = 4, kernel = 3, reselect = 0;  // snapkv (window clamped to the budget)
   snapkv_pooling pooling = snapkv_pooling::max;
+  key_scales keys = key_scales::per_token;  // per_channel: q8 only
   float scale_for(index_t d) const { return scale ? *scale : default_scale(d); }
 };
 
 template <class KV = float, class Rule>
 bounded_cache<Rule, KV> typed(const spec& p, Rule r) {
-  return {p.budget, r, p.aggregation, p.current, p.layout, p.positions, p.rope_theta, p.prefill, p.chunk, p.scale};
+  return {p.budget, r, p.aggregation, p.current, p.layout, p.positions, p.rope_theta, p.prefill, p.chunk, p.scale,
+          p.keys};
 }
 // f(policy) with the rule p names, caching rows as KV.
 template <class KV = float, class F>
@@ -154,7 +156,7 @@ inline std::string describe(const spec& p, const stream& s) {
                         int(p.aggregation), " keep_cur ", int(p.current), " sinks ", p.sinks, " recent ", p.recent,
                         " norm ", int(p.h2o_norm), " positions ", int(p.positions), " theta ", p.rope_theta,
                         " prefill ", int(p.prefill), " chunk ", p.chunk, " window ", p.window, " kernel ",
-                        p.kernel, " pooling ", int(p.pooling), " reselect ", p.reselect, " scale ",
+                        p.kernel, " pooling ", int(p.pooling), " reselect ", p.reselect, " keys ", int(p.keys), " scale ",
                         p.scale ? *p.scale : -1.0f, " | b ", s.b, " h ", s.h, " h_kv ", s.hk, " T ", s.t, " d ", s.d,
                         " d_v ", s.dv);
 }
@@ -201,11 +203,22 @@ struct stored_stream {
   }
 };
 
+// Multiplies a few key channels of s by factors from 8 to 24 (as LLM keys
+// have): the per_channel key scales then differ from 1.
+inline void outlier_channels(test::rng_t& g, stream& s) {
+  std::vector<float> f(std::size_t(s.d), 1.0f);
+  for (index_t i = 0; i < std::max<index_t>(1, s.d / 16); ++i)
+    f[std::size_t(test::uniform_int(g, 0, int(s.d) - 1))] = float(test::uniform_int(g, 8, 24));
+  for (std::size_t r = 0; r < s.k.size() / std::size_t(s.d); ++r)
+    for (index_t c = 0; c < s.d; ++c) s.k[r * std::size_t(s.d) + std::size_t(c)] *= f[std::size_t(c)];
+}
+
 // Every rule on random shapes, step by step against the double oracle
 // (which attends the values a KV cache stores): outputs within the fp32
-// tolerance, kept sets equal up to near-ties.
+// tolerance, kept sets equal up to near-ties. per_channel: keys with
+// outlier channels, per_channel key scales (q8).
 template <class Arch, class KV>
-void oracle_sweep(std::uint64_t seed_id, int cases) {
+void oracle_sweep(std::uint64_t seed_id, int cases, key_scales keys = key_scales::per_token) {
   static const std::vector<int> dims{1, 2, 7, 8, 17, 32, 59, 64, 128};
     int steps = 0, near_ties = 0;
   for (int c = 0; c < cases; ++c) {
@@ -213,8 +226,10 @@ void oracle_sweep(std::uint64_t seed_id, int cases) {
     const index_t hk = test::uniform_int(g, 1, 2), group = test::uniform_int(g, 1, 3);
     const index_t d = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
     const index_t dv = test::uniform_int(g, 0, 2) ? d : dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
-    const stream s(g, test::uniform_int(g, 1, 2), hk * group, hk, test::uniform_int(g, 1, 64), d, dv);
+    stream s(g, test::uniform_int(g, 1, 2), hk * group, hk, test::uniform_int(g, 1, 64), d, dv);
+    if (keys == key_scales::per_channel) outlier_channels(g, s);
     spec p = random_policy(g, s.t, group);
+    p.keys = keys;
     // Half the cases open with a multi-token segment (prefill modes).
     const index_t pre = test::uniform_int(g, 0, 1) ? test::uniform_int(g, 2, int(std::max<index_t>(2, s.t))) : 0;
     p.prefill = static_cast<prefill_mode>(test::uniform_int(g, 0, 2));

@@ -63,12 +63,22 @@ struct tova_q8_relative_case {  // int8 rows re-quantised as they re-rotate
   static bounded_cache<tova_rule, q8> make() { return {.budget = 9, .positions = position_mode::cache_relative}; }
   static constexpr bool bounded = true;
 };
+struct tova_q8_channels_case {  // per-channel key scales, calibrated on the first call
+  static bounded_cache<tova_rule, q8> make() {
+    return {.budget = 9, .positions = position_mode::cache_relative, .keys = key_scales::per_channel};
+  }
+  static constexpr bool bounded = true;
+};
 struct dense_f16_case {
   static bounded_cache<full_rule, f16> make() { return {}; }
   static constexpr bool bounded = false;
 };
 struct infini_bf16_case {
   static basic_infini<float, bf16> make() { return {.segment = 6, .update = update_rule::delta}; }
+  static constexpr bool bounded = true;
+};
+struct infini_q8_case {  // int8 segment buffer: rows with their scales
+  static basic_infini<float, q8> make() { return {.segment = 6, .update = update_rule::linear}; }
   static constexpr bool bounded = true;
 };
 struct dense_case {
@@ -87,8 +97,8 @@ struct flash_case {
 
 using cases =
     std::tuple<tova_case, h2o_case, window_case, sinks_case, snapkv_case, snapkv_reselect_case, dense_case, infini_case,
-               flash_case, tova_bf16_case, sinks_f16_relative_case, tova_q8_relative_case, dense_f16_case,
-               infini_bf16_case>;
+               flash_case, tova_bf16_case, sinks_f16_relative_case, tova_q8_relative_case, tova_q8_channels_case,
+               dense_f16_case, infini_bf16_case, infini_q8_case>;
 
 // (case, arch) pairs for TEMPLATE_LIST_TEST_CASE.
 template <class C, class A>
@@ -115,6 +125,9 @@ struct stream {
     q = test::random_floats(g, std::size_t(dims.b * dims.h * t * dims.d));
     k = test::random_floats(g, std::size_t(dims.b * dims.h_kv * t * dims.d));
     v = test::random_floats(g, std::size_t(dims.b * dims.h_kv * t * dims.d_v));
+    // One key channel 30x the others, as LLM keys have: per_channel key
+    // scales then differ from 1.
+    for (std::size_t r = 0; r < k.size() / std::size_t(dims.d); ++r) k[r * std::size_t(dims.d) + 5] *= 30;
   }
   template <class Input>
   Input tokens(index_t i, index_t n) const {

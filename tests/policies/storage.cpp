@@ -7,6 +7,7 @@
 // thread properties in protocol.cpp.
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <vector>
 
 #include <longctx/policies/infini.hpp>
@@ -114,4 +115,80 @@ TEMPLATE_LIST_TEST_CASE("bounded caches in int8: every rule against the double o
                         "[policies][storage]", compiled_archs) {
   oracle_sweep<TestType, q8>(98, test::scaled(60));
   dense_sweep<TestType, q8>(99, test::scaled(12));
+}
+
+namespace {
+
+// Rows of dim values of x stored as int8 and read back: the values a q8
+// buffer holds, as floats.
+std::vector<float> dequantised(const std::vector<float>& x, index_t dim) {
+  std::vector<float> r(x.size());
+  stored_rows<q8> row(1, dim);
+  for (std::size_t i = 0; i < x.size() / std::size_t(dim); ++i) {
+    kv_storage_traits<q8>::store_row<scalar>(x.data() + i * std::size_t(dim), row.row(0), dim);
+    kv_storage_traits<q8>::load_row<scalar>(row.row(0), r.data() + i * std::size_t(dim), dim);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("int8 Infini: the memory of the stored K/V bit for bit, outputs to fp32 rounding",
+                        "[policies][storage]", compiled_archs) {
+  using Arch = TestType;
+  // The segment buffer stores int8 rows; a finished segment folds the
+  // values they hold (exactly what a float Infini fed those values folds),
+  // and local attention reads them with the row scales applied in the
+  // kernel's order (fp32 rounding apart from the float twin).
+  for (int c = 0; c < test::scaled(6); ++c) {
+    test::rng_t g(test::seed_for(102, std::uint64_t(c)));
+    const index_t hk = test::uniform_int(g, 1, 2), d = std::vector<index_t>{4, 17, 32, 64}[std::size_t(c % 4)];
+    const attention_dims dm{test::uniform_int(g, 1, 2), hk * test::uniform_int(g, 1, 2), hk, d, d};
+    const index_t t = 53, seg = test::uniform_int(g, 3, 16);
+    const auto q = test::random_floats(g, std::size_t(dm.b * dm.h * t * d));
+    const auto k = test::random_floats(g, std::size_t(dm.b * dm.h_kv * t * d));
+    const auto v = test::random_floats(g, std::size_t(dm.b * dm.h_kv * t * d), -2, 2);
+    const std::vector<index_t> calls{11, 1, 1, 7, 2, 31};
+    const std::vector<float> beta = test::random_floats(g, std::size_t(dm.h), -2, 2);
+    const basic_infini<float, q8> p8{.segment = seg, .beta = beta, .update = c % 2 ? update_rule::delta : update_rule::linear};
+    const basic_infini<float, float> p32{.segment = seg, .beta = beta, .update = p8.update};
+    INFO("case " << c << " d " << d << " segment " << seg);
+    const auto o8 = outputs<Arch>(p8, dm, t, q, k, v, calls);
+    const auto o32 = outputs<Arch>(p32, dm, t, q, dequantised(k, d), dequantised(v, d), calls);
+    double lb = 0;  // |logit| <= scale |q|_1 max|k| (|k| <= 1)
+    for (std::size_t r = 0; r < q.size() / std::size_t(d); ++r) {
+      double a = 0;
+      for (index_t i = 0; i < d; ++i) a += std::abs(q[r * std::size_t(d) + std::size_t(i)]);
+      lb = std::max(lb, double(default_scale(d)) * a);
+    }
+    REQUIRE(test::max_abs_diff(o8, o32) <= test::attention_tolerance(lb, 2.0));
+    // The memories, after the same stream: equal bits.
+    auto s8 = p8.make_state(dm);
+    auto s32 = p32.make_state(dm);
+    const auto dk = dequantised(k, d), dv = dequantised(v, d);
+    const auto view = [&](const std::vector<float>& x, index_t heads) {
+      return from_bhnd<dynamic_extent, const float>(x.data(), dm.b, heads, t, d);
+    };
+    std::vector<float> out(std::size_t(dm.b * dm.h * t * d));
+    p8.template forward<Arch>(s8, {view(q, dm.h), view(k, dm.h_kv), view(v, dm.h_kv)}, from_bhnd(out.data(), dm.b, dm.h, t, d));
+    p32.template forward<Arch>(s32, {view(q, dm.h), view(dk, dm.h_kv), view(dv, dm.h_kv)}, from_bhnd(out.data(), dm.b, dm.h, t, d));
+    REQUIRE(s8.segments_folded() == std::uint64_t(t / seg));
+    for (index_t bi = 0; bi < dm.b; ++bi)
+      for (index_t m = 0; m < s8.memory_heads(); ++m) {
+        const auto a = s8.memory(bi, m), b = s32.memory(bi, m);
+        REQUIRE(std::memcmp(a.m, b.m, sizeof(float) * std::size_t(a.d_k * a.ld_m)) == 0);
+        REQUIRE(std::memcmp(a.z, b.z, sizeof(float) * std::size_t(a.d_k)) == 0);
+      }
+  }
+}
+
+TEST_CASE("int8 Infini: footprint counts 1-byte values and a 4-byte scale per buffered row", "[policies][storage]") {
+  const attention_dims dm{1, 4, 2, 64, 64};
+  const basic_infini<float, q8> p8{.segment = 32};
+  const basic_infini<float, float> p32{.segment = 32};
+  const auto m8 = p8.memory_footprint(dm), m32 = p32.memory_footprint(dm);
+  REQUIRE(m8.buffer_values == m32.buffer_values);
+  const std::uint64_t rows = 2 * 32 * 3;  // K, K_mem, V of each KV head
+  REQUIRE(m32.bytes - m8.bytes == m32.buffer_values * 3 - rows * 4);
+  REQUIRE(p8.make_state(dm).footprint() == p8.footprint(dm));
 }

@@ -109,7 +109,7 @@ class bounded_cache_state {
   index_t budget_ = 0;  // restore() and preload() bound the rows by it
 };
 
-// KV: the storage type of the cached rows (float, bf16, f16); q, o and
+// KV: the storage type of the cached rows (float, bf16, f16, q8); q, o and
 // every score stay float.
 template <eviction_rule Rule, kv_storage KV>
 struct bounded_cache {
@@ -124,6 +124,7 @@ struct bounded_cache {
   prefill_mode prefill = prefill_mode::full_then_top_k;
   index_t chunk = 0;             // prefill_mode::chunked: tokens per chunk (> 0)
   std::optional<float> scale{};  // unset: default_scale(d)
+  key_scales keys = key_scales::per_token;  // per_channel: int8 (q8) storage only (kv_cache.hpp)
 
   using state_type = bounded_cache_state<Rule, KV>;
   using input_type = sequence_input;
@@ -137,7 +138,7 @@ struct bounded_cache {
     check_params(dims, where);
     state_type st;
     st.cache_ = kv_cache<KV>(dims, kv_cache_options{stats_per_row(rule), layout, positions, double(rope_theta),
-                                                unbounded ? 16 : budget + 1});
+                                                unbounded ? 16 : budget + 1, keys});
     st.fp_ = fingerprint(dims);
     st.budget_ = budget;
     return st;
@@ -190,6 +191,10 @@ struct bounded_cache {
     require(prefill != prefill_mode::chunked || chunk > 0, where, "chunk",
             "prefill_mode::chunked needs chunk > 0, got ", chunk);
     require(!scale || std::isfinite(*scale), where, "scale", "must be finite");
+    require(keys == key_scales::per_token || keys == key_scales::per_channel, where, "keys",
+            "unknown key_scales value");
+    require(keys == key_scales::per_token || kv_storage_traits<KV>::row_prefix > 0, where, "keys",
+            "key_scales::per_channel needs int8 (q8) storage, the cache stores ", kv_storage_traits<KV>::name);
     require(aggregation != score_aggregation::per_head || dm.h == dm.h_kv, where, "aggregation",
             "per_head scores need one KV head per query head (h ", dm.h, " != h_kv ", dm.h_kv,
             "): a shared KV row cannot be evicted for one head only");
@@ -198,7 +203,7 @@ struct bounded_cache {
   std::uint64_t fingerprint(const attention_dims& dm) const noexcept {
     config_fingerprint f = fingerprint_of(dm);
     f.add(budget).add(aggregation).add(current).add(layout).add(positions).add(rope_theta).add(prefill).add(chunk);
-    f.add(scale.has_value()).add(scale.value_or(0.0f));
+    f.add(scale.has_value()).add(scale.value_or(0.0f)).add(keys);
     if constexpr (requires { rule.add_to(f); }) rule.add_to(f);
     return f.value();
   }
@@ -300,18 +305,26 @@ struct bounded_cache {
     c.sort_by_position(lane, keep, kept);
   }
 
-  // cache_relative: the caller rotated query i at absolute position p0 + i;
-  // it is attended at rank r0 + i. Rotated into the workspace.
-  tensor4_view<const float> relative_queries(const kv_cache<KV>& st, tensor4_view<const float> q, index_t r0, index_t p0,
-                                             std::vector<float>& buf) const {
-    if (!st.relative()) return q;
-    const index_t b = q.extent(0), h = q.extent(1), n = q.extent(2), d = q.extent(3);
+  // The queries as the kernels attend them, in the workspace when they
+  // change. cache_relative: the caller rotated query i at absolute position
+  // p0 + i; it is attended at rank r0 + i. per_channel key scales: times
+  // its KV head's channel scales (exact: powers of two).
+  tensor4_view<const float> attended_queries(const kv_cache<KV>& st, tensor4_view<const float> q, index_t r0,
+                                             index_t p0, std::vector<float>& buf) const {
+    if (!st.relative() && !st.channel_scaled()) return q;
+    const index_t b = q.extent(0), h = q.extent(1), n = q.extent(2), d = q.extent(3), g = h / st.dims().h_kv;
     buf.resize(std::size_t(b * h * n * d));
     for (index_t bi = 0; bi < b; ++bi)
       for (index_t hi = 0; hi < h; ++hi)
-        for (index_t i = 0; i < n; ++i)
-          rope_rotate_row(&q(bi, hi, i, 0), buf.data() + ((bi * h + hi) * n + i) * d, d, double(r0 - p0),
-                          double(rope_theta));
+        for (index_t i = 0; i < n; ++i) {
+          float* out = buf.data() + ((bi * h + hi) * n + i) * d;
+          if (st.relative())
+            rope_rotate_row(&q(bi, hi, i, 0), out, d, double(r0 - p0), double(rope_theta));
+          else
+            for (index_t c = 0; c < d; ++c) out[c] = q(bi, hi, i, c);
+          if (const float* sc = st.key_channel_scales(bi * st.dims().h_kv + hi / g))
+            for (index_t c = 0; c < d; ++c) out[c] *= sc[c];
+        }
     return from_bhnd<dynamic_extent, const float>(buf.data(), b, h, n, d);
   }
 
@@ -332,7 +345,7 @@ struct bounded_cache {
     }
     st.append(k, v);
     const index_t n = st.size();
-    q = relative_queries(st, q, n - 1, st.next_position() - 1, w.q);
+    q = attended_queries(st, q, n - 1, st.next_position() - 1, w.q);
     if constexpr (Rule::scored) {
       using E4 = tensor4_view<float>::extents_type;
       logits = tensor4_view<float>(w.logits.data(), E4(b, h, 1, n), {h * cap, cap, cap, 1});
@@ -379,7 +392,7 @@ struct bounded_cache {
     const index_t n = st.size(), cap = st.capacity(), b = dm.b, h = dm.h, L = st.lanes();
     const float sc = scale_for(dm.d);
     workspace& w = ws();
-    q = relative_queries(st, q, s0, st.next_position() - c, w.q);
+    q = attended_queries(st, q, s0, st.next_position() - c, w.q);
     w.lse.resize(std::size_t(b * h * c));
     const lse_view lse(w.lse.data(), dextents<index_t, 3>(b, h, c));
     const bool evicting = !unbounded && n > budget;

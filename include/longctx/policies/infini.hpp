@@ -86,16 +86,15 @@ std::string infini_kind() {
 }  // namespace detail
 
 // State = memory (fp32, or double with basic_infini<double>) + the partial
-// segment, whose K, K_mem and V rows are stored as KV (float, bf16, f16):
-// local attention reads them in that type, and a finished segment folds
-// into the memory the values stored (so any split of the stream gives the
-// same bits; with float storage a whole segment is read in place).
+// segment, whose K, K_mem and V rows are stored as KV (float, bf16, f16,
+// q8 with its per-row scale): local attention reads them in that type, and
+// a finished segment folds into the memory the values stored (so any split
+// of the stream gives the same bits; with float storage a whole segment is
+// read in place).
 template <class S = float, kv_storage KV = float>
 struct basic_infini {
   static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
                 "basic_infini<S>: the memory state type S must be float or double");
-  static_assert(kv_storage_traits<KV>::row_prefix == 0,
-                "basic_infini<S, KV>: the segment buffer stores float, bf16 or f16 K/V (int8 rows are not supported)");
 
   // ---- Parameters (designated initialisers: infini{.segment = 512}). ------
   index_t segment = 2048;          // tokens per segment (N in the paper)
@@ -116,6 +115,9 @@ struct basic_infini {
   memory_mode memory = memory_mode::read_write;
 
   using input_type = infini_input;
+  using storage_type = KV;
+  // Elements stored before each buffered row (q8: its scale).
+  static constexpr index_t P = kv_storage_traits<KV>::row_prefix;
 
   class state_type {
    public:
@@ -236,9 +238,9 @@ struct basic_infini {
       const std::size_t n_mem = std::size_t(dims_.b * h_mem_), rows = std::size_t(dims_.b * dims_.h_kv * segment_);
       m_.assign(n_mem * std::size_t(dims_.d * ld_m_), S(0));
       z_.assign(n_mem * std::size_t(dims_.d), S(0));
-      k_buf_.assign(rows * std::size_t(dims_.d), KV{});
-      km_buf_.assign(rows * std::size_t(dims_.d), KV{});
-      v_buf_.assign(rows * std::size_t(dims_.d_v), KV{});
+      k_buf_.assign(rows * std::size_t(dims_.d + P), KV{});
+      km_buf_.assign(rows * std::size_t(dims_.d + P), KV{});
+      v_buf_.assign(rows * std::size_t(dims_.d_v + P), KV{});
     }
 
     // Calls f(pointer, count, field) over every stored range, in snapshot
@@ -255,10 +257,10 @@ struct basic_infini {
       const index_t n_mem = dims_.b * h_mem_, d = dims_.d, d_v = dims_.d_v;
       for (index_t i = 0; i < n_mem * d; ++i) f(m_.data() + i * ld_m_, std::size_t(d_v), "M");
       f(z_.data(), z_.size(), "z");
-      for (index_t bk = 0; bk < dims_.b * dims_.h_kv; ++bk) {
-        f(k_buf_.data() + bk * segment_ * d, std::size_t(pos * d), "K rows");
-        f(km_buf_.data() + bk * segment_ * d, std::size_t(pos * d), "K_mem rows");
-        f(v_buf_.data() + bk * segment_ * d_v, std::size_t(pos * d_v), "V rows");
+      for (index_t bk = 0; bk < dims_.b * dims_.h_kv; ++bk) {  // rows with their prefixes (q8: scales)
+        f(k_buf_.data() + bk * segment_ * (d + P), std::size_t(pos * (d + P)), "K rows");
+        f(km_buf_.data() + bk * segment_ * (d + P), std::size_t(pos * (d + P)), "K_mem rows");
+        f(v_buf_.data() + bk * segment_ * (d_v + P), std::size_t(pos * (d_v + P)), "V rows");
       }
     }
 
@@ -266,7 +268,7 @@ struct basic_infini {
     index_t segment_ = 0, h_mem_ = 0, ld_m_ = 0, pos_ = 0;
     std::uint64_t tokens_ = 0, folded_ = 0, fingerprint_ = 0;
     std::vector<S> m_, z_;                       // (b, h_mem, d_k, ld_m), (b, h_mem, d_k)
-    std::vector<KV> k_buf_, km_buf_, v_buf_;  // (b, h_kv, segment, d_k | d_k | d_v)
+    std::vector<KV> k_buf_, km_buf_, v_buf_;  // (b, h_kv, segment, P + d_k | P + d_k | P + d_v)
     // (h, d_v): sigmoid(beta), 1 - sigmoid(beta); derived from the policy at
     // make_state (the fingerprint covers beta), not snapshotted.
     std::vector<float> gate_a_, gate_b_;
@@ -331,8 +333,10 @@ struct basic_infini {
     const float sc = effective_scale(d.d);
     const index_t N = segment, group = d.h / d.h_kv, d_k = d.d, d_v = d.d_v;
     const retrieval_norm nm{normaliser::z_denominator, epsilon, 1.0};
-    const auto buf_view = [&](std::vector<KV>& buf, index_t dim) {
-      return from_bhnd(buf.data(), d.b, d.h_kv, N, dim);
+    const auto buf_view = [&](std::vector<KV>& buf, index_t dim) {  // rows dim + P apart, past the prefix
+      using E = typename tensor4_view<KV>::extents_type;
+      const index_t r = dim + P;
+      return tensor4_view<KV>(buf.data() + P, E(d.b, d.h_kv, N, dim), {d.h_kv * N * r, N * r, r, 1});
     };
     const tensor4_view<KV> kb = buf_view(st.k_buf_, d_k), kmb = buf_view(st.km_buf_, d_k),
                            vb = buf_view(st.v_buf_, d_v);  // (b, h_kv, N, d)
@@ -389,7 +393,8 @@ struct basic_infini {
     infini_footprint f;
     f.memory_values = std::uint64_t(d.b * h_mem) * std::uint64_t(d.d * (d.d_v + 1));
     f.buffer_values = std::uint64_t(d.b * d.h_kv * seg) * std::uint64_t(2 * d.d + d.d_v);
-    f.bytes = f.memory_values * sizeof(S) + f.buffer_values * sizeof(KV);
+    f.bytes = f.memory_values * sizeof(S) +
+              (f.buffer_values + std::uint64_t(d.b * d.h_kv * seg) * std::uint64_t(3 * P)) * sizeof(KV);
     return f;
   }
 
@@ -404,8 +409,8 @@ struct basic_infini {
       const index_t n = keys.extent(0), dk = keys.extent(1), dv = vals.extent(1);
       float* buf = detail::thread_scratch<fold_tag, float>(n * (dk + dv));
       for (index_t i = 0; i < n; ++i) {
-        to_float_row<Arch>(&keys(i, 0), buf + i * dk, dk);
-        to_float_row<Arch>(&vals(i, 0), buf + n * dk + i * dv, dv);
+        kv_storage_traits<KV>::template load_row<Arch>(&keys(i, 0), buf + i * dk, dk);
+        kv_storage_traits<KV>::template load_row<Arch>(&vals(i, 0), buf + n * dk + i * dv, dv);
       }
       return {make_matrix<dynamic_extent, const float>(buf, n, dk), make_matrix<dynamic_extent, const float>(buf + n * dk, n, dv)};
     }
@@ -439,7 +444,7 @@ struct basic_infini {
       require(!std::isnan(beta[i]), where, "beta", "value ", i, " is NaN");
     // The state's element counts must be representable (index_t products
     // below and in the kernels).
-    const double rows = double(d.b) * double(d.h_kv) * double(segment) * double(2 * d.d + d.d_v);
+    const double rows = double(d.b) * double(d.h_kv) * double(segment) * double(2 * d.d + d.d_v + 3 * P);
     const double mem = double(d.b) * double(memory_heads(d)) * double(d.d) * double(linear_state_ld(d.d_v) + 1);
     require(rows + mem < 0x1p53, where, "dims", "state of ", rows + mem, " values is too large");
   }
@@ -461,13 +466,14 @@ struct basic_infini {
   }
 
   // Rows [t, t + len) of src into rows [p, p + len) of the segment buffer,
-  // converted to the storage type.
+  // converted to the storage type (q8: with the row's scale).
   static void append(const tensor4_view<KV>& buf, const tensor4_view<const float>& src, index_t t, index_t p,
                      index_t len) {
     const index_t dim = src.extent(3);
     for (index_t bi = 0; bi < src.extent(0); ++bi)
       for (index_t hk = 0; hk < src.extent(1); ++hk)
-        for (index_t i = 0; i < len; ++i) from_float_row<default_arch>(&src(bi, hk, t + i, 0), &buf(bi, hk, p + i, 0), dim);
+        for (index_t i = 0; i < len; ++i)
+          kv_storage_traits<KV>::template store_row<default_arch>(&src(bi, hk, t + i, 0), &buf(bi, hk, p + i, 0), dim);
   }
 };
 
@@ -475,5 +481,6 @@ using infini = basic_infini<float>;
 LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<float>);
 LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<double>);
 LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<float, bf16>);
+LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<float, q8>);
 
 LONGCTX_NAMESPACE_END

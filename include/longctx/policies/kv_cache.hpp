@@ -4,8 +4,9 @@
 // owns (H2O's accumulated attention). It knows nothing of eviction: rules
 // choose slots, the storage moves rows. Views: keys() (b, h_kv, size, d),
 // values() (b, h_kv, size, d_v), rows in slot order, in the storage type KV
-// (float, bf16, f16): rows are converted once, when appended (round to
-// nearest even), and snapshots keep the stored bits.
+// (float, bf16, f16, q8 with each row's scale before it): rows are
+// converted once, when appended (round to nearest even), and snapshots keep
+// the stored bits. q8 keys may also carry per-channel scales (key_scales).
 #pragma once
 
 #include <algorithm>
@@ -46,12 +47,31 @@ LONGCTX_UNTAGGED_BEGIN
 enum class position_mode { absolute, cache_relative };
 LONGCTX_UNTAGGED_END
 
+// How an int8 (q8) cache scales its keys. per_token (default): each row
+// its own absmax / 127, like the values. per_channel: in addition, each KV
+// head divides key channel c by a power of two s_c >= 1 before the per-row
+// quantisation and the query is multiplied by s_c (exact both ways, so the
+// logits are unchanged but for the rounding of the smaller range). s_c is
+// calibrated once, on the first append (prefill the prompt in one call):
+// with a_c the largest |k_c| of that append and m the lower median of the
+// a_c, s_c = 2^j for the largest j with m 2^j <= a_c if a_c >= 8 m, else 1
+// (under cache_relative the two channels of a RoPE pair share the larger
+// a_c, so the rotation commutes with the scaling). A key channel whose
+// magnitude is consistently far above the others (LLM keys have a few) then
+// no longer sets every row's step. A per-row form of the smoothing of QServe
+// (arXiv 2405.04532), not KIVI's per-channel groups: rows stay independent,
+// so eviction moves them as before. PAPERS.md section 5 has the numbers.
+LONGCTX_UNTAGGED_BEGIN
+enum class key_scales { per_token, per_channel };
+LONGCTX_UNTAGGED_END
+
 struct kv_cache_options {
   index_t row_stats = 0;  // floats per row owned by the eviction rule
   kv_layout layout = kv_layout::slots;
   position_mode positions = position_mode::absolute;
   double rope_theta = 10000.0;  // cache_relative only
   index_t reserve = 16;         // rows per lane allocated up front
+  key_scales keys = key_scales::per_token;  // per_channel: q8 storage only
 };
 
 // What eviction rules see of a cache, whatever its storage type: shape,
@@ -65,6 +85,7 @@ class kv_rows {
   index_t next_position() const noexcept { return next_; }  // tokens appended so far
   index_t lanes() const noexcept { return dims_.b * dims_.h_kv; }
   bool relative() const noexcept { return opt_.positions == position_mode::cache_relative; }
+  bool channel_scaled() const noexcept { return opt_.keys == key_scales::per_channel; }
   // Per lane, slot-indexed.
   const index_t* positions(index_t lane) const noexcept { return pos_.data() + lane * cap_; }
   float* stats(index_t lane) noexcept { return stats_.data() + lane * cap_ * opt_.row_stats; }
@@ -112,6 +133,17 @@ class kv_cache : public kv_rows {
   kv_cache(const attention_dims& dims, const kv_cache_options& opt) : kv_rows(dims, opt) {
     reserve(std::max<index_t>(opt_.reserve, 1));
     if (relative() && !std::is_same_v<KV, float>) rot_buf_.resize(std::size_t(2 * dims_.d));
+    if (channel_scaled()) {
+      chan_.assign(std::size_t(lanes() * dims_.d), 1.0f);
+      key_buf_.resize(std::size_t(dims_.d));
+    }
+  }
+
+  // key_scales::per_channel: lane's d channel scales s_c (all 1 until the
+  // first append); its stored keys are k / s and the attended query q * s.
+  // Null under per_token.
+  const float* key_channel_scales(index_t lane) const noexcept {
+    return channel_scaled() ? chan_.data() + lane * dims_.d : nullptr;
   }
 
   // Bytes allocated for rows, positions and statistics.
@@ -119,7 +151,7 @@ class kv_cache : public kv_rows {
     const std::size_t per_row = sizeof(KV) * std::size_t(rk() + rv()) + sizeof(float) * std::size_t(opt_.row_stats) +
                                 sizeof(index_t) +
                                 (relative() ? sizeof(KV) * std::size_t(rk()) + sizeof(index_t) : 0);
-    return std::size_t(lanes()) * std::size_t(cap_) * per_row;
+    return std::size_t(lanes()) * std::size_t(cap_) * per_row + sizeof(float) * chan_.size();
   }
 
   tensor4_view<const KV> keys() const noexcept { return view(k_.data(), dims_.d); }
@@ -153,12 +185,19 @@ class kv_cache : public kv_rows {
   void append(tensor4_view<const float> k, tensor4_view<const float> v) {
     const index_t n = k.extent(2), d = dims_.d, dv = dims_.d_v, rs = opt_.row_stats;
     reserve(size_ + n);
+    if (channel_scaled() && next_ == 0 && n > 0) calibrate(k);
     for (index_t bi = 0; bi < dims_.b; ++bi)
       for (index_t hk = 0; hk < dims_.h_kv; ++hk) {
         const index_t lane = bi * dims_.h_kv + hk;
         for (index_t i = 0; i < n; ++i) {
           const index_t s = lane * cap_ + size_ + i;
-          kv_storage_traits<KV>::template store_row<default_arch>(&k(bi, hk, i, 0), k_.data() + s * rk() + P, d);
+          const float* key = &k(bi, hk, i, 0);
+          if (channel_scaled()) {  // k / s_c: exact (powers of two)
+            const float* sc = key_channel_scales(lane);
+            for (index_t c = 0; c < d; ++c) key_buf_[std::size_t(c)] = key[c] / sc[c];
+            key = key_buf_.data();
+          }
+          kv_storage_traits<KV>::template store_row<default_arch>(key, k_.data() + s * rk() + P, d);
           kv_storage_traits<KV>::template store_row<default_arch>(&v(bi, hk, i, 0), v_.data() + s * rv() + P, dv);
           pos_[std::size_t(s)] = next_ + i;
           std::fill_n(stats_.data() + s * rs, rs, 0.0f);
@@ -233,10 +272,12 @@ class kv_cache : public kv_rows {
   // ---- Snapshot payload (the envelope is the policy's, snapshot.hpp). -----
   // size, next position, then per lane the size rows in slot order: K, V,
   // positions, statistics (and under cache_relative the original keys; the
-  // attended copies are recomputed, bit for bit, from them).
+  // attended copies are recomputed, bit for bit, from them); under
+  // per_channel key scales the lanes' channel scales first.
   void write(snapshot_writer& w) const {
     w.put(std::int64_t(size_));
     w.put(std::int64_t(next_));
+    w.put_array(chan_.data(), chan_.size());
     for (index_t lane = 0; lane < lanes(); ++lane) {
       w.put_array(k_.data() + lane * cap_ * rk(), std::size_t(size_ * rk()));
       w.put_array(v_.data() + lane * cap_ * rv(), std::size_t(size_ * rv()));
@@ -260,7 +301,21 @@ class kv_cache : public kv_rows {
                                 sizeof(std::int64_t) +
                                 (opt.positions == position_mode::cache_relative ? sizeof(KV) * std::size_t(rk) : 0);
     r.check(std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(std::max<index_t>(lanes, 1)), "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
-    kv_cache c(dims, kv_cache_options{opt.row_stats, opt.layout, opt.positions, opt.rope_theta, std::max<index_t>(index_t(size), 1)});
+    kv_cache c(dims, kv_cache_options{opt.row_stats, opt.layout, opt.positions, opt.rope_theta,
+                                      std::max<index_t>(index_t(size), 1), opt.keys});
+    r.get_array(c.chan_.data(), c.chan_.size(), "key channel scales");
+    for (index_t lane = 0; lane < lanes && c.channel_scaled(); ++lane) {
+      const float* sc = c.key_channel_scales(lane);
+      for (index_t i = 0; i < dims.d; ++i) {
+        const float x = sc[i];
+        int e = 0;
+        r.check(std::isfinite(x) && x >= 1.0f && x <= max_channel_scale && std::frexp(x, &e) == 0.5f, "key channel scales",
+                [&] { return detail::concat("key channel scale ", x, " is not a power of two in [1, 2^32]"); });
+        r.check(next > 0 || x == 1.0f, "key channel scales", "scales set before any row was appended");
+        r.check(!c.relative() || x == sc[i < dims.d / 2 ? i + dims.d / 2 : i - dims.d / 2], "key channel scales",
+                "the two channels of a RoPE pair have different scales");
+      }
+    }
     for (index_t lane = 0; lane < lanes; ++lane) {
       r.get_array(c.k_.data() + lane * c.cap_ * rk, std::size_t(size * rk), "keys");
       r.get_array(c.v_.data() + lane * c.cap_ * rv, std::size_t(size * rv), "values");
@@ -297,6 +352,40 @@ class kv_cache : public kv_rows {
   }
 
  private:
+  static constexpr float max_channel_scale = 4294967296.0f;  // 2^32
+  static constexpr float channel_threshold = 8.0f;           // a_c >= 8 m: scaled
+
+  // key_scales::per_channel, first append (n rows per lane): s_c as
+  // documented at key_scales. Non-finite values are left out of a_c (their
+  // rows read as NaN whatever the scale).
+  void calibrate(tensor4_view<const float> k) {
+    const index_t n = k.extent(2), d = dims_.d, half = d / 2;
+    std::vector<float> a(static_cast<std::size_t>(d)), sorted;
+    for (index_t bi = 0; bi < dims_.b; ++bi)
+      for (index_t hk = 0; hk < dims_.h_kv; ++hk) {
+        std::fill(a.begin(), a.end(), 0.0f);
+        for (index_t i = 0; i < n; ++i)
+          for (index_t c = 0; c < d; ++c) {
+            const float x = std::abs(k(bi, hk, i, c));
+            if (std::isfinite(x)) a[std::size_t(c)] = std::max(a[std::size_t(c)], x);
+          }
+        if (relative())
+          for (index_t c = 0; c < half; ++c)
+            a[std::size_t(c)] = a[std::size_t(c + half)] = std::max(a[std::size_t(c)], a[std::size_t(c + half)]);
+        sorted = a;
+        const auto mid = sorted.begin() + (d - 1) / 2;
+        std::nth_element(sorted.begin(), mid, sorted.end());
+        const float m = *mid;
+        float* sc = chan_.data() + (bi * dims_.h_kv + hk) * d;
+        for (index_t c = 0; c < d; ++c) {
+          float s = 1.0f;
+          if (m > 0 && a[std::size_t(c)] >= channel_threshold * m)  // m 2^j is exact: no rounding decides j
+            while (s < max_channel_scale && m * (2 * s) <= a[std::size_t(c)]) s *= 2;
+          sc[c] = s;
+        }
+      }
+  }
+
   tensor4_view<const KV> view(const KV* base, index_t dim) const noexcept {
     using E = typename tensor4_view<const KV>::extents_type;
     const index_t r = dim + P;
@@ -351,6 +440,8 @@ class kv_cache : public kv_rows {
   std::vector<KV> k_, v_;  // (lanes, cap, d), (lanes, cap, d_v)
   std::vector<KV> kabs_;   // (lanes, cap, d) cache_relative: keys as appended
   std::vector<float> rot_buf_;  // cache_relative, 16-bit storage: one key row in float, rotated
+  std::vector<float> chan_;     // per_channel: (lanes, d) key channel scales
+  std::vector<float> key_buf_;  // per_channel: one key row divided by them
 };
 
 LONGCTX_NAMESPACE_END

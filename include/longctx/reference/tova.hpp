@@ -57,6 +57,7 @@ struct cache_config {
   // The storage type's rounding of a row of floats, in place (null: float
   // storage, exact): rows are attended as the values the cache stores.
   void (*store_row)(std::vector<double>&) = nullptr;
+  bool key_channels = false;  // key_scales::per_channel
 
   void stored(std::vector<double>& row) const {
     if (store_row) store_row(row);
@@ -79,6 +80,7 @@ cache_config describe(const bounded_cache<Rule, KV>& p) {
     c.reselect = p.rule.reselect_every;
   c.budget = p.budget, c.chunk = p.chunk, c.current = p.current, c.aggregation = p.aggregation;
   c.prefill = p.prefill, c.positions = p.positions, c.rope_theta = p.rope_theta, c.scale = p.scale;
+  c.key_channels = p.keys == key_scales::per_channel;
   if constexpr (!std::is_same_v<KV, float>)
     c.store_row = [](std::vector<double>& row) {
       const index_t n = index_t(row.size());
@@ -97,6 +99,7 @@ class tova_oracle {
     dm_.d_v = value_dim(dims);
     lanes_.resize(std::size_t(dm_.b * dm_.h_kv));
     scores_.resize(lanes_.size());
+    chan_.assign(lanes_.size(), std::vector<double>(std::size_t(dm_.d), 1.0));
   }
   template <class Rule, class KV>
   tova_oracle(attention_dims dims, const bounded_cache<Rule, KV>& p) : tova_oracle(dims, describe(p)) {}
@@ -114,9 +117,12 @@ class tova_oracle {
     for (index_t lane = 0; lane < st.lanes(); ++lane) {
       auto& rows = lanes_[std::size_t(lane)];
       rows.clear();
+      const float* sc = st.key_channel_scales(lane);
+      if (sc) chan_[std::size_t(lane)].assign(sc, sc + dm_.d);
       for (index_t s : st.temporal_order(lane)) {
         kv_row r;
         r.k = widen(st.original_key_row(lane, s), dm_.d);
+        for (index_t c = 0; sc && c < dm_.d; ++c) r.k[std::size_t(c)] *= sc[c];
         r.v = widen(st.value_row(lane, s), dm_.d_v);
         r.pos = st.positions(lane)[s];
         if (st.options().row_stats == 2) {  // h2o: accumulated attention, query count
@@ -190,13 +196,14 @@ class tova_oracle {
     const index_t g = h / hk;
     const double scale = pol_.scale_for(d);
     const index_t s0 = index_t(lanes_[0].size());
+    if (cfg_.key_channels && next_ == 0) calibrate(k, c);
     for (index_t bi = 0; bi < b; ++bi)
       for (index_t hj = 0; hj < hk; ++hj)
         for (index_t i = 0; i < c; ++i) {
           kv_row r;
           r.k.assign(&k[std::size_t(((bi * hk + hj) * c + i) * d)], &k[std::size_t(((bi * hk + hj) * c + i) * d)] + d);
           r.v.assign(&v[std::size_t(((bi * hk + hj) * c + i) * dv)], &v[std::size_t(((bi * hk + hj) * c + i) * dv)] + dv);
-          cfg_.stored(r.k);
+          store_key(bi * hk + hj, r.k);
           cfg_.stored(r.v);
           r.pos = next_ + i;
           lanes_[std::size_t(bi * hk + hj)].push_back(std::move(r));
@@ -207,7 +214,7 @@ class tova_oracle {
     // cache_relative: row j attended at its rank j, query i at rank s0 + i
     // (the caller rotated it at absolute next_ - c + i).
     const bool rel = cfg_.positions == position_mode::cache_relative;
-    const auto rotate = [&](std::vector<double> x, double delta, bool key) {
+    const auto rotate = [&](std::vector<double> x, double delta, std::size_t key_lane, bool key) {
       const index_t half = index_t(x.size()) / 2;
       for (index_t t = 0; rel && delta != 0 && t < half; ++t) {
         const double a = delta * std::pow(double(cfg_.rope_theta), -2.0 * double(t) / double(x.size()));
@@ -219,7 +226,7 @@ class tova_oracle {
       // rounding), then to its type.
       if (rel && key && cfg_.store_row) {
         for (auto& y : x) y = double(float(y));
-        cfg_.stored(x);
+        store_key(key_lane, x);
       }
       return x;
     };
@@ -227,7 +234,7 @@ class tova_oracle {
     for (std::size_t lane = 0; lane < lanes_.size(); ++lane)
       for (index_t j = 0; j < n; ++j) {
         const auto& r = lanes_[lane][std::size_t(j)];
-        keys[lane].push_back(rotate(r.k, double(j - r.pos), true));
+        keys[lane].push_back(rotate(r.k, double(j - r.pos), lane, true));
       }
     // p[(bi, hi, i)][j]: softmax probabilities of row i over keys [0, s0 + i].
     std::vector<std::vector<double>> p(std::size_t(b * h * c));
@@ -240,7 +247,7 @@ class tova_oracle {
           auto& pr = p[std::size_t((bi * h + hi) * c + i)];
           pr.assign(std::size_t(nv), 0.0);
           const float* qf = &q[std::size_t(((bi * h + hi) * c + i) * d)];
-          const auto qr = rotate(std::vector<double>(qf, qf + d), double(s0 - (next_ - c)), false);
+          const auto qr = rotate(std::vector<double>(qf, qf + d), double(s0 - (next_ - c)), 0, false);
           double m = -std::numeric_limits<double>::infinity();
           for (index_t j = 0; j < nv; ++j) {
             double s = 0;
@@ -346,6 +353,40 @@ class tova_oracle {
   double rank_of(const std::vector<double>& rank, index_t j) const {
     return cfg_.policy == eviction::window || cfg_.policy == eviction::sinks ? 0.0 : rank[std::size_t(j)];
   }
+  // A key as the cache holds it: the storage rounding of k / s, times s
+  // (s: the lane's key channel scales, 1 but under per_channel).
+  void store_key(std::size_t lane, std::vector<double>& k) const {
+    const auto& s = chan_[lane];
+    for (std::size_t c = 0; c < k.size(); ++c) k[c] /= s[c];
+    cfg_.stored(k);
+    for (std::size_t c = 0; c < k.size(); ++c) k[c] *= s[c];
+  }
+  // key_scales::per_channel on the first segment (kv_cache.hpp): s_c = 2^j,
+  // j the largest with m 2^j <= a_c, if a_c >= 8 m (m: lower median of a);
+  // RoPE pairs share the larger a_c.
+  void calibrate(const std::vector<float>& k, index_t c) {
+    const index_t d = dm_.d, half = d / 2;
+    for (std::size_t lane = 0; lane < lanes_.size(); ++lane) {
+      std::vector<double> a(std::size_t(d), 0.0);
+      for (index_t i = 0; i < c; ++i)
+        for (index_t j = 0; j < d; ++j) {
+          const double x = std::abs(double(k[(lane * std::size_t(c) + std::size_t(i)) * std::size_t(d) + std::size_t(j)]));
+          if (std::isfinite(x)) a[std::size_t(j)] = std::max(a[std::size_t(j)], x);
+        }
+      if (cfg_.positions == position_mode::cache_relative)
+        for (index_t j = 0; j < half; ++j) a[std::size_t(j)] = a[std::size_t(j + half)] = std::max(a[std::size_t(j)], a[std::size_t(j + half)]);
+      std::vector<double> sorted = a;
+      std::sort(sorted.begin(), sorted.end());
+      const double m = sorted[std::size_t((d - 1) / 2)];
+      for (index_t j = 0; j < d; ++j) {
+        double s = 1;
+        if (m > 0 && a[std::size_t(j)] >= 8 * m)
+          while (s < 4294967296.0 && m * 2 * s <= a[std::size_t(j)]) s *= 2;
+        chan_[lane][std::size_t(j)] = s;
+      }
+    }
+  }
+
   bool is_protected(const std::vector<kv_row>& rows, index_t j) const {
     const index_t pos = rows[std::size_t(j)].pos, newest = next_ - 1;
     const bool keep_cur = cfg_.current == current_token::kept && pos == newest;
@@ -364,6 +405,7 @@ class tova_oracle {
   cache_config pol_;
   cache_config cfg_;
   std::vector<std::vector<kv_row>> lanes_;
+  std::vector<std::vector<double>> chan_;  // per lane: key channel scales
   std::vector<std::vector<std::pair<index_t, double>>> scores_;
   index_t next_ = 0;
 };
