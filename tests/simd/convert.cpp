@@ -209,3 +209,58 @@ TEMPLATE_LIST_TEST_CASE("storage types: int8 loads give the integers on every ba
   traits::load_row<Arch>(z.row(0), back, 5);
   for (float v : back) REQUIRE(std::isnan(v));
 }
+
+TEMPLATE_LIST_TEST_CASE("storage types: int8 stores and row quantisation give the scalar formula's bits on every backend",
+                        "[simd][convert]", compiled_archs) {
+  using Arch = TestType;
+  constexpr int W = Arch::width;
+  using V = vec<float, Arch>;
+  // Stores narrow integer lanes in [-127, 127] exactly, partial ones
+  // leaving the bytes past n alone.
+  for (int base = -127; base + W <= 128; base += W)
+    for (int n = 0; n <= W; ++n) {
+      float lanes[W];
+      for (int i = 0; i < W; ++i) lanes[i] = float(base + i);
+      std::vector<q8> dst(std::size_t(W), q8{0x55});
+      if (n == W)
+        float_io<q8, Arch>::store(dst.data(), V::load(lanes));
+      else
+        float_io<q8, Arch>::store_partial(dst.data(), V::load(lanes), n);
+      for (int i = 0; i < W; ++i) REQUIRE(dst[std::size_t(i)].v == (i < n ? base + i : 0x55));
+    }
+  // store_row against the definition, written out: scale = max|x| / 127,
+  // v = nearbyint(x / scale) clamped; zeros when the scale is 0; a NaN scale
+  // and zeros when a value is not finite. Rows with ties (x / scale = k +
+  // 1/2), tiny and huge magnitudes, infinities and NaNs.
+  const auto reference = [](const std::vector<float>& x, float& scale) {
+    float amax = 0;
+    bool finite = true;
+    for (float v : x) finite = finite && std::isfinite(v), amax = std::max(amax, std::abs(v));
+    scale = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    std::vector<std::int8_t> q(x.size(), 0);
+    if (finite && scale > 0)
+      for (std::size_t i = 0; i < x.size(); ++i) q[i] = std::int8_t(std::clamp(std::nearbyint(x[i] / scale), -127.0f, 127.0f));
+    return q;
+  };
+  test::rng_t g(test::seed_for(302, 0));
+  for (int c = 0; c < 400; ++c) {
+    const int n = test::uniform_int(g, 1, 3 * W + 5);
+    const float mag = std::ldexp(1.0f, test::uniform_int(g, -140, 120));
+    std::vector<float> x = test::random_floats(g, std::size_t(n), -mag, mag);
+    if (c % 5 == 1) {  // exact ties: amax 127 makes the scale 1
+      for (auto& v : x) v = float(test::uniform_int(g, -126, 125)) + 0.5f;
+      x[0] = 127.0f;
+    }
+    if (c % 7 == 2) x[std::size_t(test::uniform_int(g, 0, n - 1))] = std::numeric_limits<float>::infinity();
+    if (c % 11 == 3) x[std::size_t(test::uniform_int(g, 0, n - 1))] = std::numeric_limits<float>::quiet_NaN();
+    if (c % 13 == 4) std::fill(x.begin(), x.end(), 0.0f);
+    INFO("case " << c << " n " << n << " magnitude " << mag);
+    float scale = 0;
+    const auto want = reference(x, scale);
+    stored_rows<q8> r(1, n);
+    kv_storage_traits<q8>::store_row<Arch>(x.data(), r.row(0), n);
+    const float got = kv_storage_traits<q8>::row_scale(r.row(0));
+    REQUIRE(std::memcmp(&got, &scale, 4) == 0);
+    for (int i = 0; i < n; ++i) REQUIRE(r.row(0)[i].v == want[std::size_t(i)]);
+  }
+}

@@ -78,22 +78,30 @@ struct kv_storage_traits<q8> {
     std::memcpy(&s, row - row_prefix, sizeof s);
     return s;
   }
-  // scale = max|x| / 127 (0 for an all-zero row); a non-finite value makes
-  // the scale NaN, so the whole row reads as NaN (never a silent finite).
-  template <arch_tag>
+  // scale = max|x| / 127, values round(x / scale) (ties to even) clamped
+  // to [-127, 127]; a row whose scale is 0 (all zero, or too small for a
+  // float scale) stores zeros, and a non-finite value makes the scale NaN,
+  // so the whole row reads as NaN (never a silent finite). Vectorised; every
+  // backend gives the same bits (tests/kernels/storage.cpp).
+  template <arch_tag Arch>
   static void store_row(const float* x, q8* row, index_t n) noexcept {
-    float amax = 0.0f;
-    bool finite = true;
-    for (index_t i = 0; i < n; ++i) {
-      finite &= std::isfinite(x[i]);
-      amax = std::max(amax, std::abs(x[i]));
-    }
-    const float scale = !finite ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
+    using V = vec<float, Arch>;
+    using IO = float_io<q8, Arch>;
+    constexpr index_t W = V::width;
+    V amax = V::zero(), bad = V::zero();  // bad: sum of x - x, NaN iff a value is not finite
+    const auto scan = [&](V a) { bad = bad + (a - a), amax = max(amax, max(a, -a)); };
+    index_t i = 0;
+    for (; i + W <= n; i += W) scan(V::load(x + i));
+    if (i < n) scan(V::load_partial(x + i, int(n - i)));
+    const float m = reduce_max(amax) + 0.0f;  // + 0: a zero row's max may be -0 (vmaxps order)
+    const bool finite = reduce_add(bad) == 0.0f;
+    const float scale = !finite ? std::numeric_limits<float>::quiet_NaN() : m / 127.0f;
     std::memcpy(static_cast<void*>(row - row_prefix), &scale, sizeof scale);
-    for (index_t i = 0; i < n; ++i) {
-      const float q = finite && amax > 0 ? std::nearbyint(x[i] / scale) : 0.0f;
-      row[i].v = std::int8_t(std::clamp(q, -127.0f, 127.0f));
-    }
+    const bool zeros = !finite || !(scale > 0.0f);
+    const V s = V::broadcast(zeros ? 1.0f : scale), lo = V::broadcast(-127.0f), hi = V::broadcast(127.0f);
+    const auto quantise = [&](V a) { return zeros ? V::zero() : min(max(round_nearest(a / s), lo), hi); };
+    for (i = 0; i + W <= n; i += W) IO::store(row + i, quantise(V::load(x + i)));
+    if (i < n) IO::store_partial(row + i, quantise(V::load_partial(x + i, int(n - i))), int(n - i));
   }
   template <arch_tag Arch>
   static void load_row(const q8* row, float* x, index_t n) noexcept {

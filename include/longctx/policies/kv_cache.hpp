@@ -60,7 +60,7 @@ LONGCTX_UNTAGGED_END
 // magnitude is consistently far above the others (LLM keys have a few) then
 // no longer sets every row's step. A per-row form of the smoothing of QServe
 // (arXiv 2405.04532), not KIVI's per-channel groups: rows stay independent,
-// so eviction moves them as before. PAPERS.md section 5 has the numbers.
+// so eviction moves them as before. README (K/V storage) has the numbers.
 LONGCTX_UNTAGGED_BEGIN
 enum class key_scales { per_token, per_channel };
 LONGCTX_UNTAGGED_END

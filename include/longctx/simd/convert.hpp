@@ -8,8 +8,11 @@
 //         vcvtneps2bf16, which flushes subnormals);
 //   f16   F16C vcvtph2ps / vcvtps2ph on x86 (AVX-512 with 16 lanes), NEON
 //         fcvtl / fcvtn; the exact scalar path without F16C;
-//   q8    loads only (sign-extend, convert; the row scale is applied by the
-//         caller): vpmovsxbd + vcvtdq2ps on x86, sxtl + scvtf on NEON;
+//   q8    the integers only (the row scale is the caller's): loads
+//         sign-extend and convert (vpmovsxbd + vcvtdq2ps on x86, sxtl +
+//         scvtf on NEON); stores take lanes already rounded to integers in
+//         [-127, 127] and narrow them (vcvtps2dq + packs / vpmovsdb, fcvtns
+//         + sqxtn);
 // and the scalar path (tensor/storage_types.hpp) everywhere else. Every
 // path gives the scalar conversions' bits (tests/simd/convert.cpp checks all
 // 65,536 patterns per type and backend).
@@ -53,8 +56,9 @@ struct float_io<float, Arch> {
   static void store_partial(float* p, V x, int n) noexcept { x.store_partial(p, n); }
 };
 
-// q8: the integer values (the row scale is the caller's: kernels/kv_storage.hpp).
-// Loads only; rows are quantised as a whole (kv_storage_traits<q8>::store_row).
+// q8: the integer values (the row scale is the caller's: kernels/kv_storage.hpp,
+// which quantises a row as a whole). Stores take lanes that already hold
+// integers in [-127, 127].
 template <arch_tag Arch>
 struct float_io<q8, Arch> {
   using V = vec<float, Arch>;
@@ -64,6 +68,12 @@ struct float_io<q8, Arch> {
     float b[W] = {};
     for (int i = 0; i < n; ++i) b[i] = float(p[i].v);
     return V::load(b);
+  }
+  static void store(q8* p, V x) noexcept { store_partial(p, x, W); }
+  static void store_partial(q8* p, V x, int n) noexcept {
+    float b[W];
+    x.store(b);
+    for (int i = 0; i < n; ++i) p[i].v = std::int8_t(b[i]);
   }
 };
 
@@ -138,6 +148,17 @@ struct float_io<q8, avx2> {
     std::memcpy(static_cast<void*>(b), p, std::size_t(n));
     return load(b);
   }
+  static __m128i narrow(V x) noexcept {  // 8 int8 in the low 8 bytes
+    const __m256i i = _mm256_cvtps_epi32(x.v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    return _mm_packs_epi16(w, w);
+  }
+  static void store(q8* p, V x) noexcept { _mm_storel_epi64(reinterpret_cast<__m128i*>(p), narrow(x)); }
+  static void store_partial(q8* p, V x, int n) noexcept {
+    alignas(16) q8 b[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(b), narrow(x));
+    std::memcpy(static_cast<void*>(p), b, std::size_t(n));
+  }
 };
 #endif  // LONGCTX_HAS_AVX2
 
@@ -180,6 +201,12 @@ struct float_io<q8, avx512> {
   }
   static V load_partial(const q8* p, int n) noexcept {
     return {_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(V::lane_mask(n), p)))};
+  }
+  static void store(q8* p, V x) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(x.v)));
+  }
+  static void store_partial(q8* p, V x, int n) noexcept {
+    _mm512_mask_cvtsepi32_storeu_epi8(p, V::lane_mask(n), _mm512_cvtps_epi32(x.v));
   }
 };
 #endif  // LONGCTX_HAS_AVX512
@@ -224,6 +251,13 @@ struct float_io<q8, neon> {
     std::int8_t b[8] = {};
     std::memcpy(b, p, std::size_t(n));
     return {vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(b)))))};
+  }
+  static void store(q8* p, V x) noexcept { store_partial(p, x, 4); }
+  static void store_partial(q8* p, V x, int n) noexcept {
+    const int16x4_t w = vqmovn_s32(vcvtnq_s32_f32(x.v));
+    std::int8_t b[8];
+    vst1_s8(b, vqmovn_s16(vcombine_s16(w, w)));
+    std::memcpy(static_cast<void*>(p), b, std::size_t(n));
   }
 };
 #endif  // LONGCTX_HAS_NEON
