@@ -1,4 +1,4 @@
-// See limits.hpp; the measurements are longctx/runtime/limits.hpp's.
+// See limits.hpp; the measurements are longctx/kernels/machine_limits.hpp's.
 #include "limits.hpp"
 
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include <longctx/runtime/limits.hpp>
+#include <longctx/kernels/machine_limits.hpp>
 
 namespace longctx::bench {
 namespace {

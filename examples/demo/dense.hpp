@@ -1,7 +1,7 @@
 // Demo section: exact attention (the kernel every method builds on).
 // Accuracy against the double oracle, prefill throughput, decode bandwidth
 // per K/V storage type, as fractions of limits measured here and now
-// (longctx/runtime/limits.hpp), not constants.
+// (longctx/kernels/machine_limits.hpp), not constants.
 #pragma once
 
 #include <algorithm>

@@ -3,5 +3,4 @@
 #pragma once
 
 #include "runtime/executor.hpp"
-#include "runtime/limits.hpp"
 #include "runtime/scratch.hpp"

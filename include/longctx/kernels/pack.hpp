@@ -44,16 +44,20 @@ inline void pack_kt(const KV* k, index_t ldk, index_t d, index_t nk, index_t nkp
 }
 
 // Copy nk rows of V (row stride ldv, d_v columns) into vp (nkp rows, stride
-// dvp), converted to float in registers (times the row scale), zeroing
-// padding rows and columns.
-template <arch_tag Arch, class KV>
+// dvp), converted to float in registers, times the row scale (Scaled; else
+// the stored values as they are, for a caller that applies the scales
+// itself), zeroing padding rows and columns.
+template <arch_tag Arch, bool Scaled = true, class KV>
 inline void pack_v(const KV* v, index_t ldv, index_t d_v, index_t dvp, index_t nk, index_t nkp,
                    float* vp) noexcept {
   for (index_t jj = 0; jj < nkp; ++jj) {
     float* dst = vp + jj * dvp;
     index_t c = 0;
     if (jj < nk) {
-      kv_storage_traits<KV>::template load_row<Arch>(v + jj * ldv, dst, d_v);
+      if constexpr (Scaled)
+        kv_storage_traits<KV>::template load_row<Arch>(v + jj * ldv, dst, d_v);
+      else
+        to_float_row<Arch>(v + jj * ldv, dst, d_v);
       c = d_v;
     }
     for (; c < dvp; ++c) dst[c] = 0.0f;

@@ -91,21 +91,13 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
       alpha[r] = softmax_block<Arch>(st[r], sr, nkp);
     }
     // Row-scaled V (q8): P's column j times row j's scale, after the
-    // softmax state took the unscaled P.
-    if constexpr (kv_storage_traits<KV>::row_prefix > 0) {
+    // softmax state took the unscaled P; V is then read as its integers.
+    constexpr bool row_scaled = kv_storage_traits<KV>::row_prefix > 0;
+    if constexpr (row_scaled) {
       float vscale[BKV];
       for (index_t jj = 0; jj < nk; ++jj) vscale[jj] = kv_storage_traits<KV>::row_scale(v.data() + (j0 + jj) * v.stride(0));
       for (index_t r = 0; r < rows; ++r)
         for (index_t jj = 0; jj < nk; ++jj) s[r * BKV + jj] *= vscale[jj];
-      if (d_v % W == 0) {  // the raw integers in place; the scales are in P
-        block_gemm<Arch, true>(rows, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc, dvp, alpha);
-      } else {
-        for (index_t jj = 0; jj < nkp; ++jj)  // unscaled: the scales are in P
-          for (index_t c = 0; c < dvp; ++c)
-            vp[jj * dvp + c] = jj < nk && c < d_v ? kv_storage_traits<KV>::to_float(v.data()[(j0 + jj) * v.stride(0) + c]) : 0.0f;
-        block_gemm<Arch, true>(rows, dvp, nkp, s, BKV, vp, dvp, acc, dvp, alpha);
-      }
-      continue;
     }
     // V read in place, converted in registers, when its rows are whole
     // vectors; a d_v tail is packed (zero-padded) into scratch.
@@ -113,7 +105,7 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
       block_gemm<Arch, true>(rows, dvp, nk, s, BKV, v.data() + j0 * v.stride(0), v.stride(0), acc, dvp, alpha);
       continue;
     }
-    detail::pack_v<Arch>(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, nkp, vp);
+    detail::pack_v<Arch, !row_scaled>(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, nkp, vp);
     block_gemm<Arch, true>(rows, dvp, nkp, s, BKV, vp, dvp, acc, dvp, alpha);
   }
 }

@@ -132,7 +132,7 @@ class kv_cache : public kv_rows {
   // dims and options are checked by the policy that makes the cache.
   kv_cache(const attention_dims& dims, const kv_cache_options& opt) : kv_rows(dims, opt) {
     reserve(std::max<index_t>(opt_.reserve, 1));
-    if (relative() && !std::is_same_v<KV, float>) rot_buf_.resize(std::size_t(2 * dims_.d));
+    if (relative()) rot_buf_.resize(std::size_t(2 * dims_.d));
     if (channel_scaled()) {
       chan_.assign(std::size_t(lanes() * dims_.d), 1.0f);
       key_buf_.resize(std::size_t(dims_.d));
@@ -407,14 +407,10 @@ class kv_cache : public kv_rows {
   void rerotate(index_t lane, index_t slot) noexcept {
     const index_t d = dims_.d, at = lane * cap_ + slot;
     const double delta = double(rot_[std::size_t(at)] - pos_[std::size_t(at)]);
-    if constexpr (std::is_same_v<KV, float>) {
-      rope_rotate_row(kabs_.data() + at * d, k_.data() + at * d, d, delta, opt_.rope_theta);
-    } else {
-      float* buf = rot_buf_.data();  // 2 d floats, sized with the cache
-      kv_storage_traits<KV>::template load_row<default_arch>(kabs_.data() + at * rk() + P, buf, d);
-      rope_rotate_row(buf, buf + d, d, delta, opt_.rope_theta);
-      kv_storage_traits<KV>::template store_row<default_arch>(buf + d, k_.data() + at * rk() + P, d);
-    }
+    float* buf = rot_buf_.data();  // 2 d floats, sized with the cache (float storage: two plain copies)
+    kv_storage_traits<KV>::template load_row<default_arch>(kabs_.data() + at * rk() + P, buf, d);
+    rope_rotate_row(buf, buf + d, d, delta, opt_.rope_theta);
+    kv_storage_traits<KV>::template store_row<default_arch>(buf + d, k_.data() + at * rk() + P, d);
   }
   void relayout(index_t cap) {
     const index_t d = rk(), dv = rv(), rs = opt_.row_stats, L = lanes();
@@ -439,7 +435,7 @@ class kv_cache : public kv_rows {
 
   std::vector<KV> k_, v_;  // (lanes, cap, d), (lanes, cap, d_v)
   std::vector<KV> kabs_;   // (lanes, cap, d) cache_relative: keys as appended
-  std::vector<float> rot_buf_;  // cache_relative, 16-bit storage: one key row in float, rotated
+  std::vector<float> rot_buf_;  // cache_relative: one key row in float, rotated
   std::vector<float> chan_;     // per_channel: (lanes, d) key channel scales
   std::vector<float> key_buf_;  // per_channel: one key row divided by them
 };

@@ -1,5 +1,7 @@
-// This machine's limits, measured (DESIGN.md section 8: never a hard-coded
-// peak): what the benchmarks and the demo quote fractions of.
+// This machine's limits, measured with the kernels' vector code (DESIGN.md
+// section 8: never a hard-coded peak): what the benchmarks and the demo
+// quote fractions of. A kernel-layer file: it needs both simd/ and
+// runtime/ (executors), which are one layer.
 //   fma_peak<Arch>(pool, threads): fp32 FLOP/s of `threads` threads, each
 //     running 16 independent vec<float, Arch> FMA chains (enough to cover
 //     the FMA latency on every backend); the median of 3 runs of ~0.1 s.
@@ -14,9 +16,9 @@
 #include <span>
 #include <vector>
 
+#include "../runtime/executor.hpp"
 #include "../simd/blas1.hpp"
 #include "../simd/vec.hpp"
-#include "executor.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
