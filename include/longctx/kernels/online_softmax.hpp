@@ -34,8 +34,16 @@ template <arch_tag Arch>
 inline float softmax_block(softmax_state& st, float* s, index_t n_padded) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
+  // Logits saturate at FLT_MAX (a finite |q k| beyond float's range would
+  // be +inf, and inf - inf NaN); min(big, x) keeps NaN (both operand orders
+  // of every backend's min return x when x is NaN, as this one is written).
+  const V big = V::broadcast(std::numeric_limits<float>::max());
   V mv = V::broadcast(neg_inf);
-  for (index_t j = 0; j < n_padded; j += W) mv = max(mv, V::load(s + j));
+  for (index_t j = 0; j < n_padded; j += W) {
+    const V x = min(big, V::load(s + j));
+    x.store(s + j);
+    mv = max(mv, x);
+  }
   const float m_new = std::max(st.m, reduce_max(mv));
   if (m_new == neg_inf) {  // all masked so far (or NaN, which x86 max drops)
     bool nan = false;
@@ -93,12 +101,12 @@ inline void probabilities_from_logits(const float* logits, float lse, float* p, 
     for (index_t j = 0; j < n; ++j) p[j] = 0.0f;
     return;
   }
-  const V l = V::broadcast(lse);
+  const V l = V::broadcast(lse), big = V::broadcast(std::numeric_limits<float>::max());  // saturated as in softmax_block
   index_t j = 0;
-  for (; j + W <= n; j += W) exp(V::load(logits + j) - l).store(p + j);
+  for (; j + W <= n; j += W) exp(min(big, V::load(logits + j)) - l).store(p + j);
   if (j < n) {
     const int t = static_cast<int>(n - j);
-    exp(V::load_partial(logits + j, t) - l).store_partial(p + j, t);
+    exp(min(big, V::load_partial(logits + j, t)) - l).store_partial(p + j, t);
   }
 }
 

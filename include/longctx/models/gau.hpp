@@ -124,6 +124,7 @@ struct gau {
     require(y.extent(0) == n && y.extent(1) == dm, where, "y", "must be (n, d_model) = (", n, ", ", dm, "), got ",
             shape_of(y));
     require_views(where, "x", x, "y", y);
+    require_disjoint(where, "y", y, "x", x);
     const bool whole = attention == gau_attention::flash_quad || mixed.mode == flash_mode::non_causal;
     if (whole) {
       require(st.pos_ == 0, where, "state", "flash_quad / non-causal attention needs the whole sequence in one "

@@ -65,13 +65,20 @@ struct rmt {
     return segment_budget - memory * (layout == rmt_layout::decoder ? 2 : 1);
   }
 
+  // Bounds that keep every row count and position id far from overflow.
+  static constexpr index_t max_segment_budget = index_t(1) << 40, max_offset = index_t(1) << 52;
+
   void validate(const char* where) const {
-    require(memory >= 0, where, "memory", "must be >= 0, got ", memory);
+    require(segment_budget >= 1 && segment_budget <= max_segment_budget, where, "segment_budget",
+            "must be in [1, 2^40], got ", segment_budget);
+    require(memory >= 0 && memory <= segment_budget, where, "memory", "must be in [0, segment_budget = ",
+            segment_budget, "], got ", memory);
     require(content() >= 1, where, "memory", memory, " memory tokens leave no content in a segment budget of ",
             segment_budget, " rows (", layout == rmt_layout::decoder ? "decoder: 2m" : "encoder: m",
             " + content <= L)");
     if (positions.mode == rmt_position_mode::offset)
-      require(positions.offset >= 0, where, "positions", "offset must be >= 0, got ", positions.offset);
+      require(positions.offset >= 0 && positions.offset <= max_offset, where, "positions",
+              "offset must be in [0, 2^52], got ", positions.offset);
   }
 
   // initial_memory (m, width): the learned initial memory.

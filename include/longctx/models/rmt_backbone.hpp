@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -92,8 +93,10 @@ class rmt_reference_backbone {
   // FLOPs counted by forward() so far: 2 per multiply-add of every projection
   // and MLP, plus 4 width per visible (query, key) pair (Q K^T and P V over all
   // heads). The example compares this with full attention's count.
-  double flops() const noexcept { return flops_; }
-  void reset_flops() noexcept { flops_ = 0; }
+  // Threads that share one backbone (two states, two threads) add to it
+  // safely (a relaxed atomic: a total, no ordering).
+  double flops() const noexcept { return flops_.v.load(std::memory_order_relaxed); }
+  void reset_flops() noexcept { flops_.v.store(0, std::memory_order_relaxed); }
   double linear_flops(index_t rows) const noexcept {
     const double w = double(cfg_.width), hd = double(cfg_.hidden);
     return double(cfg_.layers) * double(rows) * 2.0 * (4.0 * w * w + 2.0 * w * hd);
@@ -130,7 +133,7 @@ class rmt_reference_backbone {
         for (index_t j = r.lo; j < r.hi; ++j) pairs += bound.visible(i, j) ? 1 : 0;
       }
     }
-    flops_ += linear_flops(n) + attention_flops(pairs);
+    flops_.v.fetch_add(linear_flops(n) + attention_flops(pairs), std::memory_order_relaxed);
 
     matrix h(n, w);
     for (index_t i = 0; i < n; ++i)
@@ -218,7 +221,15 @@ class rmt_reference_backbone {
   rmt_backbone_config cfg_;
   thread_pool* pool_;
   std::vector<layer> layers_;
-  double flops_ = 0;
+  struct flop_counter {  // copyable: a copy starts from the value
+    std::atomic<double> v{0};
+    flop_counter() = default;
+    flop_counter(const flop_counter& o) noexcept : v(o.v.load(std::memory_order_relaxed)) {}
+    flop_counter& operator=(const flop_counter& o) noexcept {
+      v.store(o.v.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      return *this;
+    }
+  } flops_;
 };
 
 static_assert(layer_driver<rmt, rmt_state<rmt_reference_backbone<>>>, "rmt must satisfy layer_driver");

@@ -173,6 +173,10 @@ struct bounded_cache {
     const bool keep = current == current_token::kept;
     if (!unbounded) {
       require(budget >= 0, where, "budget", "must be set to the rows kept per KV head (>= 0), got ", budget);
+      // budget + 1 rows per KV head are allocated up front.
+      const double row_bytes = double(sizeof(KV)) * double(2 * (dm.d + value_dim(dm) + 2 * kv_storage_traits<KV>::row_prefix)) +
+                               double(sizeof(float)) * double(stats_per_row(rule)) + 16.0;
+      require_state_bytes(where, "budget", double(dm.b) * double(dm.h_kv) * (double(budget) + 1) * row_bytes);
       require(!(keep && budget == 0), where, "current",
               "current_token::kept needs budget >= 1 (budget 0 keeps no row at all)");
       if constexpr (requires { rule.check(budget, keep, where); }) rule.check(budget, keep, where);

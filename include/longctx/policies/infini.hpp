@@ -328,6 +328,8 @@ struct basic_infini {
     const tensor4_view<const float> k_mem = in.k_mem.data() ? in.k_mem : in.k;
     require_like(where, "q_mem", q_mem, "q", in.q);
     require_like(where, "k_mem", k_mem, "k", in.k);
+    require_disjoint(where, "out", out, "q_mem", q_mem);
+    require_disjoint(where, "out", out, "k_mem", k_mem);
     if (n == 0) return;
 
     const float sc = effective_scale(d.d);
@@ -442,11 +444,10 @@ struct basic_infini {
             "beta", "needs 0, h = ", d.h, " or h * d_v = ", d.h * d.d_v, " values, got ", beta.size());
     for (std::size_t i = 0; i < beta.size(); ++i)
       require(!std::isnan(beta[i]), where, "beta", "value ", i, " is NaN");
-    // The state's element counts must be representable (index_t products
-    // below and in the kernels).
+    // The state's bytes (and so every index_t product over it) bounded.
     const double rows = double(d.b) * double(d.h_kv) * double(segment) * double(2 * d.d + d.d_v + 3 * P);
     const double mem = double(d.b) * double(memory_heads(d)) * double(d.d) * double(linear_state_ld(d.d_v) + 1);
-    require(rows + mem < 0x1p53, where, "dims", "state of ", rows + mem, " values is too large");
+    require_state_bytes(where, "dims", rows * double(sizeof(KV)) + mem * double(sizeof(S)));
   }
 
   // sigmoid(beta) and 1 - sigmoid(beta), each from its own exp so both ends

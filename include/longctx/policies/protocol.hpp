@@ -8,6 +8,8 @@
 //   out (b, h, n, d_v). GQA: h % h_kv == 0.
 #pragma once
 
+#include <algorithm>
+
 #include <concepts>
 #include <cstddef>
 #include <span>
@@ -64,6 +66,18 @@ inline void require_dims(const attention_dims& a, const char* where) {
           "need b >= 0, h >= 1, h_kv >= 1, d >= 1, d_v >= 0 (0: d), got (b ", a.b, ", h ", a.h, ", h_kv ",
           a.h_kv, ", d ", a.d, ", d_v ", a.d_v, ")");
   require(a.h % a.h_kv == 0, where, "dims", "query heads h ", a.h, " not a multiple of KV heads h_kv ", a.h_kv);
+  // One token's values fit comfortably in index_t (products of dims below).
+  const double per_token = double(a.b) * double(a.h) * double(std::max(a.d, a.d_v));
+  require(per_token <= 0x1p40, where, "dims", "b h max(d, d_v) = ", per_token, " values per token is too large");
+}
+
+// What a policy's state would allocate, checked in double before anything
+// is allocated: at most 2^47 bytes (the user address space of x86-64 and
+// AArch64), so a huge configuration is an invalid_argument naming the
+// argument, never an overflow or a length_error. A size that fits the
+// address space but not the machine is std::bad_alloc.
+inline void require_state_bytes(const char* where, const char* argument, double bytes) {
+  require(bytes <= 0x1p47, where, argument, "the state would hold ", bytes, " bytes (more than 2^47)");
 }
 
 // Checks one forward() call's q, k, v, out against the state's dims: shapes,
@@ -85,6 +99,9 @@ inline void require_sequence_call(const char* where, const attention_dims& a, co
   require(out.extent(0) == a.b && out.extent(1) == a.h && out.extent(2) == n && out.extent(3) == dv, where,
           "out", "must be (b, h, n, d_v): ", shapes);
   require_views(where, "q", q, "k", k, "v", v, "out", out);
+  require_disjoint(where, "out", out, "q", q);
+  require_disjoint(where, "out", out, "k", k);
+  require_disjoint(where, "out", out, "v", v);
 }
 
 // An optional per-token input that defaults to another (infini's q_mem, k_mem;

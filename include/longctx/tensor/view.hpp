@@ -5,6 +5,9 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <limits>
 #include <ostream>
 #include <type_traits>
 
@@ -57,10 +60,31 @@ class strided_view {
   LONGCTX_INLINE constexpr index_type extent(rank_type r) const noexcept { return ext_.extent(r); }
   LONGCTX_INLINE constexpr index_type stride(rank_type r) const noexcept { return strides_[r]; }
   LONGCTX_INLINE constexpr const strides_type& strides() const noexcept { return strides_; }
+  // The element count; saturates at the largest index_type when the product
+  // overflows (a view the API-boundary checks reject: addressable()).
   LONGCTX_INLINE constexpr index_type size() const noexcept {
     index_type n = 1;
-    for (rank_type r = 0; r < rank(); ++r) n *= ext_.extent(r);
+    for (rank_type r = 0; r < rank(); ++r)
+      if (__builtin_mul_overflow(n, ext_.extent(r), &n)) return std::numeric_limits<index_type>::max();
     return n;
+  }
+  // True when the element count and every offset the view reaches (the sum
+  // of (extent - 1) |stride|) fit index_type, so no index arithmetic on it
+  // overflows. An empty view reaches nothing.
+  LONGCTX_INLINE constexpr bool addressable() const noexcept {
+    index_type n = 1, reach = 0;
+    for (rank_type r = 0; r < rank(); ++r)
+      if (ext_.extent(r) < 0) return false;
+    for (rank_type r = 0; r < rank(); ++r)
+      if (ext_.extent(r) == 0) return true;
+    for (rank_type r = 0; r < rank(); ++r) {
+      index_type t = 0;
+      const index_type st = strides_[r] < 0 ? -strides_[r] : strides_[r];
+      if (strides_[r] == std::numeric_limits<index_type>::min() || __builtin_mul_overflow(n, ext_.extent(r), &n) ||
+          __builtin_mul_overflow(ext_.extent(r) - 1, st, &t) || __builtin_add_overflow(reach, t, &reach))
+        return false;
+    }
+    return true;
   }
   LONGCTX_INLINE constexpr bool empty() const noexcept { return size() == 0; }
   // True when the last axis is contiguous (kernels require it; checked at the
@@ -178,30 +202,6 @@ LONGCTX_INLINE constexpr tensor4_view<T, D> from_bnhd(T* data, index_t b, index_
   return tensor4_view<T, D>(data, E(b, h, n, d), {n * h * d, d, h * d, 1});
 }
 
-// ---- API-boundary checks shared by kernels and policies. -------------------
-
-template <class View>
-LONGCTX_INLINE void require_unit_inner_stride(const View& v, const char* where, const char* argument) {
-  require(v.unit_inner_stride(), where, argument, "the last axis must be contiguous (stride 1), got stride ",
-          v.stride(View::rank() - 1));
-}
-
-template <class View>
-LONGCTX_INLINE void require_data(const View& v, const char* where, const char* argument) {
-  require(v.data() != nullptr || v.empty(), where, argument, "null data with ", v.size(),
-          " elements");
-}
-
-// Every view a kernel reads or writes, named: a contiguous last axis and
-// data behind its elements. require_views(where, "q", q, "k", k, ...).
-LONGCTX_INLINE void require_views(const char*) noexcept {}
-template <class View, class... Rest>
-LONGCTX_INLINE void require_views(const char* where, const char* argument, const View& v, const Rest&... rest) {
-  require_unit_inner_stride(v, where, argument);
-  require_data(v, where, argument);
-  require_views(where, rest...);
-}
-
 // A view's extents for messages, streamed as "(2, 8, 1024, 128)". A value
 // (no string is built unless it is printed), so argument checks cost nothing
 // on the success path.
@@ -219,6 +219,60 @@ LONGCTX_INLINE shape_of_t<View::rank()> shape_of(const View& v) noexcept {
   shape_of_t<View::rank()> s{};
   for (std::size_t r = 0; r < View::rank(); ++r) s.extents[r] = v.extent(r);
   return s;
+}
+
+// ---- API-boundary checks shared by kernels and policies. -------------------
+
+template <class View>
+LONGCTX_INLINE void require_unit_inner_stride(const View& v, const char* where, const char* argument) {
+  require(v.unit_inner_stride(), where, argument, "the last axis must be contiguous (stride 1), got stride ",
+          v.stride(View::rank() - 1));
+}
+
+template <class View>
+LONGCTX_INLINE void require_data(const View& v, const char* where, const char* argument) {
+  require(v.addressable(), where, argument, "extents ", shape_of(v),
+          " overflow the index type (element count or largest offset)");
+  require(v.data() != nullptr || v.empty(), where, argument, "null data with ", v.size(),
+          " elements");
+}
+
+// The bytes [first, last) a view's elements span; empty views span none.
+// For views that passed require_data (addressable).
+template <class View>
+LONGCTX_INLINE std::pair<std::uintptr_t, std::uintptr_t> byte_span(const View& v) noexcept {
+  if (v.empty() || v.data() == nullptr) return {0, 0};
+  index_t lo = 0, hi = 0;
+  for (std::size_t r = 0; r < View::rank(); ++r) {
+    const index_t reach = (v.extent(r) - 1) * v.stride(r);
+    (reach < 0 ? lo : hi) += reach;
+  }
+  using E = std::remove_cv_t<typename View::element_type>;
+  const auto base = reinterpret_cast<std::uintptr_t>(v.data());
+  return {base + std::uintptr_t(lo) * sizeof(E), base + std::uintptr_t(hi + 1) * sizeof(E)};
+}
+
+// An output may not share memory with an input (the kernels read inputs
+// after writing outputs, so aliasing would give silently wrong results):
+// their byte spans must not intersect. Conservative for interleaved strided
+// views, which are rejected too.
+template <class Out, class In>
+LONGCTX_INLINE void require_disjoint(const char* where, const char* out_name, const Out& out, const char* in_name,
+                                     const In& in) {
+  const auto [a0, a1] = byte_span(out);
+  const auto [b0, b1] = byte_span(in);
+  require(a0 == a1 || b0 == b1 || a1 <= b0 || b1 <= a0, where, out_name, "shares memory with '", in_name,
+          "': an output may not alias an input");
+}
+
+// Every view a kernel reads or writes, named: a contiguous last axis and
+// data behind its elements. require_views(where, "q", q, "k", k, ...).
+LONGCTX_INLINE void require_views(const char*) noexcept {}
+template <class View, class... Rest>
+LONGCTX_INLINE void require_views(const char* where, const char* argument, const View& v, const Rest&... rest) {
+  require_unit_inner_stride(v, where, argument);
+  require_data(v, where, argument);
+  require_views(where, rest...);
 }
 
 LONGCTX_TYPES_END

@@ -1,0 +1,189 @@
+// Hostile input at the public entry points: views whose sizes overflow,
+// outputs that alias inputs, logits beyond float's range, configurations
+// too large to allocate, a backbone shared by two threads. Each case was a
+// crash, undefined behaviour, a silent NaN or a silently wrong result before
+// the check or fix it pins down; each must now be an invalid_argument naming
+// the argument (and leave the state unchanged) or a finite result.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include <longctx/attention.hpp>
+#include <longctx/models/gau.hpp>
+#include <longctx/models/rmt_backbone.hpp>
+#include <longctx/policies/dense.hpp>
+#include <longctx/policies/flash.hpp>
+#include <longctx/policies/infini.hpp>
+#include <longctx/policies/tova.hpp>
+
+#include "../support/support.hpp"
+
+using namespace longctx;
+using Catch::Contains;
+
+namespace {
+using E4 = tensor4_view<const float>::extents_type;
+tensor4_view<const float> view4(const std::vector<float>& x, index_t b, index_t h, index_t n, index_t d) {
+  return from_bhnd<dynamic_extent, const float>(x.data(), b, h, n, d);
+}
+}  // namespace
+
+TEST_CASE("hostile: views whose element count or reach overflows are rejected, size() saturates",
+          "[core][hostile]") {
+  std::vector<float> buf(64, 1.0f);
+  const index_t big = index_t(1) << 40;
+  const tensor4_view<const float> huge(buf.data(), E4(big, big, 1, 8), {8, 8, 8, 1});
+  REQUIRE_FALSE(huge.addressable());
+  REQUIRE(huge.size() == std::numeric_limits<index_t>::max());
+  // A modest shape whose strides reach past index_t.
+  const tensor4_view<const float> far(buf.data(), E4(1, 4, 1, 8), {8, index_t(1) << 62, 8, 1});
+  REQUIRE_FALSE(far.addressable());
+  REQUIRE(tensor4_view<const float>(buf.data(), E4(0, big, big, 8), {8, 8, 8, 1}).addressable());  // empty
+  const auto q = view4(buf, 1, 4, 1, 8);
+  std::vector<float> o(32);
+  REQUIRE_THROWS_WITH(decode(q, far, q, from_bhnd(o.data(), 1, 4, 1, 8), 1.0f), Contains("'k'") && Contains("overflow"));
+  // A sequence policy sees the same check before touching its state.
+  const tova p{.budget = 4};
+  auto st = p.make_state({1, 4, 4, 8, 8});
+  const auto before = st.snapshot();
+  REQUIRE_THROWS_WITH(p.forward(st, {q, far, q}, from_bhnd(o.data(), 1, 4, 1, 8)), Contains("'k'"));
+  REQUIRE(st.snapshot() == before);
+}
+
+TEST_CASE("hostile: an output that aliases an input is rejected", "[core][hostile]") {
+  test::rng_t g(test::seed_for(401, 0));
+  std::vector<float> q = test::random_floats(g, 2 * 5 * 8), k = test::random_floats(g, 2 * 5 * 8),
+                     v = test::random_floats(g, 2 * 5 * 8);
+  // o written over v (V read in place by the kernels): silently wrong before.
+  std::vector<float> vo = v;
+  const auto vv = view4(vo, 1, 2, 5, 8);
+  const auto ov = from_bhnd(vo.data(), 1, 2, 5, 8);
+  REQUIRE_THROWS_WITH(attention(view4(q, 1, 2, 5, 8), view4(k, 1, 2, 5, 8), vv, ov, 0.3f), Contains("'o'") && Contains("'v'"));
+  REQUIRE_THROWS_WITH(decode(view4(q, 1, 2, 1, 8), view4(k, 1, 2, 5, 8), vv, from_bhnd(vo.data(), 1, 2, 1, 8), 0.3f),
+                      Contains("'o'"));
+  // The LSE written into (a part of) q.
+  std::vector<float> o(80);
+  REQUIRE_THROWS_WITH(attention(view4(q, 1, 2, 5, 8), view4(k, 1, 2, 5, 8), view4(v, 1, 2, 5, 8),
+                                from_bhnd(o.data(), 1, 2, 5, 8), 0.3f, no_mask{},
+                                lse_view(q.data() + 3, dextents<index_t, 3>(1, 2, 5))),
+                      Contains("'lse'") && Contains("'q'"));
+  // Disjoint buffers pass, adjacent ones too.
+  std::vector<float> both(160);
+  attention(view4(q, 1, 2, 5, 8), view4(k, 1, 2, 5, 8), view4(v, 1, 2, 5, 8), from_bhnd(both.data(), 1, 2, 5, 8), 0.3f);
+
+  // Sequence policies: out over q (tova, infini), over infini's q_mem, FLASH's k_lin.
+  const attention_dims dm{1, 2, 2, 8, 8};
+  std::vector<float> qo = q;
+  const auto qv = view4(qo, 1, 2, 5, 8);
+  const auto out_q = from_bhnd(qo.data(), 1, 2, 5, 8);
+  {
+    const tova p{.budget = 3};
+    auto st = p.make_state(dm);
+    const auto before = st.snapshot();
+    REQUIRE_THROWS_WITH(p.forward(st, {qv, view4(k, 1, 2, 5, 8), view4(v, 1, 2, 5, 8)}, out_q), Contains("'out'"));
+    REQUIRE(st.snapshot() == before);
+  }
+  {
+    const infini p{.segment = 4};
+    auto st = p.make_state(dm);
+    std::vector<float> o(80);
+    const auto ov2 = from_bhnd(o.data(), 1, 2, 5, 8);
+    REQUIRE_THROWS_WITH(p.forward(st, {view4(q, 1, 2, 5, 8), view4(k, 1, 2, 5, 8), view4(v, 1, 2, 5, 8), view4(o, 1, 2, 5, 8)}, ov2),
+                        Contains("'out'") && Contains("q_mem"));
+    REQUIRE(st.tokens_seen() == 0);
+  }
+  {
+    const flash p{.chunk = 4};
+    auto st = p.make_state(dm);
+    std::vector<float> o(80);
+    const auto ov2 = from_bhnd(o.data(), 1, 2, 5, 8);
+    flash_input in{view4(q, 1, 2, 5, 8), view4(k, 1, 2, 5, 8), view4(v, 1, 2, 5, 8)};
+    in.k_lin = view4(o, 1, 2, 5, 8);
+    REQUIRE_THROWS_WITH(p.forward(st, in, ov2), Contains("'out'") && Contains("k_lin"));
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("hostile: logits beyond float's range saturate: finite outputs, not NaN",
+                        "[core][hostile]", compiled_archs) {
+  using Arch = TestType;
+  // Every product q_p k_p is finite, their sums overflow to +inf: before,
+  // the softmax's inf - inf made NaN. Saturated at FLT_MAX, the rows tie:
+  // outputs are convex combinations of V's rows, so within V's range.
+  test::rng_t g(test::seed_for(402, 0));
+  const index_t n = 37, d = 64;
+  std::vector<float> q(std::size_t(2 * n * d)), k(q.size());
+  for (auto& x : q) x = 1e19f * (1.0f + float(test::uniform_int(g, 0, 9)));
+  for (auto& x : k) x = 1e19f * (1.0f + float(test::uniform_int(g, 0, 9)));
+  const auto v = test::random_floats(g, q.size(), -3, 3);
+  std::vector<float> o(q.size(), -99.0f), o1(std::size_t(2 * d));
+  attention<Arch>(view4(q, 1, 2, n, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d), from_bhnd(o.data(), 1, 2, n, d), 0.125f,
+                  causal{});
+  decode<Arch>(view4(q, 1, 2, 1, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d), from_bhnd(o1.data(), 1, 2, 1, d), 0.125f);
+  for (const auto* out : {&o, &o1})
+    for (float x : *out) {
+      REQUIRE(std::isfinite(x));
+      REQUIRE(std::abs(x) <= 3.0f * (1 + 1e-5f));
+    }
+  // A policy's scores from such logits: finite too.
+  const tova p{.budget = 8};
+  auto st = p.make_state({1, 2, 2, d, d});
+  std::vector<float> po(q.size());
+  p.forward<Arch>(st, {view4(q, 1, 2, n, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d)}, from_bhnd(po.data(), 1, 2, n, d));
+  for (float x : po) REQUIRE(std::isfinite(x));
+  REQUIRE(st.size() == 8);
+  // NaN input still gives NaN (never a silent finite).
+  q[5] = std::numeric_limits<float>::quiet_NaN();
+  decode<Arch>(view4(q, 1, 2, 1, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d), from_bhnd(o1.data(), 1, 2, 1, d), 0.125f);
+  REQUIRE(std::isnan(o1[0]));
+}
+
+TEST_CASE("hostile: configurations too large to allocate are invalid_argument, not length_error or overflow",
+          "[core][hostile]") {
+  REQUIRE_THROWS_WITH((tova{.budget = index_t(1) << 50}.make_state({1, 8, 8, 128, 128})), Contains("'budget'"));
+  REQUIRE_THROWS_WITH((tova{.budget = std::numeric_limits<index_t>::max()}.make_state({1, 8, 8, 128, 128})),
+                      Contains("'budget'"));
+  REQUIRE_THROWS_WITH((infini{.segment = 16}.make_state({1, 1 << 20, 1 << 20, 1 << 14, 1 << 14})), Contains("'dims'"));
+  REQUIRE_THROWS_WITH((infini{.segment = index_t(1) << 40}.make_state({1, 1, 1, 64, 64})), Contains("'dims'"));
+  REQUIRE_THROWS_WITH(tova{.budget = 4}.make_state({index_t(1) << 30, 1 << 20, 1, 1 << 20, 0}), Contains("'dims'"));
+  // RMT: a memory count whose 2m overflowed, an offset whose positions would.
+  rmt_reference_backbone<> bb({.width = 8, .heads = 2, .layers = 1});
+  const auto no_mem = make_matrix<dynamic_extent, const float>(nullptr, 0, 8);
+  REQUIRE_THROWS_WITH((rmt{.memory = std::numeric_limits<index_t>::max() / 2 + 7, .segment_budget = 64}.make_state(bb, no_mem)),
+                      Contains("'memory'"));
+  REQUIRE_THROWS_WITH((rmt{.memory = 0, .segment_budget = std::numeric_limits<index_t>::max()}.make_state(bb, no_mem)),
+                      Contains("'segment_budget'"));
+  rmt p{.memory = 0, .segment_budget = 64};
+  p.positions = {rmt_position_mode::offset, std::numeric_limits<index_t>::max() - 3};
+  REQUIRE_THROWS_WITH(p.make_state(bb, no_mem), Contains("'positions'"));
+}
+
+TEST_CASE("hostile: two states on two threads share one backbone; its FLOP count adds up", "[core][hostile]") {
+  rmt_reference_backbone<> bb({.width = 16, .heads = 2, .layers = 2, .seed = 5});
+  const rmt p{.memory = 2, .segment_budget = 12};
+  test::rng_t g(test::seed_for(403, 0));
+  const auto mem0 = test::random_floats(g, 2 * 16);
+  const auto in = test::random_floats(g, 40 * 16);
+  const auto run = [&] {
+    auto st = p.make_state(bb, make_matrix<dynamic_extent, const float>(mem0.data(), 2, 16));
+    std::vector<float> out(40 * 16);
+    for (index_t i = 0; i < 40; ++i)
+      p.forward(st, make_matrix<dynamic_extent, const float>(in.data() + i * 16, 1, 16),
+                make_matrix(out.data() + i * 16, 1, 16));
+    return out;
+  };
+  bb.reset_flops();
+  const auto want = run();
+  const double one = bb.flops();
+  REQUIRE(one > 0);
+  bb.reset_flops();
+  std::vector<float> a, b;
+  std::thread t1([&] { a = run(); }), t2([&] { b = run(); });
+  t1.join();
+  t2.join();
+  REQUIRE(a == want);
+  REQUIRE(b == want);
+  REQUIRE(bb.flops() == 2 * one);
+}
