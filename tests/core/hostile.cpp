@@ -106,6 +106,32 @@ TEST_CASE("hostile: an output that aliases an input is rejected", "[core][hostil
   }
 }
 
+TEST_CASE("hostile: GAU runs in place (y == x) but rejects a shifted overlap", "[core][hostile]") {
+  const index_t dm = 8, n = 6;
+  const gau layer{.mixed = {.chunk = 4}};
+  test::rng_t g(test::seed_for(404, 0));
+  const index_t e = 16, s = 8;
+  gau_weights w;
+  w.w.resize(dm, 2 * e + s), w.b.resize(2 * e + s), w.gamma.resize(4, s), w.beta.resize(4, s), w.w_o.resize(e, dm);
+  for (auto* m : {&w.w, &w.gamma, &w.beta, &w.w_o}) {
+    const auto r = test::random_floats(g, std::size_t(m->size()), -0.3f, 0.3f);
+    std::copy(r.begin(), r.end(), m->data());
+  }
+  w.b.setZero();
+  w.norm_gain.setConstant(1, std::sqrt(float(dm)));
+  auto a = layer.make_state(w);
+  auto b = layer.make_state(w);
+  std::vector<float> x = test::random_floats(g, std::size_t((n + 1) * dm)), y(x.size());
+  layer.forward(a, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm));
+  std::vector<float> inplace = x;
+  layer.forward(b, make_matrix<dynamic_extent, const float>(inplace.data(), n, dm), make_matrix(inplace.data(), n, dm));
+  REQUIRE(std::vector<float>(inplace.begin(), inplace.begin() + n * dm) == std::vector<float>(y.begin(), y.begin() + n * dm));
+  auto c = layer.make_state(w);
+  REQUIRE_THROWS_WITH(layer.forward(c, make_matrix<dynamic_extent, const float>(x.data(), n, dm),
+                                    make_matrix(x.data() + dm, n, dm)),
+                      Contains("'y'") && Contains("'x'"));
+}
+
 TEMPLATE_LIST_TEST_CASE("hostile: logits beyond float's range saturate: finite outputs, not NaN",
                         "[core][hostile]", compiled_archs) {
   using Arch = TestType;

@@ -124,7 +124,9 @@ struct gau {
     require(y.extent(0) == n && y.extent(1) == dm, where, "y", "must be (n, d_model) = (", n, ", ", dm, "), got ",
             shape_of(y));
     require_views(where, "x", x, "y", y);
-    require_disjoint(where, "y", y, "x", x);
+    // y may be x itself (in place: x is read into the norm before y is
+    // written, row block by row block); any other overlap is rejected.
+    if (y.data() != x.data() || y.stride(0) != x.stride(0)) require_disjoint(where, "y", y, "x", x);
     const bool whole = attention == gau_attention::flash_quad || mixed.mode == flash_mode::non_causal;
     if (whole) {
       require(st.pos_ == 0, where, "state", "flash_quad / non-causal attention needs the whole sequence in one "
