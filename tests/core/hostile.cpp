@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -212,4 +213,37 @@ TEST_CASE("hostile: two states on two threads share one backbone; its FLOP count
   REQUIRE(a == want);
   REQUIRE(b == want);
   REQUIRE(bb.flops() == 2 * one);
+}
+
+TEST_CASE("hostile: a cache_relative snapshot whose attended keys are not its originals' rotations is rejected",
+          "[core][hostile]") {
+  // Found by tests/fuzz/restore.cpp: the attended copies were recomputed on
+  // restore, so such a snapshot was accepted and no longer round-tripped.
+  const sinks_cache p{.budget = 4, .rule = {.sinks = 1}, .positions = position_mode::cache_relative};
+  const attention_dims dm{1, 2, 2, 8, 8};
+  test::rng_t g(test::seed_for(405, 0));
+  const auto q = test::random_floats(g, 2 * 6 * 8), k = test::random_floats(g, 2 * 6 * 8), v = test::random_floats(g, 2 * 6 * 8);
+  auto st = p.make_state(dm);
+  std::vector<float> o(2 * 6 * 8);
+  p.forward(st, {view4(q, 1, 2, 6, 8), view4(k, 1, 2, 6, 8), view4(v, 1, 2, 6, 8)}, from_bhnd(o.data(), 1, 2, 6, 8));
+  auto bytes = st.snapshot();
+  // The sink (position 0, rank 0) is attended unrotated: its first value is
+  // k[0], first stored in the attended keys (the originals follow).
+  std::size_t at = 0;
+  for (std::size_t i = 0; i + 4 <= bytes.size(); ++i)
+    if (std::memcmp(bytes.data() + i, &k[0], 4) == 0) {
+      at = i;
+      break;
+    }
+  REQUIRE(at > 0);
+  const float other = k[0] + 0.5f;
+  std::memcpy(bytes.data() + at, &other, 4);
+  const std::uint32_t crc = detail::crc32c(std::span<const std::byte>(bytes).first(bytes.size() - 4));
+  std::memcpy(bytes.data() + bytes.size() - 4, &crc, 4);
+  auto fresh = p.make_state(dm);
+  const auto before = fresh.snapshot();
+  REQUIRE_THROWS_WITH(fresh.restore(bytes), Contains("keys"));
+  REQUIRE(fresh.snapshot() == before);
+  fresh.restore(st.snapshot());  // the genuine one still restores
+  REQUIRE(fresh.snapshot() == st.snapshot());
 }

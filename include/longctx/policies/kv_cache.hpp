@@ -340,14 +340,21 @@ class kv_cache : public kv_rows {
     }
     c.size_ = index_t(size);
     c.next_ = index_t(next);
-    if (c.relative())  // ranks from temporal order, attended copies recomputed
+    if (c.relative()) {  // ranks from temporal order; the attended copies must be the originals' rotations
+      std::vector<KV> stored(static_cast<std::size_t>(rk));
       for (index_t lane = 0; lane < lanes; ++lane) {
         const auto order = c.temporal_order(lane);
-        for (index_t rk = 0; rk < c.size_; ++rk) {
-          c.rot_[std::size_t(lane * c.cap_ + order[std::size_t(rk)])] = rk;
-          c.rerotate(lane, order[std::size_t(rk)]);
+        for (index_t t = 0; t < c.size_; ++t) {
+          const index_t slot = order[std::size_t(t)];
+          KV* row = c.k_.data() + (lane * c.cap_ + slot) * rk;
+          std::memcpy(static_cast<void*>(stored.data()), row, sizeof(KV) * std::size_t(rk));
+          c.rot_[std::size_t(lane * c.cap_ + slot)] = t;
+          c.rerotate(lane, slot);
+          r.check(std::memcmp(stored.data(), row, sizeof(KV) * std::size_t(rk)) == 0, "keys",
+                  "an attended key is not the rotation of its original key to its rank");
         }
       }
+    }
     return c;
   }
 

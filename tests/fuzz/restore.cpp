@@ -1,0 +1,159 @@
+// libFuzzer harness: snapshots are untrusted bytes. The first input byte
+// picks a policy (its low bits: every bounded-cache rule in f32, bf16 and
+// int8 storage, dense, Infini in f32 and int8, FLASH) and whether the rest
+// is resealed (top bit: a valid CRC-32C written over the mutated bytes, so
+// the fuzzer reaches the field checks behind the checksum); the rest is
+// handed to restore() on a fresh state. Properties, not only crashes:
+//   - restore either throws longctx::invalid_argument and leaves the state
+//     bit for bit as it was, or accepts;
+//   - an accepted snapshot re-snapshots to the same bytes;
+//   - the restored state then runs a few decode steps on finite input with
+//     finite output, within its budget, without throwing.
+// Any other exception, a sanitizer report or a broken property aborts.
+//
+//   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
+//       -I/usr/include/eigen3 tests/fuzz/restore.cpp -o restore
+//   ./restore -max_total_time=600 tests/fuzz/corpus/restore
+// tools/fuzz restore 600 wraps this (corpus: tests/fuzz/corpus/restore, grown by
+// the runs); -seed_snapshots=DIR writes valid snapshots of every policy to DIR.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <longctx/policies/dense.hpp>
+#include <longctx/policies/flash.hpp>
+#include <longctx/policies/infini.hpp>
+#include <longctx/policies/tova.hpp>
+
+using namespace longctx;
+
+namespace {
+
+const attention_dims dims{1, 4, 2, 8, 8};
+constexpr index_t steps = 3;
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "fuzz property broken: %s\n", what);
+  std::abort();
+}
+
+// Deterministic finite input for the decode steps after a restore.
+struct tokens {
+  std::vector<float> q, k, v, o;
+  tokens() : q(4 * 8), k(2 * 8), v(2 * 8), o(4 * 8) {
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = std::sin(float(i) * 0.7f);
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = std::cos(float(i) * 1.3f), v[i] = std::sin(float(i) * 2.1f);
+  }
+  sequence_input seq() const {
+    return {from_bhnd<dynamic_extent, const float>(q.data(), 1, 4, 1, 8),
+            from_bhnd<dynamic_extent, const float>(k.data(), 1, 2, 1, 8),
+            from_bhnd<dynamic_extent, const float>(v.data(), 1, 2, 1, 8)};
+  }
+  tensor4_view<float> out() { return from_bhnd(o.data(), 1, 4, 1, 8); }
+};
+
+template <class P>
+void exercise(const P& p, std::span<const std::byte> bytes) {
+  auto st = p.make_state(dims);
+  const snapshot_bytes before = st.snapshot();
+  try {
+    st.restore(bytes);
+  } catch (const longctx::invalid_argument&) {
+    if (st.snapshot() != before) fail("a rejected restore changed the state");
+    return;
+  }
+  if (st.snapshot() != snapshot_bytes(bytes.begin(), bytes.end())) fail("an accepted snapshot does not round-trip");
+  tokens t;
+  for (index_t i = 0; i < steps; ++i) {
+    using In = typename P::input_type;
+    const sequence_input s = t.seq();
+    if constexpr (std::is_same_v<In, sequence_input>)
+      p.forward(st, s, t.out());
+    else
+      p.forward(st, In{s.q, s.k, s.v}, t.out());
+    for (float x : t.o)
+      if (!std::isfinite(x)) fail("a restored state gave a non-finite output on finite input");
+  }
+  if constexpr (requires { st.size(); p.budget; })
+    if (p.budget >= 0 && st.size() > p.budget) fail("a restored cache exceeded its budget");
+}
+
+// The policies, by index; visit(i, f) calls f(policy).
+template <class F>
+bool visit(unsigned i, F&& f) {
+  switch (i) {
+    case 0: f(tova{.budget = 5}); return true;
+    case 1: f(h2o_cache{.budget = 5, .rule = {.recent = 2}}); return true;
+    case 2: f(window_cache{.budget = 4, .layout = kv_layout::compacted}); return true;
+    case 3: f(sinks_cache{.budget = 5, .rule = {.sinks = 2}, .positions = position_mode::cache_relative}); return true;
+    case 4: f(snapkv{.budget = 5, .rule = {.window = 2, .kernel = 3, .reselect_every = 2}}); return true;
+    case 5: f(bounded_cache<tova_rule, bf16>{.budget = 5}); return true;
+    case 6: f(bounded_cache<tova_rule, q8>{.budget = 5, .positions = position_mode::cache_relative,
+                                          .keys = key_scales::per_channel}); return true;
+    case 7: f(dense{}); return true;
+    case 8: f(infini{.segment = 3, .update = update_rule::delta}); return true;
+    case 9: f(basic_infini<float, q8>{.segment = 3}); return true;
+    case 10: f(flash{.chunk = 3}); return true;
+  }
+  return false;
+}
+constexpr unsigned policies = 11;
+
+// Valid snapshots of each policy after a few tokens: the seed corpus.
+template <class P>
+snapshot_bytes sample(const P& p, index_t n) {
+  auto st = p.make_state(dims);
+  tokens t;
+  for (index_t i = 0; i < n; ++i) {
+    t.k[std::size_t(i) % t.k.size()] += 0.25f;
+    using In = typename P::input_type;
+    const sequence_input s = t.seq();
+    if constexpr (std::is_same_v<In, sequence_input>)
+      p.forward(st, s, t.out());
+    else
+      p.forward(st, In{s.q, s.k, s.v}, t.out());
+  }
+  return st.snapshot();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  // -seed_snapshots=DIR: write valid snapshots of every policy there, exit.
+  for (int i = 1; i < *argc; ++i) {
+    const std::string a = (*argv)[i];
+    if (a.rfind("-seed_snapshots=", 0) != 0) continue;
+    const std::string dir = a.substr(16);
+    for (unsigned pi = 0; pi < policies; ++pi)
+      for (index_t n : {0, 2, 7}) {
+        visit(pi, [&](const auto& p) {
+          const snapshot_bytes s = sample(p, n);
+          const std::string path = dir + "/p" + std::to_string(pi) + "_n" + std::to_string(n);
+          std::FILE* f = std::fopen(path.c_str(), "wb");
+          if (!f) fail("cannot write the seed corpus");
+          const unsigned char tag = static_cast<unsigned char>(pi | 0x80);  // resealed
+          std::fwrite(&tag, 1, 1, f);
+          std::fwrite(s.data(), 1, s.size(), f);
+          std::fclose(f);
+        });
+      }
+    std::exit(0);
+  }
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(data) + 1, reinterpret_cast<const std::byte*>(data) + size);
+  if ((data[0] & 0x80) && bytes.size() >= 4) {
+    const std::uint32_t crc = detail::crc32c(std::span<const std::byte>(bytes).first(bytes.size() - 4));
+    std::memcpy(bytes.data() + bytes.size() - 4, &crc, 4);
+  }
+  visit((data[0] & 0x7f) % policies, [&](const auto& p) { exercise(p, bytes); });
+  return 0;
+}
