@@ -57,6 +57,17 @@ struct tokens {
   tensor4_view<float> out() { return from_bhnd(o.data(), 1, 4, 1, 8); }
 };
 
+// One decode step of p on t's token (every policy's input type).
+template <class P>
+void step(const P& p, typename P::state_type& st, tokens& t) {
+  using In = typename P::input_type;
+  const sequence_input s = t.seq();
+  if constexpr (std::is_same_v<In, sequence_input>)
+    p.forward(st, s, t.out());
+  else
+    p.forward(st, In{s.q, s.k, s.v}, t.out());
+}
+
 template <class P>
 void exercise(const P& p, std::span<const std::byte> bytes) {
   auto st = p.make_state(dims);
@@ -70,12 +81,7 @@ void exercise(const P& p, std::span<const std::byte> bytes) {
   if (st.snapshot() != snapshot_bytes(bytes.begin(), bytes.end())) fail("an accepted snapshot does not round-trip");
   tokens t;
   for (index_t i = 0; i < steps; ++i) {
-    using In = typename P::input_type;
-    const sequence_input s = t.seq();
-    if constexpr (std::is_same_v<In, sequence_input>)
-      p.forward(st, s, t.out());
-    else
-      p.forward(st, In{s.q, s.k, s.v}, t.out());
+    step(p, st, t);
     for (float x : t.o)
       if (!std::isfinite(x)) fail("a restored state gave a non-finite output on finite input");
   }
@@ -111,12 +117,7 @@ snapshot_bytes sample(const P& p, index_t n) {
   tokens t;
   for (index_t i = 0; i < n; ++i) {
     t.k[std::size_t(i) % t.k.size()] += 0.25f;
-    using In = typename P::input_type;
-    const sequence_input s = t.seq();
-    if constexpr (std::is_same_v<In, sequence_input>)
-      p.forward(st, s, t.out());
-    else
-      p.forward(st, In{s.q, s.k, s.v}, t.out());
+    step(p, st, t);
   }
   return st.snapshot();
 }
