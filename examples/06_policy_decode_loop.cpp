@@ -113,15 +113,19 @@ int main(int argc, char** argv) {
   report("dense", "f32", ref);
   report("dense", "bf16", decode_stream(bounded_cache<full_rule, bf16>{}, layers, dims, n, prompt, pool));
   report("dense", "f16", decode_stream(bounded_cache<full_rule, f16>{}, layers, dims, n, prompt, pool));
+  report("dense", "int8", decode_stream(bounded_cache<full_rule, q8>{}, layers, dims, n, prompt, pool));
   report("tova 1/8", "f32", decode_stream(tova{.budget = n / 8}, layers, dims, n, prompt, pool));
   report("tova 1/8", "bf16", decode_stream(bounded_cache<tova_rule, bf16>{.budget = n / 8}, layers, dims, n, prompt, pool));
   report("tova 1/8", "f16", decode_stream(bounded_cache<tova_rule, f16>{.budget = n / 8}, layers, dims, n, prompt, pool));
+  report("tova 1/8", "int8", decode_stream(bounded_cache<tova_rule, q8>{.budget = n / 8, .keys = key_scales::per_channel},
+                                           layers, dims, n, prompt, pool));
   report("h2o 1/8", "f32", decode_stream(h2o_cache{.budget = n / 8}, layers, dims, n, prompt, pool));
   report("sinks 1/8", "f32", decode_stream(sinks_cache{.budget = n / 8}, layers, dims, n, prompt, pool));
   report("infini seg 128", "f32", decode_stream(infini{.segment = 128}, layers, dims, n, prompt, pool));
   report("infini seg 128", "bf16", decode_stream(basic_infini<float, bf16>{.segment = 128}, layers, dims, n, prompt, pool));
+  report("infini seg 128", "int8", decode_stream(basic_infini<float, q8>{.segment = 128}, layers, dims, n, prompt, pool));
   std::printf("tokens/s: decoded tokens per second through all %lld layers (2 threads). rel. error: mean over\n"
-              "decoded rows of |o - o_dense| / |o_dense| against the fp32 dense cache (for dense bf16 / f16: the\n"
+              "decoded rows of |o - o_dense| / |o_dense| against the fp32 dense cache (dense bf16/f16/int8: the\n"
               "storage rounding alone); on random Q/K/V the evicted rows carry as much weight as the kept ones,\n"
               "so a bounded cache's error can exceed 1: this shows the loop, not the methods' quality.\n",
               (long long)n_layers);
