@@ -12,15 +12,6 @@ LONGCTX_NAMESPACE_BEGIN
 
 namespace detail {
 
-// out shares no byte with q, k or v.
-template <class Out, class KV>
-void require_outputs_disjoint(const char* where, const char* name, const Out& out, const tensor4_view<const float>& q,
-                              const tensor4_view<const KV>& k, const tensor4_view<const KV>& v) {
-  require_disjoint(where, name, out, "q", q);
-  require_disjoint(where, name, out, "k", k);
-  require_disjoint(where, name, out, "v", v);
-}
-
 template <class KV, class Mask>
 attention_shape check_attention(const char* where, const tensor4_view<const float>& q,
                                 const tensor4_view<const KV>& k, const tensor4_view<const KV>& v,
@@ -46,13 +37,12 @@ attention_shape check_attention(const char* where, const tensor4_view<const floa
           "must be (b, h, n_q, d_v): ", shapes);
   require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
   require_views(where, "q", q, "k", k, "v", v, "o", o);
-  require_outputs_disjoint(where, "o", o, q, k, v);
+  require_disjoint(where, "o", o, "q", q, "k", k, "v", v);
   if (lse.data()) {
     require(lse.extent(0) == a.b && lse.extent(1) == a.h && lse.extent(2) == a.n_q, where, "lse",
             "must be (b, h, n_q) = (", a.b, ", ", a.h, ", ", a.n_q, "), got ", shape_of(lse));
     require_data(lse, where, "lse");
-    require_outputs_disjoint(where, "lse", lse, q, k, v);
-    require_disjoint(where, "lse", lse, "o", o);
+    require_disjoint(where, "lse", lse, "q", q, "k", k, "v", v, "o", o);
   }
   require_mask(mask, where);
   attention_shape r = a;
@@ -84,8 +74,7 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
             "rows [first, first + w) = [", rows.first, ", ", rows.first, " + ", w,
             ") must lie within the n_q = ", a.n_q, " query rows");
     require_views("attention", "logits", lg);
-    detail::require_outputs_disjoint("attention", "logits", lg, q, k, v);
-    require_disjoint("attention", "logits", lg, "o", o);
+    require_disjoint("attention", "logits", lg, "q", q, "k", k, "v", v, "o", o);
   }
   prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, rows);
 }
@@ -107,8 +96,7 @@ void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const
             "), got ", shape_of(logits));
     require_unit_inner_stride(logits, "decode", "logits");
     require_data(logits, "decode", "logits");
-    detail::require_outputs_disjoint("decode", "logits", logits, q, k, v);
-    require_disjoint("decode", "logits", logits, "o", o);
+    require_disjoint("decode", "logits", logits, "q", q, "k", k, "v", v, "o", o);
   }
   decode_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, logits);
 }

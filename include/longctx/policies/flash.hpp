@@ -250,8 +250,7 @@ struct flash {
     require_sequence_call(where, a, in.q, in.k, in.v, out);
     require_like(where, "q_lin", q_lin, "q", in.q);
     require_like(where, "k_lin", k_lin, "k", in.k);
-    require_disjoint(where, "out", out, "q_lin", q_lin);
-    require_disjoint(where, "out", out, "k_lin", k_lin);
+    require_disjoint(where, "out", out, "q_lin", q_lin, "k_lin", k_lin);
     const index_t n = in.q.extent(2);
     if (mode == flash_mode::non_causal) {
       require(st.tokens_seen() == 0, where, "state", "non-causal attention needs the whole sequence in one call on "

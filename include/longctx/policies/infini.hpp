@@ -328,8 +328,7 @@ struct basic_infini {
     const tensor4_view<const float> k_mem = in.k_mem.data() ? in.k_mem : in.k;
     require_like(where, "q_mem", q_mem, "q", in.q);
     require_like(where, "k_mem", k_mem, "k", in.k);
-    require_disjoint(where, "out", out, "q_mem", q_mem);
-    require_disjoint(where, "out", out, "k_mem", k_mem);
+    require_disjoint(where, "out", out, "q_mem", q_mem, "k_mem", k_mem);
     if (n == 0) return;
 
     const float sc = effective_scale(d.d);

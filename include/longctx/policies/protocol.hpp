@@ -99,9 +99,7 @@ inline void require_sequence_call(const char* where, const attention_dims& a, co
   require(out.extent(0) == a.b && out.extent(1) == a.h && out.extent(2) == n && out.extent(3) == dv, where,
           "out", "must be (b, h, n, d_v): ", shapes);
   require_views(where, "q", q, "k", k, "v", v, "out", out);
-  require_disjoint(where, "out", out, "q", q);
-  require_disjoint(where, "out", out, "k", k);
-  require_disjoint(where, "out", out, "v", v);
+  require_disjoint(where, "out", out, "q", q, "k", k, "v", v);
 }
 
 // An optional per-token input that defaults to another (infini's q_mem, k_mem;

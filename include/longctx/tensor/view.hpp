@@ -254,15 +254,19 @@ LONGCTX_INLINE std::pair<std::uintptr_t, std::uintptr_t> byte_span(const View& v
 
 // An output may not share memory with an input (the kernels read inputs
 // after writing outputs, so aliasing would give silently wrong results):
-// their byte spans must not intersect. Conservative for interleaved strided
-// views, which are rejected too.
-template <class Out, class In>
+// its byte span must not intersect theirs. Conservative for interleaved
+// strided views, which are rejected too.
+// require_disjoint(where, "o", o, "q", q, "k", k, ...).
+template <class Out>
+LONGCTX_INLINE void require_disjoint(const char*, const char*, const Out&) noexcept {}
+template <class Out, class In, class... Rest>
 LONGCTX_INLINE void require_disjoint(const char* where, const char* out_name, const Out& out, const char* in_name,
-                                     const In& in) {
+                                     const In& in, const Rest&... rest) {
   const auto [a0, a1] = byte_span(out);
   const auto [b0, b1] = byte_span(in);
   require(a0 == a1 || b0 == b1 || a1 <= b0 || b1 <= a0, where, out_name, "shares memory with '", in_name,
           "': an output may not alias an input");
+  require_disjoint(where, out_name, out, rest...);
 }
 
 // Every view a kernel reads or writes, named: a contiguous last axis and
