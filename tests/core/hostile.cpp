@@ -6,7 +6,9 @@
 // the argument (and leave the state unchanged) or a finite result.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <thread>
@@ -133,38 +135,105 @@ TEST_CASE("hostile: GAU runs in place (y == x) but rejects a shifted overlap", "
                       Contains("'y'") && Contains("'x'"));
 }
 
-TEMPLATE_LIST_TEST_CASE("hostile: logits beyond float's range saturate: finite outputs, not NaN",
+namespace {
+// Inputs of extreme magnitude, each of which broke the float kernels: the
+// rows they make are recomputed exactly (kernels/exact_row.hpp).
+enum class extreme { same_sign, mixed_sign, all_below, huge_v };
+struct extreme_inputs {
+  std::vector<float> q, k, v;
+};
+extreme_inputs make_extreme(extreme kind, index_t n, index_t d, std::uint64_t seed) {
+  test::rng_t g(seed);
+  extreme_inputs x;
+  const std::size_t size = std::size_t(2 * n * d);
+  const auto big = [&](float sign) { return sign * 1e19f * (1.0f + float(test::uniform_int(g, 0, 9))); };
+  const auto sign = [&] { return test::uniform_int(g, 0, 1) ? 1.0f : -1.0f; };
+  for (std::size_t i = 0; i < size; ++i) {
+    switch (kind) {
+      case extreme::same_sign:  // every sum of products overflows to +inf: ties before
+        x.q.push_back(big(1)), x.k.push_back(big(1));
+        break;
+      case extreme::mixed_sign:  // partial sums overflow both ways: inf - inf = NaN before
+        x.q.push_back(big(sign())), x.k.push_back(big(sign()));
+        break;
+      case extreme::all_below:  // every logit below -FLT_MAX: "fully masked", output 0 before
+        x.q.push_back(big(1)), x.k.push_back(big(-1));
+        break;
+      case extreme::huge_v:  // ordinary logits, the weighted sum of V passes FLT_MAX: inf before
+        x.q.push_back(0.01f * sign()), x.k.push_back(0.01f * sign());
+        break;
+    }
+    x.v.push_back(kind == extreme::huge_v ? sign() * 3e38f * (0.9f + 0.01f * float(test::uniform_int(g, 0, 9)))
+                                          : 3.0f * sign() * float(test::uniform_int(g, 0, 100)) / 100.0f);
+  }
+  return x;
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("hostile: inputs of extreme magnitude give the exact (finite) result, not NaN, ties or zero",
                         "[core][hostile]", compiled_archs) {
   using Arch = TestType;
-  // Every product q_p k_p is finite, their sums overflow to +inf: before,
-  // the softmax's inf - inf made NaN. Saturated at FLT_MAX, the rows tie:
-  // outputs are convex combinations of V's rows, so within V's range.
-  test::rng_t g(test::seed_for(402, 0));
   const index_t n = 37, d = 64;
-  std::vector<float> q(std::size_t(2 * n * d)), k(q.size());
-  for (auto& x : q) x = 1e19f * (1.0f + float(test::uniform_int(g, 0, 9)));
-  for (auto& x : k) x = 1e19f * (1.0f + float(test::uniform_int(g, 0, 9)));
-  const auto v = test::random_floats(g, q.size(), -3, 3);
-  std::vector<float> o(q.size(), -99.0f), o1(std::size_t(2 * d));
-  attention<Arch>(view4(q, 1, 2, n, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d), from_bhnd(o.data(), 1, 2, n, d), 0.125f,
-                  causal{});
-  decode<Arch>(view4(q, 1, 2, 1, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d), from_bhnd(o1.data(), 1, 2, 1, d), 0.125f);
-  for (const auto* out : {&o, &o1})
-    for (float x : *out) {
-      REQUIRE(std::isfinite(x));
-      REQUIRE(std::abs(x) <= 3.0f * (1 + 1e-5f));
+  const float scale = 0.125f;
+  for (extreme kind : {extreme::same_sign, extreme::mixed_sign, extreme::all_below, extreme::huge_v}) {
+    CAPTURE(int(kind));
+    const extreme_inputs x = make_extreme(kind, n, d, test::seed_for(402, std::uint64_t(kind)));
+    std::vector<float> o(x.q.size(), -99.0f), o1(std::size_t(2 * d), -99.0f), lse1(2), lg1(std::size_t(2 * n));
+    attention<Arch>(view4(x.q, 1, 2, n, d), view4(x.k, 1, 2, n, d), view4(x.v, 1, 2, n, d), from_bhnd(o.data(), 1, 2, n, d),
+                    scale, causal{});
+    // Decode: row 0 of each head against every key, with its lse and logits.
+    std::vector<float> q1(x.q.begin(), x.q.begin() + d);
+    q1.insert(q1.end(), x.q.begin() + n * d, x.q.begin() + (n + 1) * d);
+    decode<Arch>(view4(q1, 1, 2, 1, d), view4(x.k, 1, 2, n, d), view4(x.v, 1, 2, n, d), from_bhnd(o1.data(), 1, 2, 1, d),
+                 scale, no_mask{}, lse_view(lse1.data(), dextents<index_t, 3>(1, 2, 1)), {},
+                 from_bhnd(lg1.data(), 1, 2, 1, n));
+    double vmax = 0;
+    for (float y : x.v) vmax = std::max(vmax, double(std::abs(y)));
+    for (index_t h = 0; h < 2; ++h) {
+      const auto head = [&](const std::vector<float>& t, index_t rows) {
+        return make_matrix<dynamic_extent, const float>(t.data() + h * n * d, rows, d);
+      };
+      const auto ref = reference::attention_head(head(x.q, n), head(x.k, n), head(x.v, n), scale, causal{});
+      const auto ref1 = reference::attention_head(head(x.q, 1), head(x.k, n), head(x.v, n), scale, no_mask{});
+      for (index_t i = 0; i < n; ++i)
+        for (index_t c = 0; c < d; ++c) {
+          const float y = o[std::size_t((h * n + i) * d + c)];
+          REQUIRE(std::isfinite(y));
+          REQUIRE(std::abs(double(y) - ref.o[std::size_t(i * d + c)]) <= 1e-5 * vmax);
+        }
+      for (index_t c = 0; c < d; ++c) {
+        REQUIRE(std::isfinite(o1[std::size_t(h * d + c)]));
+        REQUIRE(std::abs(double(o1[std::size_t(h * d + c)]) - ref1.o[std::size_t(c)]) <= 1e-5 * vmax);
+      }
+      // Logits as the kernels write them: the exact ones, saturated at +-FLT_MAX.
+      constexpr double fmax = std::numeric_limits<float>::max();
+      for (index_t j = 0; j < n; ++j) {
+        const double want = std::clamp(ref1.logits[std::size_t(j)], -fmax, fmax);
+        REQUIRE(std::abs(double(lg1[std::size_t(h * n + j)]) - want) <= 1e-6 * std::abs(want) + 1e-6);
+      }
+      const double lse_want = std::clamp(ref1.lse[0], -fmax, fmax);
+      REQUIRE(std::abs(double(lse1[std::size_t(h)]) - lse_want) <= 1e-6 * std::abs(lse_want) + 1e-5);
     }
-  // A policy's scores from such logits: finite too.
-  const tova p{.budget = 8};
-  auto st = p.make_state({1, 2, 2, d, d});
-  std::vector<float> po(q.size());
-  p.forward<Arch>(st, {view4(q, 1, 2, n, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d)}, from_bhnd(po.data(), 1, 2, n, d));
-  for (float x : po) REQUIRE(std::isfinite(x));
-  REQUIRE(st.size() == 8);
-  // NaN input still gives NaN (never a silent finite).
-  q[5] = std::numeric_limits<float>::quiet_NaN();
-  decode<Arch>(view4(q, 1, 2, 1, d), view4(k, 1, 2, n, d), view4(v, 1, 2, n, d), from_bhnd(o1.data(), 1, 2, 1, d), 0.125f);
+    // A policy on such inputs (the cache's prefill, then its eviction
+    // scores from those logits): finite, within V's range.
+    const tova p{.budget = 8};
+    auto st = p.make_state({1, 2, 2, d, d});
+    std::vector<float> po(x.q.size());
+    p.forward<Arch>(st, {view4(x.q, 1, 2, n, d), view4(x.k, 1, 2, n, d), view4(x.v, 1, 2, n, d)},
+                    from_bhnd(po.data(), 1, 2, n, d));
+    for (float y : po) REQUIRE(std::abs(double(y)) <= vmax * (1 + 1e-5));
+    REQUIRE(st.size() == 8);
+  }
+  // NaN input still gives NaN (never a silent finite), in both kernels.
+  extreme_inputs x = make_extreme(extreme::mixed_sign, n, d, test::seed_for(402, 9));
+  x.q[5] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> o(x.q.size()), o1(std::size_t(2 * d));
+  decode<Arch>(view4(x.q, 1, 2, 1, d), view4(x.k, 1, 2, n, d), view4(x.v, 1, 2, n, d), from_bhnd(o1.data(), 1, 2, 1, d), scale);
+  attention<Arch>(view4(x.q, 1, 2, n, d), view4(x.k, 1, 2, n, d), view4(x.v, 1, 2, n, d), from_bhnd(o.data(), 1, 2, n, d),
+                  scale, causal{});
   REQUIRE(std::isnan(o1[0]));
+  REQUIRE(std::isnan(o[0]));
+  REQUIRE(std::isfinite(o[std::size_t(n * d)]));  // the other head's first row
 }
 
 TEST_CASE("hostile: configurations too large to allocate are invalid_argument, not length_error or overflow",

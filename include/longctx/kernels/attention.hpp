@@ -12,6 +12,7 @@
 // any executor and thread count.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -129,13 +130,20 @@ void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, te
       const float* v_rows = vp + bk * v_head;
       if constexpr (kv_storage_traits<KV>::gemm_operand)
         if (direct_v) v_rows = &v(bi, hk, 0, 0);
-      tiled_attention_block<Arch>(
+      const matrix_view<float> lg =
+          rows.logits.data() ? matrix_view<float>(rows.logits.head(bi, hi)) : matrix_view<float>{};
+      std::uint64_t flagged = tiled_attention_block<Arch>(
           matrix_view<const float, D>(q.head(bi, hi)), kt + bk * kt_head, v_rows, ldv, a.n_kv,
-          matrix_view<float, DV>(o.head(bi, hi)), lse_row,
-          lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
-          detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)),
-          rows.logits.data() ? matrix_view<float>(rows.logits.head(bi, hi)) : matrix_view<float>{},
-          rows.first);
+          matrix_view<float, DV>(o.head(bi, hi)), lse_row, lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
+          detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)), lg, rows.first);
+      for (; flagged; flagged &= flagged - 1) {  // rows of extreme magnitude (exact_row.hpp)
+        const index_t i = i0 + std::countr_zero(flagged);
+        const bool has_logits = lg.data() && i >= rows.first && i < rows.first + lg.extent(0);
+        exact_attention_row(&q(bi, hi, i, 0), matrix_view<const KV, D>(k.head(bi, hk)),
+                            matrix_view<const KV, DV>(v.head(bi, hk)), scale, bound, i, &o(bi, hi, i, 0),
+                            lse_row ? lse_row + i * lse.stride(2) : nullptr,
+                            has_logits ? lg.data() + (i - rows.first) * lg.stride(0) : nullptr);
+      }
     });
   });
 }
@@ -205,6 +213,9 @@ void decode_attention(tensor4_view<const float> q, tensor4_view<const KV> k, ten
       for (; col + Arch::width <= a.d_v; col += Arch::width) (V::load(acc + col) * inv).store(orow + col);
       if (col < a.d_v) (V::load(acc + col) * inv).store_partial(orow + col, int(a.d_v - col));
       if (lse.data()) lse(bi, hi, i) = st.lse();
+      if (needs_exact_row(st, orow, a.d_v))  // extreme magnitudes (exact_row.hpp)
+        exact_attention_row(&q(bi, hi, i, 0), k.head(bi, hk), v.head(bi, hk), scale, bound, i, orow,
+                            lse.data() ? &lse(bi, hi, i) : nullptr, logits.data() ? &logits(bi, hi, i, 0) : nullptr);
     }
   }
 }

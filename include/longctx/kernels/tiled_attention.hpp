@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 
+#include "exact_row.hpp"
 #include "kv_storage.hpp"
 #include "pack.hpp"
 #include "mask.hpp"
@@ -73,8 +75,10 @@ void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noex
 // logits_first + r's scaled, masked logits, for the rows of [i0, i1) it
 // holds: the very floats the online softmax consumed (S after the mask,
 // before exp), -inf for keys of skipped tiles and outside keys_for_rows.
+// Returns the rows (bit r: row i0 + r) that needs_exact_row flags: the
+// caller recomputes them with exact_attention_row (exact_row.hpp).
 template <arch_tag Arch, class BoundMask, std::size_t D, std::size_t DV>
-void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t ldv, index_t n_kv,
+std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t ldv, index_t n_kv,
                            matrix_view<float, DV> o, float* lse,
                            index_t lse_stride, float scale, const BoundMask& mask, index_t i0,
                            index_t i1, float* scratch, matrix_view<float> logits = {},
@@ -86,6 +90,7 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
   const index_t dvp = round_up(d_v, W);
   const index_t nb = i1 - i0;
   LONGCTX_ASSERT(nb > 0 && nb <= BQ);
+  static_assert(BQ <= 64, "the flagged rows are returned as a 64-bit mask");
   float* qs = scratch;
   float* s = qs + BQ * d;
   float* acc = s + BQ * BKV;
@@ -140,6 +145,7 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
   }
   if (lg) hide(n_kv);  // skipped tiles at the end, and keys past keys_for_rows
 
+  std::uint64_t flagged = 0;
   for (index_t r = 0; r < nb; ++r) {
     const V inv = V::broadcast(st[std::size_t(r)].inv_l());
     float* orow = o.data() + (i0 + r) * o.stride(0);
@@ -148,7 +154,9 @@ void tiled_attention_block(matrix_view<const float, D> q, const float* kt, const
     for (; c + W <= d_v; c += W) (V::load(arow + c) * inv).store(orow + c);
     if (c < d_v) (V::load(arow + c) * inv).store_partial(orow + c, int(d_v - c));
     if (lse) lse[(i0 + r) * lse_stride] = st[std::size_t(r)].lse();
+    if (needs_exact_row(st[std::size_t(r)], orow, d_v)) flagged |= std::uint64_t(1) << r;
   }
+  return flagged;
 }
 
 LONGCTX_NAMESPACE_END

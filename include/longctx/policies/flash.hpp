@@ -160,10 +160,15 @@ struct flash {
           rd.check(std::all_of(row, row + e, [](float x) { return std::isfinite(x); }), "S",
                    [&] { return detail::concat("non-finite value in row ", r, " of lane ", l); });
         }
+      const auto rows = [&](float* x, index_t count, const char* field, index_t l) {
+        rd.get_array(x, std::size_t(count), field);
+        rd.check(std::all_of(x, x + count, [](float y) { return std::isfinite(y); }), field,
+                 [&] { return detail::concat("non-finite value in lane ", l); });
+      };
       for (index_t l = 0; l < lanes(); ++l) {
-        rd.get_array(fresh.kq(l), std::size_t(fresh.pos_ * s), "K_quad rows");
-        rd.get_array(fresh.kl(l), std::size_t(fresh.pos_ * s), "K_lin rows");
-        rd.get_array(fresh.v(l), std::size_t(fresh.pos_ * e), "V rows");
+        rows(fresh.kq(l), fresh.pos_ * s, "K_quad rows", l);
+        rows(fresh.kl(l), fresh.pos_ * s, "K_lin rows", l);
+        rows(fresh.v(l), fresh.pos_ * e, "V rows", l);
       }
       rd.finish();
       *this = std::move(fresh);
