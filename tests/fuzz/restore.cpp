@@ -71,13 +71,24 @@ void step(const P& p, typename P::state_type& st, tokens& t) {
 
 // Whether a restored state's values are inside the value contract for the
 // decode steps' inputs (|x| <= 1), so its outputs must be finite. Softmax
-// outputs are averages of V: always. FLASH's parts are unnormalised sums (a
-// float matrix product's overflow rules, README, Safety): its restored
-// floats (S, then the unfinished chunk's rows, the payload's tail before
-// the CRC) must stay below 1e6, where (scale q.k)^2 C |v| and q_lin S
-// cannot reach FLT_MAX.
+// outputs are averages of V: always. FLASH's parts and Infini's memory
+// retrieval are unnormalised sums (a float matrix product's overflow rules,
+// README, Safety): FLASH's restored floats (S, then the unfinished chunk's
+// rows, the payload's tail before the CRC) and Infini's M must stay below
+// 1e6, where (scale q.k)^2 C |v|, q_lin S and sigma(q) M / max(sigma(q) z,
+// epsilon) cannot reach FLT_MAX.
 template <class P>
-bool in_value_range(const P&, const typename P::state_type& st, std::span<const std::byte> bytes) {
+bool in_value_range(const P& p, const typename P::state_type& st, std::span<const std::byte> bytes) {
+  if constexpr (requires { st.memory(0, 0).ld_m; }) {  // Infini
+    const attention_dims a = st.dims();
+    for (index_t b = 0; b < a.b; ++b)
+      for (index_t m = 0; m < p.memory_heads(a); ++m) {
+        const auto mem = st.memory(b, m);
+        for (index_t r = 0; r < mem.d_k; ++r)
+          for (index_t c = 0; c < mem.d_v; ++c)
+            if (!(std::abs(mem.m[r * mem.ld_m + c]) <= 1e6f)) return false;
+      }
+  }
   if constexpr (std::is_same_v<P, flash>) {
     const attention_dims a = st.dims();
     const index_t lanes = a.b * a.h_kv, pos = st.position_in_chunk();

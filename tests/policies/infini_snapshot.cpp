@@ -11,6 +11,7 @@
 
 #include <longctx/policies/infini.hpp>
 
+#include "../support/snapshot_edit.hpp"
 #include "../support/support.hpp"
 #include "infini_problem.hpp"
 
@@ -19,21 +20,8 @@ using infini_test::problem;
 using infini_test::tensor4;
 
 namespace {
-// A snapshot edited after it was taken, its payload size and checksum made
-// valid again: what only the state's own checks can reject.
-snapshot_bytes resealed(snapshot_bytes s) {
-  constexpr std::size_t H = detail::snapshot_header_bytes, T = detail::snapshot_trailer_bytes;
-  const std::uint64_t payload = s.size() - H - T;
-  std::memcpy(s.data() + H - 8, &payload, 8);
-  const std::uint32_t crc = detail::crc32c(std::span(s.data(), s.size() - T));
-  std::memcpy(s.data() + s.size() - T, &crc, T);
-  return s;
-}
-template <class T>
-snapshot_bytes poked(snapshot_bytes s, std::size_t payload_offset, T x) {
-  std::memcpy(s.data() + detail::snapshot_header_bytes + payload_offset, &x, sizeof x);
-  return resealed(std::move(s));
-}
+using test::poked;
+using test::resealed;
 
 // Written against the concept only: the one-line swap of DESIGN.md 5.
 template <sequence_policy P>

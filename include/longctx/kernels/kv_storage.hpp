@@ -10,7 +10,10 @@
 //                     floats to storage (round to nearest even; q8 also
 //                     writes the scale) and back (exact, times the scale);
 //   gemm_operand      rows are already the micro-kernel's float operands, so
-//                     prefill may read V in place instead of packing it.
+//                     prefill may read V in place instead of packing it;
+//   row_valid(row, n) whether a row of n elements (with its prefix) is one
+//                     store_row can write: how restore() checks untrusted
+//                     rows (every float, bf16, f16 row is; q8: see there).
 #pragma once
 
 #include <algorithm>
@@ -36,6 +39,7 @@ template <class T>
 struct kv_storage_elementwise {
   static constexpr index_t row_prefix = 0;
   static constexpr float row_scale(const T*) noexcept { return 1.0f; }
+  static constexpr bool row_valid(const T*, index_t) noexcept { return true; }  // NaN included: user data
   template <arch_tag Arch>
   static void store_row(const float* x, T* row, index_t n) noexcept {
     from_float_row<Arch>(x, row, n);
@@ -103,6 +107,17 @@ struct kv_storage_traits<q8> {
     for (i = 0; i + W <= n; i += W) IO::store(row + i, quantise(V::load(x + i)));
     if (i < n) IO::store_partial(row + i, quantise(V::load_partial(x + i, int(n - i))), int(n - i));
   }
+  // What store_row writes: a scale that is NaN (a non-finite row) or in
+  // [0, FLT_MAX / 127] (so every scaled value is finite), values in
+  // [-127, 127], all zero when the scale is 0 or NaN.
+  static bool row_valid(const q8* row, index_t n) noexcept {
+    const float s = row_scale(row);
+    const bool zeros = !(s > 0.0f);
+    if (!(std::isnan(s) || (s >= 0.0f && s <= std::numeric_limits<float>::max() / 127.0f))) return false;
+    for (index_t i = 0; i < n; ++i)
+      if (row[i].v < -127 || (zeros && row[i].v != 0)) return false;
+    return true;
+  }
   template <arch_tag Arch>
   static void load_row(const q8* row, float* x, index_t n) noexcept {
     to_float_row<Arch>(row, x, n);
@@ -120,6 +135,7 @@ concept kv_storage = requires(T x, const T* row, T* out, const float* f, float* 
   kv_storage_traits<T>::template load_row<scalar>(row, g, n);
   { kv_storage_traits<T>::name } -> std::convertible_to<const char*>;
   { kv_storage_traits<T>::gemm_operand } -> std::convertible_to<bool>;
+  { kv_storage_traits<T>::row_valid(row, n) } -> std::same_as<bool>;
 };
 
 // A buffer of `rows` rows of n values of KV, each with its prefix: row r's

@@ -218,6 +218,21 @@ struct basic_infini {
       };
       r.check(finite(fresh.m_), "M", "a non-finite memory value");
       r.check(finite(fresh.z_), "z", "a non-finite normaliser value");
+      // z sums phi(K) > 0 under both rules.
+      r.check(std::all_of(fresh.z_.begin(), fresh.z_.end(), [](S s) { return s >= S(0); }), "z",
+              "a negative normaliser value (z sums phi(k) > 0)");
+      // The unfinished segment's rows as store_row writes them (q8: scale
+      // and range, kv_storage.hpp).
+      for (index_t bk = 0; bk < dims_.b * dims_.h_kv; ++bk)
+        for (index_t t = 0; t < fresh.pos_; ++t) {
+          const index_t d = dims_.d, d_v = dims_.d_v, at = bk * segment_ + t;
+          const bool ok = kv_storage_traits<KV>::row_valid(fresh.k_buf_.data() + at * (d + P) + P, d) &&
+                          kv_storage_traits<KV>::row_valid(fresh.km_buf_.data() + at * (d + P) + P, d) &&
+                          kv_storage_traits<KV>::row_valid(fresh.v_buf_.data() + at * (d_v + P) + P, d_v);
+          r.check(ok, "rows", [&] {
+            return detail::concat("row ", t, " of KV lane ", bk, " is not a valid ", kv_storage_traits<KV>::name, " row");
+          });
+        }
       *this = std::move(fresh);
     }
 

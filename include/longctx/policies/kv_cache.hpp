@@ -316,9 +316,16 @@ class kv_cache : public kv_rows {
                 "the two channels of a RoPE pair have different scales");
       }
     }
+    // Rows as store_row writes them (q8: scale and range, kv_storage.hpp).
+    const auto rows = [&](KV* x, index_t count, index_t stride, index_t n, const char* field) {
+      r.get_array(x, std::size_t(count * stride), field);
+      for (index_t i = 0; i < count; ++i)
+        r.check(kv_storage_traits<KV>::row_valid(x + i * stride + P, n), field,
+                [&] { return detail::concat("row ", i, " is not a valid ", kv_storage_traits<KV>::name, " row"); });
+    };
     for (index_t lane = 0; lane < lanes; ++lane) {
-      r.get_array(c.k_.data() + lane * c.cap_ * rk, std::size_t(size * rk), "keys");
-      r.get_array(c.v_.data() + lane * c.cap_ * rv, std::size_t(size * rv), "values");
+      rows(c.k_.data() + lane * c.cap_ * rk, size, rk, dims.d, "keys");
+      rows(c.v_.data() + lane * c.cap_ * rv, size, rv, rv - P, "values");
       index_t* p = c.pos_.data() + lane * c.cap_;
       for (index_t s = 0; s < size; ++s) {
         const std::int64_t x = r.get<std::int64_t>("positions");
@@ -336,7 +343,7 @@ class kv_cache : public kv_rows {
       r.get_array(st, std::size_t(size * opt.row_stats), "statistics");
       for (index_t i = 0; i < size * opt.row_stats; ++i)
         r.check(std::isfinite(st[i]), "statistics", "a row statistic is not finite");
-      if (c.relative()) r.get_array(c.kabs_.data() + lane * c.cap_ * rk, std::size_t(size * rk), "original keys");
+      if (c.relative()) rows(c.kabs_.data() + lane * c.cap_ * rk, size, rk, dims.d, "original keys");
     }
     c.size_ = index_t(size);
     c.next_ = index_t(next);

@@ -1,0 +1,116 @@
+// Restore checks the stored rows and normalisers, not only the counts: an
+// int8 row whose scale or values store_row cannot write (a scale past
+// FLT_MAX / 127 made the kernels' scaled values infinite), Infini's z below
+// 0, a FLASH state's unfinished chunk with a non-finite value. Each was
+// accepted before and then decoded non-finite outputs (found by
+// tests/fuzz/restore.cpp); each is now rejected naming the field, the
+// state unchanged.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <longctx/policies/flash.hpp>
+#include <longctx/policies/infini.hpp>
+#include <longctx/policies/tova.hpp>
+
+#include "../support/snapshot_edit.hpp"
+#include "../support/support.hpp"
+
+using namespace longctx;
+using test::poked;
+
+namespace {
+
+const attention_dims dims{1, 2, 1, 8, 6};
+
+// n tokens of random input through p into st.
+template <class P>
+void feed(const P& p, typename P::state_type& st, index_t n, std::uint64_t seed) {
+  test::rng_t g(seed);
+  const auto q = test::random_floats(g, std::size_t(2 * n * 8)), k = test::random_floats(g, std::size_t(n * 8)),
+             v = test::random_floats(g, std::size_t(n * 6));
+  std::vector<float> o(std::size_t(2 * n * 6));
+  const sequence_input in{from_bhnd<dynamic_extent, const float>(q.data(), 1, 2, n, 8),
+                          from_bhnd<dynamic_extent, const float>(k.data(), 1, 1, n, 8),
+                          from_bhnd<dynamic_extent, const float>(v.data(), 1, 1, n, 6)};
+  using In = typename P::input_type;
+  if constexpr (std::is_same_v<In, sequence_input>)
+    p.forward(st, in, from_bhnd(o.data(), 1, 2, n, 6));
+  else
+    p.forward(st, In{in.q, in.k, in.v}, from_bhnd(o.data(), 1, 2, n, 6));
+}
+
+template <class State>
+void rejects(State& st, const snapshot_bytes& bad, const char* field) {
+  const snapshot_bytes before = st.snapshot();
+  INFO(field);
+  CHECK_THROWS_WITH(st.restore(bad), Catch::Contains(field));
+  CHECK(st.snapshot() == before);
+}
+
+constexpr float flt_max = std::numeric_limits<float>::max();
+
+}  // namespace
+
+TEST_CASE("snapshot rows: an int8 cache's rows must be what store_row writes", "[policies][snapshot]") {
+  const bounded_cache<tova_rule, q8> p{.budget = 6};
+  auto st = p.make_state(dims);
+  feed(p, st, 9, test::seed_for(960, 0));
+  const snapshot_bytes snap = st.snapshot();
+  // Payload: size, next position (8 bytes each), then lane 0's key rows of
+  // 4 + 8 bytes (scale, values), then its value rows of 4 + 6.
+  constexpr std::size_t key0 = 16, value0 = key0 + 6 * 12;
+  auto fresh = p.make_state(dims);
+  fresh.restore(snap);  // unedited: accepted
+  REQUIRE(fresh.snapshot() == snap);
+  for (float scale : {flt_max, flt_max / 100, -1.0f, std::numeric_limits<float>::infinity()}) {
+    CAPTURE(scale);
+    rejects(st, poked(snap, key0, scale), "keys");
+    rejects(st, poked(snap, value0 + 10, scale), "values");
+  }
+  rejects(st, poked(snap, key0 + 4, std::int8_t(-128)), "keys");
+  // A zero scale stores zeros: a non-zero value under it was never written.
+  rejects(st, poked(poked(snap, key0, 0.0f), key0 + 4, std::int8_t(3)), "keys");
+  // What store_row does write is accepted: a NaN scale (a row with a
+  // non-finite value, read as NaN) over zeros, the largest finite scale.
+  snapshot_bytes nan_row = poked(snap, value0, std::numeric_limits<float>::quiet_NaN());
+  for (std::size_t i = 0; i < 6; ++i) nan_row = poked(nan_row, value0 + 4 + i, std::int8_t(0));
+  fresh.restore(nan_row);
+  fresh.restore(poked(snap, key0, flt_max / 127.0f));
+}
+
+TEST_CASE("snapshot rows: Infini's z is never negative; int8 segment rows are checked", "[policies][snapshot]") {
+  const basic_infini<float, q8> p{.segment = 5};
+  auto st = p.make_state(dims);
+  feed(p, st, 8, test::seed_for(960, 1));  // one segment folded, 3 rows buffered
+  const snapshot_bytes snap = st.snapshot();
+  // Payload: position, tokens, segments (8 bytes each), M (d x d_v floats
+  // per memory head), z (d floats per memory head), then the K rows.
+  const std::size_t m_at = 24, z_at = m_at + 4 * std::size_t(p.memory_heads(dims) * 8 * 6),
+                    rows_at = z_at + 4 * std::size_t(p.memory_heads(dims) * 8);
+  rejects(st, poked(snap, z_at + 4, -1e-30f), "'z'");
+  rejects(st, poked(snap, rows_at, flt_max), "rows");
+  rejects(st, poked(snap, rows_at + 4, std::int8_t(-128)), "rows");
+  auto fresh = p.make_state(dims);
+  fresh.restore(snap);
+  REQUIRE(fresh.snapshot() == snap);
+}
+
+TEST_CASE("snapshot rows: a FLASH state's unfinished chunk holds finite rows", "[policies][snapshot]") {
+  const flash p{.chunk = 4};
+  auto st = p.make_state(dims);
+  feed(p, st, 6, test::seed_for(960, 2));  // one chunk folded, 2 rows buffered
+  const snapshot_bytes snap = st.snapshot();
+  // Payload: chunks folded, position (8 each), consumed flag (1), S (s x e
+  // floats per lane), then K_quad (2 x 8), K_lin (2 x 8) and V (2 x 6) rows.
+  const std::size_t kq = 17 + 4 * 8 * 6, kl = kq + 4 * 16, v = kl + 4 * 16;
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  rejects(st, poked(snap, kq + 8, nan), "K_quad rows");
+  rejects(st, poked(snap, kl, inf), "K_lin rows");
+  rejects(st, poked(snap, v + 4 * 11, -inf), "V rows");
+  auto fresh = p.make_state(dims);
+  fresh.restore(snap);
+  REQUIRE(fresh.snapshot() == snap);
+}
