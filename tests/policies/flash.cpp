@@ -107,6 +107,48 @@ TEMPLATE_LIST_TEST_CASE("flash: random shapes against the literal O(n^2) oracle"
   }
 }
 
+// FLASH's value contract (README, Safety): its parts are unnormalised sums,
+// so, like a float matrix product, it is exact while every term fits float
+// and overflows beyond; an overflow reaches the outputs it touches as inf or
+// NaN, never as a silently wrong finite value.
+TEMPLATE_LIST_TEST_CASE("flash: large inputs in range are exact; past float's range no output is a silent finite",
+                        "[flash]", compiled_archs) {
+  using Arch = TestType;
+  const index_t C = 8, n = 29, s = 8, e = 5;
+  for (const bool causal : {true, false})
+    for (const float big : {1e8f, 1e12f}) {  // relu(q.k / C)^2 about 1e32 (fits), 1e48 (overflows)
+      CAPTURE(causal, big);
+      test::rng_t g(test::seed_for(215, causal));
+      inputs in(g, n, s, e);
+      for (auto* x : {&in.qq, &in.kq, &in.ql, &in.kl})
+        for (float& y : *x) y *= big;
+      const flash pol{.chunk = C, .mode = causal ? flash_mode::causal : flash_mode::non_causal};
+      std::vector<float> out(std::size_t(n * e));
+      auto st = pol.make_state(in.dims());
+      pol.forward<Arch>(st, in.all(), out1(out.data(), n, e));
+      const reference::flash_params p{C, causal, flash_norm::chunk_mean, 1.0 / double(C), nullptr};
+      const auto ref = reference::mixed_chunk_attention(
+          reference::to_double(in.m(in.qq, s)), reference::to_double(in.m(in.kq, s)),
+          reference::to_double(in.m(in.ql, s)), reference::to_double(in.m(in.kl, s)),
+          reference::to_double(in.m(in.v, e)), p);
+      int overflowed = 0;
+      for (index_t i = 0; i < n; ++i)
+        for (index_t c = 0; c < e; ++c) {
+          const float y = out[std::size_t(i * e + c)];
+          if (!std::isfinite(y)) {
+            ++overflowed;
+            continue;
+          }
+          const double tol = flash_tolerance(s, C, n, ref.quad_bound(i, c), ref.lin_bound(i, c));
+          REQUIRE(std::abs(double(y) - ref.o(i, c)) <= tol);
+        }
+      if (big == 1e8f)
+        REQUIRE(overflowed == 0);
+      else
+        REQUIRE(overflowed > 0);  // the case does reach the overflow
+    }
+}
+
 TEMPLATE_LIST_TEST_CASE("flash: causal n <= C is the quadratic part alone (zero linear term)", "[flash]",
                         compiled_archs) {
   using Arch = TestType;
