@@ -149,6 +149,41 @@ TEMPLATE_LIST_TEST_CASE("flash: large inputs in range are exact; past float's ra
     }
 }
 
+// A non-finite V reaches the outputs that attend to it and no others: the
+// causal strip GEMM reads a later token's V row for earlier rows too (their
+// P is 0 there, but 0 x NaN is NaN), which made every output of the call
+// NaN and the result depend on the split (fuzz finding policies-flash-nan-leak).
+TEMPLATE_LIST_TEST_CASE("flash: a NaN in a later token's V leaves earlier outputs as they were, bit for bit",
+                        "[flash]", compiled_archs) {
+  using Arch = TestType;
+  for (const index_t s : {1, 8})
+    for (const index_t e : {1, 5, 16})
+      for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+        CAPTURE(s, e, bad);
+        const index_t C = 6, n = 13;  // chunks 0, 1 whole, the third partial
+        test::rng_t g(test::seed_for(216, std::uint64_t(s * 100 + e)));
+        inputs in(g, n, s, e);
+        const index_t t_bad = 9;  // chunk 1, row 3
+        in.v[std::size_t(t_bad * e + e / 2)] = bad;
+        const flash pol{.chunk = C};
+        std::vector<float> whole(std::size_t(n * e)), single(whole.size());
+        auto a = pol.make_state(in.dims()), b = pol.make_state(in.dims());
+        pol.forward<Arch>(a, in.all(), out1(whole.data(), n, e));
+        for (index_t t = 0; t < n; ++t) pol.forward<Arch>(b, in.rows(t, 1), out1(single.data() + t * e, 1, e));
+        for (index_t t = 0; t < n; ++t)
+          for (index_t c = 0; c < e; ++c) {
+            const float w = whole[std::size_t(t * e + c)], o = single[std::size_t(t * e + c)];
+            CAPTURE(t, c);
+            if (t < t_bad) {  // before the NaN: finite, the same bits in both splits
+              REQUIRE(std::isfinite(w));
+              REQUIRE(std::memcmp(&w, &o, 4) == 0);
+            } else if (c == e / 2) {  // the poisoned column reaches every later row (quadratic, then S)
+              REQUIRE(!std::isfinite(w));
+            }
+          }
+      }
+}
+
 TEMPLATE_LIST_TEST_CASE("flash: causal n <= C is the quadratic part alone (zero linear term)", "[flash]",
                         compiled_archs) {
   using Arch = TestType;

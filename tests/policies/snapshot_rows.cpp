@@ -114,3 +114,59 @@ TEST_CASE("snapshot rows: a FLASH state's unfinished chunk holds finite rows", "
   fresh.restore(snap);
   REQUIRE(fresh.snapshot() == snap);
 }
+
+namespace {
+template <class P>
+void round_trip(const P& p, const attention_dims& a, index_t n) {
+  auto st = p.make_state(a);
+  test::rng_t g(test::seed_for(961, std::uint64_t(n)));
+  const auto q = test::random_floats(g, std::size_t(a.b * a.h * n * a.d)),
+             k = test::random_floats(g, std::size_t(a.b * a.h_kv * n * a.d)),
+             v = test::random_floats(g, std::size_t(a.b * a.h_kv * n * a.d));
+  std::vector<float> o(q.size());
+  const sequence_input in{from_bhnd<dynamic_extent, const float>(q.data(), a.b, a.h, n, a.d),
+                          from_bhnd<dynamic_extent, const float>(k.data(), a.b, a.h_kv, n, a.d),
+                          from_bhnd<dynamic_extent, const float>(v.data(), a.b, a.h_kv, n, a.d)};
+  using In = typename P::input_type;
+  if constexpr (std::is_same_v<In, sequence_input>)
+    p.forward(st, in, from_bhnd(o.data(), a.b, a.h, n, a.d));
+  else
+    p.forward(st, In{in.q, in.k, in.v}, from_bhnd(o.data(), a.b, a.h, n, a.d));
+  const snapshot_bytes snap = st.snapshot();
+  auto fresh = p.make_state(a);
+  fresh.restore(snap);
+  REQUIRE(fresh.snapshot() == snap);
+}
+template <class Rule>
+void every_storage(index_t budget = 5) {
+  for (const attention_dims& a : {attention_dims{1, 2, 1, 8, 8}, attention_dims{0, 2, 1, 8, 8}}) {
+    CAPTURE(a.b);
+    round_trip(bounded_cache<Rule, float>{.budget = budget}, a, budget + 4);
+    round_trip(bounded_cache<Rule, bf16>{.budget = budget}, a, budget + 4);
+    round_trip(bounded_cache<Rule, f16>{.budget = budget}, a, budget + 4);
+    round_trip(bounded_cache<Rule, q8>{.budget = budget}, a, budget + 4);
+  }
+}
+}  // namespace
+
+// Kinds are "kv:<rule>/<storage>" (a compile-time check keeps them within
+// the 16-byte field): "cache:snapkv/bf16" was 17 and overflowed the header's
+// stack buffer (fuzz finding policies-snapshot-kind). b = 0 (no lanes):
+// a cache that has seen tokens restores its own snapshot (it rejected it,
+// fuzz finding policies-b0-restore), and no view offsets a null pointer
+// (policies-b0-null-offset; UBSan in the asan configuration).
+TEST_CASE("snapshot rows: every rule in every storage, b = 1 and b = 0, round-trips", "[policies][snapshot]") {
+  every_storage<tova_rule>();
+  every_storage<h2o_rule>();
+  every_storage<window_rule>();
+  every_storage<sinks_rule>();
+  every_storage<snapkv_rule>(40);  // its default window is 32
+  every_storage<full_rule>();
+  for (const attention_dims& a : {attention_dims{1, 2, 1, 8, 8}, attention_dims{0, 2, 1, 8, 8}}) {
+    round_trip(bounded_cache<tova_rule, q8>{.budget = 5, .positions = position_mode::cache_relative,
+                                           .keys = key_scales::per_channel},
+               a, 9);
+    round_trip(basic_infini<float, q8>{.segment = 4}, a, 9);
+    round_trip(infini{.segment = 4}, a, 9);
+  }
+}

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "micro_gemm.hpp"
@@ -98,6 +99,14 @@ chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float
 // scratch: chunk_rows_scratch floats. Masked and padding keys get P = 0
 // exactly, and the P V product stops at the last key the block can see, so
 // extra keys add exact zeros: streaming one row gives the block's bits.
+namespace detail {
+inline bool row_finite(const float* x, index_t n) noexcept {
+  bool ok = true;
+  for (index_t i = 0; i < n; ++i) ok &= std::fabs(x[i]) <= std::numeric_limits<float>::max();
+  return ok;
+}
+}  // namespace detail
+
 template <arch_tag Arch, bool Accumulate = false>
 void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops, matrix_view<float> o, float scale,
                           matrix_view<const float> bias, chunk_mask mask, float* scratch) noexcept {
@@ -174,6 +183,26 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
           const index_t rows = std::min(MR, nb - r);
           block_gemm<Arch, false>(rows, std::min(P, dvp - c0), strip_keys(r, rows), s + r * ops.ldkt, ops.ldkt,
                                   ops.v + (c0 / P) * ops.v_panel, ops.ldv, dst + r * ldd + c0, ldd);
+        }
+      // Causal: a strip's P V reads the keys its last row sees; earlier rows
+      // add exact zeros for the keys past their own, unless such a V row
+      // holds NaN or inf (0 x NaN = NaN): a later token's non-finite V would
+      // reach earlier outputs, and the result would depend on the split. A
+      // row that came out non-finite is recomputed over its own keys in the
+      // GEMM's order (keys ascending, one FMA each from 0): the bits it gets
+      // when it is its strip's last row, NaN only if its own keys hold one.
+      if (mask.causal)
+        for (index_t r = 0; r < nb; ++r) {
+          const index_t vis = std::min(nk, mask.q_offset + i0 + r + 1), r0 = r / MR * MR;
+          float* dr = dst + r * ldd;
+          if (vis == strip_keys(r0, std::min(MR, nb - r0)) || detail::row_finite(dr, d_v)) continue;
+          const float* pr = s + r * ops.ldkt;
+          for (index_t c = 0; c < d_v; ++c) {
+            const float* vc = ops.v + (c / P) * ops.v_panel + c % P;
+            float a = 0.0f;
+            for (index_t j = 0; j < vis; ++j) a = std::fma(pr[j], vc[j * ops.ldv], a);
+            dr[c] = a;
+          }
         }
     }
     if (!direct_o) {

@@ -96,8 +96,13 @@ class bounded_cache_state {
   static constexpr index_t max_rows = index_t(1) << 40;
   // Appended piece by piece: GCC 12 warns falsely (-Warray-bounds) on
   // operator+ chains of std::string in some instantiations.
+  // "kv:<rule>/<storage>", at most snapshot_kind_bytes (16) characters.
   static std::string kind() {
-    std::string k = "cache:";
+    static_assert(3 + std::char_traits<char>::length(Rule::name) + 1 +
+                          std::char_traits<char>::length(kv_storage_traits<KV>::name) <=
+                      detail::snapshot_kind_bytes,
+                  "the rule's name is too long for the snapshot kind field (\"kv:<rule>/<storage>\", 16 bytes)");
+    std::string k = "kv:";
     k += Rule::name;
     k += '/';
     k += kv_storage_traits<KV>::name;

@@ -352,7 +352,8 @@ struct basic_infini {
     const auto buf_view = [&](std::vector<KV>& buf, index_t dim) {  // rows dim + P apart, past the prefix
       using E = typename tensor4_view<KV>::extents_type;
       const index_t r = dim + P;
-      return tensor4_view<KV>(buf.data() + P, E(d.b, d.h_kv, N, dim), {d.h_kv * N * r, N * r, r, 1});
+      return tensor4_view<KV>(buf.empty() ? nullptr : buf.data() + P, E(d.b, d.h_kv, N, dim),  // b = 0: null
+                              {d.h_kv * N * r, N * r, r, 1});
     };
     const tensor4_view<KV> kb = buf_view(st.k_buf_, d_k), kmb = buf_view(st.km_buf_, d_k),
                            vb = buf_view(st.v_buf_, d_v);  // (b, h_kv, N, d)

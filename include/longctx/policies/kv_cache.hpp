@@ -300,7 +300,8 @@ class kv_cache : public kv_rows {
     const std::size_t per_row = sizeof(KV) * std::size_t(rk + rv) + sizeof(float) * std::size_t(opt.row_stats) +
                                 sizeof(std::int64_t) +
                                 (opt.positions == position_mode::cache_relative ? sizeof(KV) * std::size_t(rk) : 0);
-    r.check(std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(std::max<index_t>(lanes, 1)), "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
+    // (b = 0: no lanes, no row bytes; the size is still bounded by max_rows.)
+    r.check(lanes == 0 || std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(lanes), "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
     kv_cache c(dims, kv_cache_options{opt.row_stats, opt.layout, opt.positions, opt.rope_theta,
                                       std::max<index_t>(index_t(size), 1), opt.keys});
     r.get_array(c.chan_.data(), c.chan_.size(), "key channel scales");
@@ -403,7 +404,8 @@ class kv_cache : public kv_rows {
   tensor4_view<const KV> view(const KV* base, index_t dim) const noexcept {
     using E = typename tensor4_view<const KV>::extents_type;
     const index_t r = dim + P;
-    return tensor4_view<const KV>(base + P, E(dims_.b, dims_.h_kv, size_, dim), {dims_.h_kv * cap_ * r, cap_ * r, r, 1});
+    // b = 0: no lanes, empty buffers with null data, never offset.
+    return tensor4_view<const KV>(base ? base + P : base, E(dims_.b, dims_.h_kv, size_, dim), {dims_.h_kv * cap_ * r, cap_ * r, r, 1});
   }
   void move_row(index_t lane, index_t from, index_t to) noexcept {
     const index_t d = rk(), dv = rv(), rs = opt_.row_stats, f = lane * cap_ + from, t = lane * cap_ + to;

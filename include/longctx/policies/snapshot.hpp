@@ -9,6 +9,7 @@
 // state restores into a fresh object that replaces it only on success.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -80,7 +81,7 @@ class snapshot_writer {
     put(detail::snapshot_format_version);
     put(detail::snapshot_byte_order);
     char k[detail::snapshot_kind_bytes] = {};
-    std::memcpy(k, kind.data(), kind.size());
+    std::memcpy(k, kind.data(), std::min(kind.size(), sizeof k));  // kinds are checked to fit where they are made
     put_raw(k, sizeof k);
     put(fingerprint);
     put(std::uint64_t(0));  // payload bytes, patched by finish()

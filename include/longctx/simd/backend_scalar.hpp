@@ -39,8 +39,10 @@ struct vec<float, scalar> {
   friend float reduce_add(vec a) noexcept { return a.v; }
   friend float reduce_max(vec a) noexcept { return a.v; }
   friend vec round_nearest(vec a) noexcept { return {std::nearbyint(a.v)}; }
+  // n integral in [-126, 127]; NaN (exp's reduction of a NaN input, whose
+  // polynomial is NaN anyway) gives 1, not an undefined float-to-int cast.
   friend vec pow2i(vec n) noexcept {
-    const auto bits = static_cast<unsigned>(static_cast<int>(n.v) + 127) << 23;
+    const auto bits = static_cast<unsigned>(static_cast<int>(n.v == n.v ? n.v : 0.0f) + 127) << 23;
     float r;
     std::memcpy(&r, &bits, sizeof r);
     return {r};

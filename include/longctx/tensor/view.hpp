@@ -146,7 +146,8 @@ class strided_view {
     std::array<index_type, rank()> e{};
     for (rank_type r = 0; r < rank(); ++r) e[r] = extent(r);
     e[axis] = count;
-    return strided_view(data_ + first * strides_[axis], make_extents(e), strides_);
+    // An empty view may have null data (b = 0): never offset a null pointer.
+    return strided_view(data_ ? data_ + first * strides_[axis] : data_, make_extents(e), strides_);
   }
   template <std::size_t... I>
   LONGCTX_INLINE static constexpr Extents make_extents_impl(const std::array<index_type, rank()>& e,
