@@ -45,6 +45,10 @@ TEST_CASE("hostile: views whose element count or reach overflows are rejected, s
   const tensor4_view<const float> far(buf.data(), E4(1, 4, 1, 8), {8, index_t(1) << 62, 8, 1});
   REQUIRE_FALSE(far.addressable());
   REQUIRE(tensor4_view<const float>(buf.data(), E4(0, big, big, 8), {8, 8, 8, 1}).addressable());  // empty
+  // INT64_MIN as a stride: |stride| is not representable (was negated first,
+  // signed overflow; fuzz finding attention-stride-min-negation).
+  REQUIRE_FALSE(
+      tensor4_view<const float>(buf.data(), E4(1, 2, 1, 8), {8, std::numeric_limits<index_t>::min(), 8, 1}).addressable());
   const auto q = view4(buf, 1, 4, 1, 8);
   std::vector<float> o(32);
   REQUIRE_THROWS_WITH(decode(q, far, q, from_bhnd(o.data(), 1, 4, 1, 8), 1.0f), Contains("'k'") && Contains("overflow"));
@@ -234,6 +238,46 @@ TEMPLATE_LIST_TEST_CASE("hostile: inputs of extreme magnitude give the exact (fi
   REQUIRE(std::isnan(o1[0]));
   REQUIRE(std::isnan(o[0]));
   REQUIRE(std::isfinite(o[std::size_t(n * d)]));  // the other head's first row
+}
+
+// decode() over an empty cache: k and v may have null data (the views are
+// empty) and logits is (b, h, n_q, 0); every row is fully masked. It offset
+// the null pointer and tripped an assertion on the logits row (fuzz findings
+// attention-decode-null-empty-kv, attention-decode-empty-logits).
+TEMPLATE_LIST_TEST_CASE("hostile: decode over zero keys, null K/V data, empty logits", "[core][hostile]",
+                        compiled_archs) {
+  using Arch = TestType;
+  std::vector<float> q(2 * 3 * 8, 0.5f), o(2 * 3 * 8, -1.0f), lse(6, 1.0f), lg(1, -5.0f);
+  const tensor4_view<const float> none(nullptr, E4(1, 1, 0, 8), {0, 0, 8, 1});
+  decode<Arch>(view4(q, 1, 2, 3, 8), none, none, from_bhnd(o.data(), 1, 2, 3, 8), 1.0f, no_mask{},
+               lse_view(lse.data(), dextents<index_t, 3>(1, 2, 3)), {}, tensor4_view<float>(lg.data(), E4(1, 2, 3, 0), {0, 0, 0, 1}));
+  for (float x : o) REQUIRE(x == 0.0f);
+  for (float x : lse) REQUIRE(x == -std::numeric_limits<float>::infinity());
+  REQUIRE(lg[0] == -5.0f);  // nothing written
+}
+
+// The one defined exception to "non-finite input gives NaN": an infinite q or
+// k whose logit is exactly -inf weighs its key 0 (the limit), as if masked.
+TEMPLATE_LIST_TEST_CASE("hostile: a logit of exactly -inf from an infinite key weighs 0", "[core][hostile]",
+                        compiled_archs) {
+  using Arch = TestType;
+  const index_t n = 5, d = 8;
+  test::rng_t g(test::seed_for(403, 0));
+  std::vector<float> q(static_cast<std::size_t>(d), 0.5f), k = test::random_floats(g, std::size_t(n * d)),
+                     v = test::random_floats(g, std::size_t(n * d));
+  for (index_t c = 0; c < d; ++c) k[std::size_t(2 * d + c)] = -std::numeric_limits<float>::infinity();
+  std::vector<float> o(static_cast<std::size_t>(d)), o4(static_cast<std::size_t>(d));
+  decode<Arch>(view4(q, 1, 1, 1, d), view4(k, 1, 1, n, d), view4(v, 1, 1, n, d), from_bhnd(o.data(), 1, 1, 1, d), 1.0f);
+  // The same without key 2.
+  std::vector<float> k4(k), v4(v);
+  k4.erase(k4.begin() + 2 * d, k4.begin() + 3 * d), v4.erase(v4.begin() + 2 * d, v4.begin() + 3 * d);
+  decode<Arch>(view4(q, 1, 1, 1, d), view4(k4, 1, 1, n - 1, d), view4(v4, 1, 1, n - 1, d),
+               from_bhnd(o4.data(), 1, 1, 1, d), 1.0f);
+  for (index_t c = 0; c < d; ++c) REQUIRE(std::abs(o[std::size_t(c)] - o4[std::size_t(c)]) <= 1e-6f);
+  // +inf instead: NaN.
+  for (index_t c = 0; c < d; ++c) k[std::size_t(2 * d + c)] = std::numeric_limits<float>::infinity();
+  decode<Arch>(view4(q, 1, 1, 1, d), view4(k, 1, 1, n, d), view4(v, 1, 1, n, d), from_bhnd(o.data(), 1, 1, 1, d), 1.0f);
+  for (float x : o) REQUIRE(std::isnan(x));
 }
 
 TEST_CASE("hostile: configurations too large to allocate are invalid_argument, not length_error or overflow",

@@ -160,6 +160,15 @@ void decode_attention(tensor4_view<const float> q, tensor4_view<const KV> k, ten
                       tensor4_view<float> logits) {
   const auto a = detail::shape_of_call(q, k, v);
   if (a.b * a.h * a.n_q == 0) return;
+  if (a.n_kv == 0) {  // nothing to attend to (k and v may have null data): every row is fully masked
+    for (index_t bi = 0; bi < a.b; ++bi)
+      for (index_t hi = 0; hi < a.h; ++hi)
+        for (index_t i = 0; i < a.n_q; ++i) {
+          for (index_t c = 0; c < a.d_v; ++c) o(bi, hi, i, c) = 0.0f;
+          if (lse.data()) lse(bi, hi, i) = neg_inf;
+        }
+    return;
+  }
   const index_t rows = a.group * a.n_q;  // all query rows of one KV group share the K/V stream
   const index_t chunk = decode_chunk_size<Arch>(a.n_kv);
   const index_t n_chunks = std::max<index_t>(1, (a.n_kv + chunk - 1) / chunk);

@@ -30,7 +30,7 @@ attention_result attention_head(matrix_view<Tq> q, matrix_view<Tk> k, matrix_vie
                      std::vector<double>(std::size_t(n_q * n_kv), ninf)};
   for (index_t i = 0; i < n_q; ++i) {
     double m = ninf;
-    double* lg = &r.logits[std::size_t(i * n_kv)];
+    double* lg = r.logits.data() + i * n_kv;  // not &logits[...]: empty when n_kv = 0
     for (index_t j = 0; j < n_kv; ++j) {
       if (!visible(i, j)) continue;
       double s = 0;

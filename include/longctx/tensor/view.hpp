@@ -79,8 +79,9 @@ class strided_view {
       if (ext_.extent(r) == 0) return true;
     for (rank_type r = 0; r < rank(); ++r) {
       index_type t = 0;
+      if (strides_[r] == std::numeric_limits<index_type>::min()) return false;  // |stride| would overflow
       const index_type st = strides_[r] < 0 ? -strides_[r] : strides_[r];
-      if (strides_[r] == std::numeric_limits<index_type>::min() || __builtin_mul_overflow(n, ext_.extent(r), &n) ||
+      if (__builtin_mul_overflow(n, ext_.extent(r), &n) ||
           __builtin_mul_overflow(ext_.extent(r) - 1, st, &t) || __builtin_add_overflow(reach, t, &reach))
         return false;
     }
