@@ -137,6 +137,41 @@ TEST_CASE("hostile: GAU runs in place (y == x) but rejects a shifted overlap", "
   REQUIRE_THROWS_WITH(layer.forward(c, make_matrix<dynamic_extent, const float>(x.data(), n, dm),
                                     make_matrix(x.data() + dm, n, dm)),
                       Contains("'y'") && Contains("'x'"));
+  // A whole-sequence layer (FLASH-Quad, non-causal) whose call is rejected
+  // leaves its state fresh: it used to close the state before checking the
+  // bias and its scale (fuzz findings layers-gau-closed, layers-gau-quad-scale).
+  std::vector<float> bias(16, 0.1f);
+  for (const gau bad : {gau{.attention = gau_attention::flash_quad, .quad_scale = std::numeric_limits<float>::infinity()},
+                        gau{.attention = gau_attention::flash_quad, .quad_scale = std::numeric_limits<float>::quiet_NaN()},
+                        gau{.attention = gau_attention::flash_quad,
+                            .mixed = {.chunk = 4, .bias = make_matrix<dynamic_extent, const float>(bias.data(), 4, 4)}}}) {
+    auto st = bad.make_state(w);
+    REQUIRE_THROWS_AS(bad.forward(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm)),
+                      longctx::invalid_argument);
+    // Still fresh (not consumed): a valid layer over the same attention state runs on it.
+    const gau good = bad.mixed.bias.data() ? gau{.mixed = bad.mixed} : gau{.attention = gau_attention::flash_quad, .mixed = bad.mixed};
+    good.forward(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm));
+  }
+  const gau non_causal{.mixed = {.chunk = 4, .mode = flash_mode::non_causal}};
+  auto nc = non_causal.make_state(w);
+  const gau other{.mixed = {.chunk = 3, .mode = flash_mode::non_causal}};  // its attention state does not match
+  REQUIRE_THROWS_WITH(other.forward(nc, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm)),
+                      Contains("'state'"));
+  non_causal.forward(nc, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm));
+}
+
+TEST_CASE("hostile: RMT rejects an output overlapping its input", "[core][hostile]") {
+  rmt_reference_backbone<> bb({.width = 8, .heads = 2, .layers = 1, .seed = 3});
+  for (const rmt p : {rmt{.memory = 2, .segment_budget = 6}, rmt{.memory = 2, .segment_budget = 6, .layout = rmt_layout::encoder}}) {
+    std::vector<float> mem(16, 0.1f), x(13 * 8, 0.2f);
+    auto st = p.make_state(bb, make_matrix<dynamic_extent, const float>(mem.data(), 2, 8));
+    const snapshot_bytes before = st.snapshot();
+    REQUIRE_THROWS_WITH(p.forward(st, make_matrix<dynamic_extent, const float>(x.data(), 12, 8), make_matrix(x.data() + 8, 12, 8)),
+                        Contains("'out'") && Contains("'in'"));
+    REQUIRE_THROWS_WITH(p.forward(st, make_matrix<dynamic_extent, const float>(x.data(), 12, 8), make_matrix(x.data(), 12, 8)),
+                        Contains("'out'"));
+    REQUIRE(st.snapshot() == before);
+  }
 }
 
 namespace {

@@ -170,3 +170,17 @@ TEST_CASE("snapshot rows: every rule in every storage, b = 1 and b = 0, round-tr
     round_trip(infini{.segment = 4}, a, 9);
   }
 }
+
+// The kind field is compared whole, NUL padding included: a byte changed
+// after the name's NUL was accepted and the state then re-snapshotted to
+// other bytes (fuzz finding layers-snapshot-kind-padding).
+TEST_CASE("snapshot rows: the kind field's padding is part of the kind", "[policies][snapshot]") {
+  const tova p{.budget = 4};
+  auto st = p.make_state(dims);
+  feed(p, st, 3, test::seed_for(962, 0));
+  snapshot_bytes snap = st.snapshot();
+  constexpr std::size_t kind_at = 8 + 4 + 4;  // after magic, version, byte order
+  snap[kind_at + detail::snapshot_kind_bytes - 1] = std::byte{'x'};
+  snap = test::resealed(snap);
+  rejects(st, snap, "kind");
+}

@@ -128,11 +128,20 @@ struct gau {
     // written, row block by row block); any other overlap is rejected.
     if (y.data() != x.data() || y.stride(0) != x.stride(0)) require_disjoint(where, "y", y, "x", x);
     const bool whole = attention == gau_attention::flash_quad || mixed.mode == flash_mode::non_causal;
-    if (whole) {
+    if (whole)
       require(st.pos_ == 0, where, "state", "flash_quad / non-causal attention needs the whole sequence in one "
               "call on a fresh state; this one is at position ", st.pos_);
-      st.closed_ = true;
+    if (attention == gau_attention::flash_quad) {
+      require(mixed.bias.data() == nullptr, where, "mixed.bias", "flash_quad takes no (C, C) chunk bias");
+      require(!quad_scale || std::isfinite(*quad_scale), where, "quad_scale", "must be finite, got ",
+              quad_scale.value_or(0.0f));
+    } else {
+      mixed.check_state_usable(st.attn_, where);  // what the attention would reject of its state
     }
+    // Every check passed: from here the call completes. (A whole-sequence
+    // call used to close the state before the attention's own checks, so a
+    // rejected call left it consumed; fuzz finding layers-gau-closed.)
+    if (whole) st.closed_ = true;
     if (n == 0) return;
     using row_map = Eigen::Map<const gau_weights::matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
     using row_map_mut = Eigen::Map<gau_weights::matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
@@ -178,7 +187,6 @@ struct gau {
                                       detail::single_head(view_of(st.q_[3]))},
                           detail::single_head(a), exec);
     } else {
-      require(mixed.bias.data() == nullptr, where, "mixed.bias", "flash_quad takes no (C, C) chunk bias");
       const float sc = quad_scale ? *quad_scale : 1.0f / float(n);
       const bool causal = mixed.mode == flash_mode::causal;
       // Rows in parallel blocks; each packs the keys its rows can see.

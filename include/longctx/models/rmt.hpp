@@ -199,6 +199,10 @@ class rmt_state {
     require(in.extent(1) == width_ && out.extent(1) == width_ && out.extent(0) == in.extent(0), where, "in/out",
             "must both be (n, width ", width_, "), got in ", shape_of(in), ", out ", shape_of(out));
     require_views(where, "in", in, "out", out);
+    // The backbone reads in's rows where it writes out's (decoder) and later
+    // segments read in after earlier ones wrote out: no overlap at all (fuzz
+    // finding layers-rmt-alias: a shifted copy gave silently wrong results).
+    require_disjoint(where, "out", out, "in", in);
     const index_t n = in.extent(0), c = p_.content(), m = p_.memory;
     index_t i = 0;
     if (p_.layout == rmt_layout::encoder) {

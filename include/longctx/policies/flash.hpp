@@ -372,6 +372,13 @@ struct flash {
     st.pos_ = total % chunk;
   }
 
+  // What forward() checks of the state alone (made by this configuration,
+  // not consumed), for a layer that validates before changing its own state.
+  void check_state_usable(const state_type& st, const char* where) const {
+    check_state(st, where);
+    require(!st.closed_, where, "state", "already consumed by a non-causal call (make a new state)");
+  }
+
  private:
   void check_params(const char* where) const {
     require(chunk > 0, where, "chunk", "must be > 0, got ", chunk);
