@@ -152,6 +152,26 @@ TEST_CASE("hostile: GAU runs in place (y == x) but rejects a shifted overlap", "
     const gau good = bad.mixed.bias.data() ? gau{.mixed = bad.mixed} : gau{.attention = gau_attention::flash_quad, .mixed = bad.mixed};
     good.forward(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm));
   }
+  // rope_base is checked before the state closes too (layers-gau-closed-rope).
+  for (const double base : {0.0, -1.0, std::numeric_limits<double>::infinity()}) {
+    const gau bad{.attention = gau_attention::flash_quad, .rope_base = base};
+    auto st = gau{.attention = gau_attention::flash_quad}.make_state(w);
+    REQUIRE_THROWS_WITH(bad.forward(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm)),
+                        Contains("'rope_base'"));
+    gau{.attention = gau_attention::flash_quad}.forward(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm),
+                                                        make_matrix(y.data(), n, dm));
+  }
+  // A tiny norm_epsilon: the scale-norm factor of an all-zero row is
+  // g / epsilon, past FLT_MAX; the row stays 0, not 0 x inf = NaN
+  // (layers-gau-norm-epsilon).
+  {
+    const gau tiny{.mixed = {.chunk = 4}, .norm_epsilon = 1e-40f};
+    auto st = tiny.make_state(w);
+    std::vector<float> xz(x);
+    std::fill(xz.begin(), xz.begin() + dm, 0.0f);
+    tiny.forward(st, make_matrix<dynamic_extent, const float>(xz.data(), n, dm), make_matrix(y.data(), n, dm));
+    for (index_t i = 0; i < n * dm; ++i) REQUIRE(std::isfinite(y[std::size_t(i)]));
+  }
   const gau non_causal{.mixed = {.chunk = 4, .mode = flash_mode::non_causal}};
   auto nc = non_causal.make_state(w);
   const gau other{.mixed = {.chunk = 3, .mode = flash_mode::non_causal}};  // its attention state does not match

@@ -220,8 +220,11 @@ struct gau {
     if (norm == gau_norm::scale_norm) {
       double ss = 0;
       for (index_t c = 0; c < dm; ++c) ss += double(xr[c]) * double(xr[c]);
-      const float f = float(double(w.norm_gain[0]) / std::max(std::sqrt(ss), double(norm_epsilon)));
-      for (index_t c = 0; c < dm; ++c) out[c] = xr[c] * f;
+      // The factor stays in double: g / epsilon passes FLT_MAX for a tiny
+      // epsilon (1e-40), and a zero row times an infinite float factor was
+      // NaN (fuzz finding layers-gau-norm-epsilon); |x_c| f <= g always.
+      const double f = double(w.norm_gain[0]) / std::max(std::sqrt(ss), double(norm_epsilon));
+      for (index_t c = 0; c < dm; ++c) out[c] = float(double(xr[c]) * f);
     } else {
       double mean = 0, var = 0;
       for (index_t c = 0; c < dm; ++c) mean += xr[c];
@@ -254,6 +257,10 @@ struct gau {
               "layer_norm needs d_model = ", dm, " entries each, got ", w.norm_gain.size(), " and ",
               w.norm_bias.size());
     require(norm_epsilon > 0, where, "norm_epsilon", "must be > 0, got ", norm_epsilon);
+    // Checked here, before a whole-sequence call closes its state (rope_rotate
+    // checks it too, but only once the call is under way; fuzz finding
+    // layers-gau-closed-rope).
+    require(rope_base > 0 && std::isfinite(rope_base), where, "rope_base", "must be finite and > 0, got ", rope_base);
   }
 };
 
