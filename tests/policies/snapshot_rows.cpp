@@ -7,6 +7,7 @@
 // state unchanged.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -78,7 +79,17 @@ TEST_CASE("snapshot rows: an int8 cache's rows must be what store_row writes", "
   snapshot_bytes nan_row = poked(snap, value0, std::numeric_limits<float>::quiet_NaN());
   for (std::size_t i = 0; i < 6; ++i) nan_row = poked(nan_row, value0 + 4 + i, std::int8_t(0));
   fresh.restore(nan_row);
-  fresh.restore(poked(snap, key0, flt_max / 127.0f));
+  fresh.restore(poked(snap, key0, std::nextafter(flt_max / 127.0f, 0.0f)));
+  // A row reaching FLT_MAX stores a scale whose 127 multiple is finite (it
+  // rounded up to inf: fuzz finding policies-q8-flt-max), and reads back finite.
+  std::vector<q8> row(4 + 2);
+  const float x[2] = {0.5f, -flt_max};
+  kv_storage_traits<q8>::store_row<default_arch>(x, row.data() + 4, 2);
+  REQUIRE(kv_storage_traits<q8>::row_valid(row.data() + 4, 2));
+  float back[2];
+  kv_storage_traits<q8>::load_row<default_arch>(row.data() + 4, back, 2);
+  REQUIRE(std::isfinite(back[1]));
+  REQUIRE(back[1] <= -0.99f * flt_max);
 }
 
 TEST_CASE("snapshot rows: Infini's z is never negative; int8 segment rows are checked", "[policies][snapshot]") {

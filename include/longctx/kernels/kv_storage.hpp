@@ -99,7 +99,10 @@ struct kv_storage_traits<q8> {
     if (i < n) scan(V::load_partial(x + i, int(n - i)));
     const float m = reduce_max(amax) + 0.0f;  // + 0: a zero row's max may be -0 (vmaxps order)
     const bool finite = reduce_add(bad) == 0.0f;
-    const float scale = !finite ? std::numeric_limits<float>::quiet_NaN() : m / 127.0f;
+    float scale = !finite ? std::numeric_limits<float>::quiet_NaN() : m / 127.0f;
+    // m near FLT_MAX: m / 127 may round up so that 127 scale is inf (fuzz
+    // finding policies-q8-flt-max); one ulp down keeps every value finite.
+    if (finite && !(scale * 127.0f <= std::numeric_limits<float>::max())) scale = std::nextafter(scale, 0.0f);
     std::memcpy(static_cast<void*>(row - row_prefix), &scale, sizeof scale);
     const bool zeros = !finite || !(scale > 0.0f);
     const V s = V::broadcast(zeros ? 1.0f : scale), lo = V::broadcast(-127.0f), hi = V::broadcast(127.0f);
@@ -108,12 +111,12 @@ struct kv_storage_traits<q8> {
     if (i < n) IO::store_partial(row + i, quantise(V::load_partial(x + i, int(n - i))), int(n - i));
   }
   // What store_row writes: a scale that is NaN (a non-finite row) or in
-  // [0, FLT_MAX / 127] (so every scaled value is finite), values in
+  // [0, FLT_MAX / 127] (127 scale finite, so every scaled value is), values in
   // [-127, 127], all zero when the scale is 0 or NaN.
   static bool row_valid(const q8* row, index_t n) noexcept {
     const float s = row_scale(row);
     const bool zeros = !(s > 0.0f);
-    if (!(std::isnan(s) || (s >= 0.0f && s <= std::numeric_limits<float>::max() / 127.0f))) return false;
+    if (!(std::isnan(s) || (s >= 0.0f && s * 127.0f <= std::numeric_limits<float>::max()))) return false;
     for (index_t i = 0; i < n; ++i)
       if (row[i].v < -127 || (zeros && row[i].v != 0)) return false;
     return true;
