@@ -141,7 +141,7 @@ TEST_CASE("hostile: GAU runs in place (y == x) but rejects a shifted overlap", "
   // leaves its state fresh: it used to close the state before checking the
   // bias and its scale (fuzz findings layers-gau-closed, layers-gau-quad-scale).
   std::vector<float> bias(16, 0.1f);
-  for (const gau bad : {gau{.attention = gau_attention::flash_quad, .quad_scale = std::numeric_limits<float>::infinity()},
+  for (const gau& bad : {gau{.attention = gau_attention::flash_quad, .quad_scale = std::numeric_limits<float>::infinity()},
                         gau{.attention = gau_attention::flash_quad, .quad_scale = std::numeric_limits<float>::quiet_NaN()},
                         gau{.attention = gau_attention::flash_quad,
                             .mixed = {.chunk = 4, .bias = make_matrix<dynamic_extent, const float>(bias.data(), 4, 4)}}}) {
@@ -197,7 +197,7 @@ TEST_CASE("hostile: RMT rejects an output overlapping its input", "[core][hostil
 namespace {
 // Inputs of extreme magnitude, each of which broke the float kernels: the
 // rows they make are recomputed exactly (kernels/exact_row.hpp).
-enum class extreme { same_sign, mixed_sign, all_below, huge_v };
+enum class extreme { same_sign, mixed_sign, all_below, huge_v, neg_first };
 struct extreme_inputs {
   std::vector<float> q, k, v;
 };
@@ -218,6 +218,12 @@ extreme_inputs make_extreme(extreme kind, index_t n, index_t d, std::uint64_t se
       case extreme::all_below:  // every logit below -FLT_MAX: "fully masked", output 0 before
         x.q.push_back(big(1)), x.k.push_back(big(-1));
         break;
+      case extreme::neg_first:  // q . k = -3e38 - 3e38 + 4e38 + 4e38 (exact 2e38): the float sum reaches -inf
+        // first, and the key read as masked although its logit is the largest (fuzz finding
+        // attention-mixed-overflow-wrong-output); the other keys are ordinary
+        x.q.push_back(i % 64 < 4 ? 1e20f : 0.01f * sign());
+        x.k.push_back((i / 64) % 2 ? 0.01f * sign() : i % 64 < 2 ? -3e19f : i % 64 < 4 ? 4e19f : 0.0f);
+        break;
       case extreme::huge_v:  // ordinary logits, the weighted sum of V passes FLT_MAX: inf before
         x.q.push_back(0.01f * sign()), x.k.push_back(0.01f * sign());
         break;
@@ -234,7 +240,7 @@ TEMPLATE_LIST_TEST_CASE("hostile: inputs of extreme magnitude give the exact (fi
   using Arch = TestType;
   const index_t n = 37, d = 64;
   const float scale = 0.125f;
-  for (extreme kind : {extreme::same_sign, extreme::mixed_sign, extreme::all_below, extreme::huge_v}) {
+  for (extreme kind : {extreme::same_sign, extreme::mixed_sign, extreme::all_below, extreme::huge_v, extreme::neg_first}) {
     CAPTURE(int(kind));
     const extreme_inputs x = make_extreme(kind, n, d, test::seed_for(402, std::uint64_t(kind)));
     std::vector<float> o(x.q.size(), -99.0f), o1(std::size_t(2 * d), -99.0f), lse1(2), lg1(std::size_t(2 * n));

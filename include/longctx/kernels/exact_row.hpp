@@ -24,6 +24,7 @@
 
 #include "kv_storage.hpp"
 #include "online_softmax.hpp"
+#include "../simd/vec.hpp"
 #include "../tensor/view.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
@@ -40,6 +41,26 @@ inline bool needs_exact_row(const softmax_state& st, const float* o, index_t d_v
   for (index_t c = 0; c < d_v; ++c) bad |= !(std::fabs(o[c]) <= big);
   return bad;
 }
+
+// Whether n computed logits (before the mask writes its -inf) hold a -inf:
+// a dot product that overflowed below -FLT_MAX (or an infinite input). Such
+// a key would read as masked, although its exact logit may be the row's
+// largest (mixed signs: the float sum met the overflowed term first); the
+// caller poisons the row's state (poison_row) so it is recomputed. One
+// subtract and max per vector of logits, about 1/d of the Q K^T work.
+template <arch_tag Arch>
+inline bool has_neg_inf(const float* s, index_t n) noexcept {
+  using V = vec<float, Arch>;
+  constexpr index_t W = V::width;
+  V m = V::broadcast(neg_inf);
+  index_t j = 0;
+  for (; j + W <= n; j += W) m = max(m, V::zero() - V::load(s + j));
+  if (j < n) m = max(m, V::zero() - V::load_partial(s + j, int(n - j)));
+  return reduce_max(m) == std::numeric_limits<float>::infinity();
+}
+// Marks a row for exact_attention_row: a NaN state stays NaN through every
+// later block and merge, and needs_exact_row flags it.
+inline void poison_row(softmax_state& st) noexcept { st.m = st.l = std::numeric_limits<float>::quiet_NaN(); }
 
 namespace detail {
 // Element c of a stored row, exactly, as a double (q8: times the row scale).

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "../simd/blas1.hpp"
+#include "exact_row.hpp"
 #include "mask.hpp"
 #include "micro_gemm.hpp"
 #include "online_softmax.hpp"
@@ -63,6 +64,7 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
     for (index_t r = 0; r < rows; ++r) {
       float* sr = s + r * BKV;
       const tile_kind kind = mask.classify(q_pos[r], q_pos[r] + 1, j0, j0 + nk);
+      bool overflowed = false;
       if (kind == tile_kind::empty) {
         for (index_t jj = 0; jj < nkp; ++jj) sr[jj] = neg_inf;
       } else {
@@ -85,10 +87,12 @@ void decode_chunk(const float* const* q_rows, const index_t* q_pos, index_t rows
         }
         for (; jj < nk; ++jj)
           sr[jj] = scale * key_scale(j0 + jj) * dot<Arch>(q_rows[r], k.data() + (j0 + jj) * k.stride(0), d);
+        overflowed = has_neg_inf<Arch>(sr, nk);  // before the mask's -inf (exact_row.hpp)
         detail::mask_row(mask, q_pos[r], j0, nk, nkp, kind == tile_kind::partial, sr);
       }
       if (logits_rows && logits_rows[r]) std::memcpy(logits_rows[r] + j0, sr, sizeof(float) * std::size_t(nk));
       alpha[r] = softmax_block<Arch>(st[r], sr, nkp);
+      if (overflowed) poison_row(st[r]);
     }
     // Row-scaled V (q8): P's column j times row j's scale, after the
     // softmax state took the unscaled P; V is then read as its integers.

@@ -130,6 +130,9 @@ std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const float* 
     const index_t nk = j1 - j0, nkp = round_up(nk, W);
 
     block_gemm<Arch, false>(nb, nkp, d, qs, d, kt + (j0 / BKV) * d * BKV, BKV, s, BKV);
+    std::uint64_t overflowed = 0;  // rows with a -inf logit before the mask (exact_row.hpp)
+    for (index_t r = 0; r < nb; ++r)
+      if (has_neg_inf<Arch>(s + r * BKV, nk)) overflowed |= std::uint64_t(1) << r;
     if (kind == tile_kind::partial || nk < nkp)
       for (index_t r = 0; r < nb; ++r)
         detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);
@@ -139,7 +142,10 @@ std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const float* 
         std::memcpy(lg + (r - l0) * ldl + j0, s + r * BKV, sizeof(float) * std::size_t(nk));
       written = j1;
     }
-    for (index_t r = 0; r < nb; ++r) alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
+    for (index_t r = 0; r < nb; ++r) {
+      alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
+      if (overflowed >> r & 1) poison_row(st[std::size_t(r)]);
+    }
     // P's padding columns are 0: k = nk reads no padding row.
     block_gemm<Arch, true>(nb, dvp, nk, s, BKV, vp + j0 * ldv, ldv, acc, dvp, alpha);
   }
