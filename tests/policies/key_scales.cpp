@@ -5,7 +5,9 @@
 // properties are protocol.cpp's (tova_q8_channels_case).
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "../support/support.hpp"
@@ -164,4 +166,49 @@ TEST_CASE("per-channel key scales: lower the error of keys with outlier channels
     else
       REQUIRE(chan == tok);  // no channel reaches 8x the median: the same bits
   }
+}
+
+// A finite query times a large channel scale may pass FLT_MAX (fuzz finding
+// policies-q8-channel-overflow): such rows are recomputed exactly from the
+// unscaled query. Keys (+-1e6, 1, 1, 1) get s_0 = 2^19, so q_0 = -FLT_MAX
+// overflows; the exact logits are +-huge, so each row is the V row of its
+// winning key: the bits q_0 = -1e30 (no overflow) gives, in decode steps and
+// in one prefill segment, for a rule that only reads its outputs (sinks),
+// TOVA and H2O (logits observed).
+TEMPLATE_LIST_TEST_CASE("per-channel key scales: a query overflowing its channel scale is attended exactly",
+                        "[policies][storage][hostile]", compiled_archs) {
+  using Arch = TestType;
+  const attention_dims dm{1, 1, 1, 4, 4};
+  const std::vector<float> k{1e6f, 1, 1, 1, -1e6f, 1, 1, 1, 1e6f, 1, -1, 1}, v{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0.5f};
+  const index_t n = 3;
+  const auto run = [&](const auto& p, float q0, bool one_call) {
+    std::vector<float> q(std::size_t(4 * n), 0.25f);
+    for (index_t i = 0; i < n; ++i) q[std::size_t(4 * i)] = q0;
+    auto st = p.make_state(dm);
+    std::vector<float> o(std::size_t(4 * n), -1.0f);
+    const auto view = [](const std::vector<float>& x, index_t i0, index_t c) {
+      return from_bhnd<dynamic_extent, const float>(x.data() + 4 * i0, 1, 1, c, 4);
+    };
+    for (index_t i0 = 0; i0 < n; i0 += one_call ? n : 1) {
+      const index_t c = one_call ? n : 1;
+      p.template forward<Arch>(st, {view(q, i0, c), view(k, i0, c), view(v, i0, c)},
+                               from_bhnd(o.data() + 4 * i0, 1, 1, c, 4));
+    }
+    return o;
+  };
+  const auto check = [&](const auto& p) {
+    for (const bool one_call : {false, true}) {
+      INFO("one call " << one_call);
+      const auto got = run(p, -std::numeric_limits<float>::max(), one_call), want = run(p, -1e30f, one_call);
+      REQUIRE(got == want);
+      // Rows 0, 1, 2: the V rows of keys 0, 1, 1 (int8 rows: within a step).
+      for (index_t i = 0; i < n; ++i)
+        for (index_t c = 0; c < 4; ++c)
+          REQUIRE(std::abs(got[std::size_t(4 * i + c)] - v[std::size_t(4 * (i == 0 ? 0 : 1) + c)]) <= 0.01f);
+    }
+  };
+  check(bounded_cache<sinks_rule, q8>{.budget = 8, .rule = {.sinks = 1}, .keys = key_scales::per_channel});
+  check(q8_tova{.budget = 8, .keys = key_scales::per_channel});
+  check(q8_tova{.budget = 2, .keys = key_scales::per_channel});  // evicting on the attention of those rows
+  check(bounded_cache<h2o_rule, q8>{.budget = 8, .rule = {.recent = 1}, .keys = key_scales::per_channel});
 }

@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "exact_row.hpp"
 #include "micro_gemm.hpp"
 #include "pack.hpp"
 #include "../runtime/scratch.hpp"
@@ -99,14 +100,6 @@ chunk_operands prepare_chunk(matrix_view<const float> k, matrix_view<const float
 // scratch: chunk_rows_scratch floats. Masked and padding keys get P = 0
 // exactly, and the P V product stops at the last key the block can see, so
 // extra keys add exact zeros: streaming one row gives the block's bits.
-namespace detail {
-inline bool row_finite(const float* x, index_t n) noexcept {
-  bool ok = true;
-  for (index_t i = 0; i < n; ++i) ok &= std::fabs(x[i]) <= std::numeric_limits<float>::max();
-  return ok;
-}
-}  // namespace detail
-
 template <arch_tag Arch, bool Accumulate = false>
 void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops, matrix_view<float> o, float scale,
                           matrix_view<const float> bias, chunk_mask mask, float* scratch) noexcept {
@@ -195,7 +188,7 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
         for (index_t r = 0; r < nb; ++r) {
           const index_t vis = std::min(nk, mask.q_offset + i0 + r + 1), r0 = r / MR * MR;
           float* dr = dst + r * ldd;
-          if (vis == strip_keys(r0, std::min(MR, nb - r0)) || detail::row_finite(dr, d_v)) continue;
+          if (vis == strip_keys(r0, std::min(MR, nb - r0)) || row_finite(dr, d_v)) continue;
           const float* pr = s + r * ops.ldkt;
           for (index_t c = 0; c < d_v; ++c) {
             const float* vc = ops.v + (c / P) * ops.v_panel + c % P;

@@ -29,17 +29,21 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+// Whether n floats are all finite (branch-free: one pass, no early exit).
+inline bool row_finite(const float* x, index_t n) noexcept {
+  bool ok = true;
+  for (index_t i = 0; i < n; ++i) ok &= std::fabs(x[i]) <= std::numeric_limits<float>::max();
+  return ok;
+}
+
 // Whether a finished row (state st, output o of d_v floats) must be
 // recomputed by exact_attention_row: a saturated or NaN running max, no
 // visible key counted (every logit below -FLT_MAX, or a truly masked row,
 // which the recomputation finds and leaves as it is), or an output that is
 // not finite.
+
 inline bool needs_exact_row(const softmax_state& st, const float* o, index_t d_v) noexcept {
-  constexpr float big = std::numeric_limits<float>::max();
-  if (!(st.m < big) || st.l == 0.0f) return true;
-  bool bad = false;
-  for (index_t c = 0; c < d_v; ++c) bad |= !(std::fabs(o[c]) <= big);
-  return bad;
+  return !(st.m < std::numeric_limits<float>::max()) || st.l == 0.0f || !row_finite(o, d_v);
 }
 
 // Whether n computed logits (before the mask writes its -inf) hold a -inf:
@@ -76,15 +80,18 @@ inline double stored(const KV* row, index_t c) noexcept {
 // logits (scale q.k rounded to float, saturated at +-FLT_MAX as the fast
 // kernels write them; masked entries are left as the kernel wrote them,
 // -inf). A fully masked row gets output 0 and lse -inf, as in the kernels.
+// q_factor (d floats, or null): query channel c is q[c] q_factor[c], taken
+// in double (per-channel key scales, whose float product may overflow).
 template <kv_storage KV, std::size_t D, std::size_t DV, class BoundMask>
 void exact_attention_row(const float* q, matrix_view<const KV, D> k, matrix_view<const KV, DV> v, float scale,
-                         const BoundMask& mask, index_t i, float* o, float* lse, float* logits) noexcept {
+                         const BoundMask& mask, index_t i, float* o, float* lse, float* logits,
+                         const float* q_factor = nullptr) noexcept {
   const index_t d = k.extent(1), d_v = v.extent(1);
   const index_t hi = std::min(k.extent(0), mask.keys_for_rows(i, i + 1).hi);
   const auto logit = [&](index_t j) {
     const KV* kr = k.data() + j * k.stride(0);
     double s = 0.0;
-    for (index_t c = 0; c < d; ++c) s += double(q[c]) * detail::stored(kr, c);
+    for (index_t c = 0; c < d; ++c) s += double(q[c]) * (q_factor ? double(q_factor[c]) : 1.0) * detail::stored(kr, c);
     return s * double(scale);
   };
   constexpr double big = std::numeric_limits<float>::max();

@@ -11,11 +11,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "../kernels/attention.hpp"
+#include "../kernels/exact_row.hpp"
 #include "../kernels/online_softmax.hpp"
 #include "../kernels/scale.hpp"
 #include "../kernels/topk.hpp"
@@ -218,10 +220,16 @@ struct bounded_cache {
   }
 
  private:
+  // A query row whose attended form overflowed (attended_queries): its
+  // indices; its unscaled attended copy is in workspace::q_raw.
+  struct overflowed_row {
+    index_t b, h, i;
+  };
   // Workspace, owned per thread (steady-state calls do not allocate).
   struct workspace {
-    std::vector<float> logits, lse, scores, sel, q;
+    std::vector<float> logits, lse, scores, sel, q, q_raw;
     std::vector<index_t> victims, keeps;
+    std::vector<overflowed_row> overflowed;
   };
   static workspace& ws() {
     thread_local workspace w;
@@ -317,24 +325,59 @@ struct bounded_cache {
   // The queries as the kernels attend them, in the workspace when they
   // change. cache_relative: the caller rotated query i at absolute position
   // p0 + i; it is attended at rank r0 + i. per_channel key scales: times
-  // its KV head's channel scales (exact: powers of two).
+  // its KV head's channel scales (exact: powers of two). A finite query
+  // whose product passes FLT_MAX (a channel scale up to 2^32 times a query
+  // near FLT_MAX) is listed in w.overflowed, unscaled in w.q_raw, for
+  // recompute_overflowed (fuzz finding policies-q8-channel-overflow).
   tensor4_view<const float> attended_queries(const kv_cache<KV>& st, tensor4_view<const float> q, index_t r0,
-                                             index_t p0, std::vector<float>& buf) const {
+                                             index_t p0, workspace& w) const {
+    w.overflowed.clear();
+    w.q_raw.clear();
     if (!st.relative() && !st.channel_scaled()) return q;
     const index_t b = q.extent(0), h = q.extent(1), n = q.extent(2), d = q.extent(3), g = h / st.dims().h_kv;
-    buf.resize(std::size_t(b * h * n * d));
+    constexpr float big = std::numeric_limits<float>::max();
+    w.q.resize(std::size_t(b * h * n * d));
     for (index_t bi = 0; bi < b; ++bi)
       for (index_t hi = 0; hi < h; ++hi)
         for (index_t i = 0; i < n; ++i) {
-          float* out = buf.data() + ((bi * h + hi) * n + i) * d;
+          float* out = w.q.data() + ((bi * h + hi) * n + i) * d;
           if (st.relative())
             rope_rotate_row(&q(bi, hi, i, 0), out, d, double(r0 - p0), double(rope_theta));
           else
             for (index_t c = 0; c < d; ++c) out[c] = q(bi, hi, i, c);
-          if (const float* sc = st.key_channel_scales(bi * st.dims().h_kv + hi / g))
-            for (index_t c = 0; c < d; ++c) out[c] *= sc[c];
+          const float* sc = st.key_channel_scales(bi * st.dims().h_kv + hi / g);
+          if (!sc) continue;
+          bool overflow = false;
+          for (index_t c = 0; c < d; ++c) overflow |= std::fabs(out[c]) <= big && !(std::fabs(out[c] * sc[c]) <= big);
+          if (overflow) {
+            w.overflowed.push_back({bi, hi, i});
+            w.q_raw.insert(w.q_raw.end(), out, out + d);
+          }
+          for (index_t c = 0; c < d; ++c) out[c] *= sc[c];
         }
-    return from_bhnd<dynamic_extent, const float>(buf.data(), b, h, n, d);
+    return from_bhnd<dynamic_extent, const float>(w.q.data(), b, h, n, d);
+  }
+
+  // Recomputes, exactly (exact_row.hpp), the overflowed rows among the
+  // attended rows [i0, i0 + r) of one kernel call over the first `keys`
+  // cached rows with `mask`: o, lse and logits are that call's views (rows
+  // from i0; lse and logits may be empty).
+  template <class Mask>
+  void recompute_overflowed(const kv_cache<KV>& st, const workspace& w, index_t i0, index_t r, index_t keys,
+                            Mask mask, float sc, tensor4_view<float> o, lse_view lse,
+                            tensor4_view<float> logits) const {
+    const index_t d = st.dims().d, g = st.dims().h / st.dims().h_kv;
+    const auto bound = mask.bind(r, keys);
+    for (std::size_t e = 0; e < w.overflowed.size(); ++e) {
+      const overflowed_row& row = w.overflowed[e];
+      if (row.i < i0 || row.i >= i0 + r) continue;
+      const index_t t = row.i - i0, hk = row.h / g, lane = row.b * st.dims().h_kv + hk;
+      exact_attention_row(w.q_raw.data() + e * std::size_t(d),
+                          matrix_view<const KV>(st.keys().tokens(0, keys).head(row.b, hk)),
+                          matrix_view<const KV>(st.values().tokens(0, keys).head(row.b, hk)), sc, bound, t,
+                          &o(row.b, row.h, t, 0), lse.data() ? &lse(row.b, row.h, t) : nullptr,
+                          logits.data() ? &logits(row.b, row.h, t, 0) : nullptr, st.key_channel_scales(lane));
+    }
   }
 
   // One token: append, decode over cache + itself (logits and LSE kept),
@@ -354,13 +397,14 @@ struct bounded_cache {
     }
     st.append(k, v);
     const index_t n = st.size();
-    q = attended_queries(st, q, n - 1, st.next_position() - 1, w.q);
+    q = attended_queries(st, q, n - 1, st.next_position() - 1, w);
     if constexpr (Rule::scored) {
       using E4 = tensor4_view<float>::extents_type;
       logits = tensor4_view<float>(w.logits.data(), E4(b, h, 1, n), {h * cap, cap, cap, 1});
       lse = lse_view(w.lse.data(), dextents<index_t, 3>(b, h, 1));
     }
     decode_attention<Arch, KV>(q, st.keys(), st.values(), o, scale_for(dm.d), no_mask{}, lse, exec, logits);
+    recompute_overflowed(st, w, 0, 1, n, no_mask{}, scale_for(dm.d), o, lse, logits);
     const bool evicting = !unbounded && n > budget;
     if (!Rule::scored && !evicting) return;
     const eviction_context ctx = context(st);
@@ -401,7 +445,7 @@ struct bounded_cache {
     const index_t n = st.size(), cap = st.capacity(), b = dm.b, h = dm.h, L = st.lanes();
     const float sc = scale_for(dm.d);
     workspace& w = ws();
-    q = attended_queries(st, q, s0, st.next_position() - c, w.q);
+    q = attended_queries(st, q, s0, st.next_position() - c, w);
     w.lse.resize(std::size_t(b * h * c));
     const lse_view lse(w.lse.data(), dextents<index_t, 3>(b, h, c));
     const bool evicting = !unbounded && n > budget;
@@ -422,6 +466,8 @@ struct bounded_cache {
       prefill_attention<Arch, KV>(q.tokens(0, first), st.keys().tokens(0, s0 + first),
                                      st.values().tokens(0, s0 + first), o.tokens(0, first), sc, causal{},
                                      lse_slice(lse, 0, first), exec, row_logits{});
+    if (first > 0)
+      recompute_overflowed(st, w, 0, first, s0 + first, causal{}, sc, o.tokens(0, first), lse_slice(lse, 0, first), {});
     const index_t rows_per_block = std::max<index_t>(1, observed_logit_floats / std::max<index_t>(1, b * h * n));
     for (index_t i0 = first; i0 < c; i0 += rows_per_block) {
       const index_t r = std::min(rows_per_block, c - i0), keys = s0 + i0 + r;
@@ -429,6 +475,7 @@ struct bounded_cache {
       const auto lg = from_bhnd(w.logits.data(), b, h, r, keys);  // (b, h, r, keys)
       prefill_attention<Arch, KV>(q.tokens(i0, r), st.keys().tokens(0, keys), st.values().tokens(0, keys),
                                      o.tokens(i0, r), sc, causal{}, lse_slice(lse, i0, r), exec, row_logits{0, lg});
+      recompute_overflowed(st, w, i0, r, keys, causal{}, sc, o.tokens(i0, r), lse_slice(lse, i0, r), lg);
       w.sel.resize(std::size_t(keys));
       for (index_t bi = 0; bi < b; ++bi)
         for (index_t t = 0; t < r; ++t) {
