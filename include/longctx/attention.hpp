@@ -4,6 +4,7 @@
 // contract are documented there.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/attention.hpp"
@@ -37,6 +38,14 @@ attention_shape check_attention(const char* where, const tensor4_view<const floa
           "must be (b, h, n_q, d_v): ", shapes);
   require(std::isfinite(scale), where, "scale", "must be finite, got ", scale);
   require_views(where, "q", q, "k", k, "v", v, "o", o);
+  // The scratch the kernels size from these extents (packed K^T and V per
+  // KV head, decode's partial rows per query head), bounded in double: views
+  // with zero strides may declare any extents over a small buffer, and a
+  // size that overflowed would be a heap overflow, not an error.
+  const double scratch = double(a.b) * double(std::max(a.h, a.h_kv)) * (double(a.n_kv) + 64.0) *
+                         (double(a.d) + double(a.d_v) + 32.0) * 4.0;
+  require(scratch <= 0x1p47, where, "k", "the call would need about ", scratch,
+          " bytes of scratch (more than 2^47): ", shapes);
   require_disjoint(where, "o", o, "q", q, "k", k, "v", v);
   if (lse.data()) {
     require(lse.extent(0) == a.b && lse.extent(1) == a.h && lse.extent(2) == a.n_q, where, "lse",

@@ -60,6 +60,31 @@ TEST_CASE("hostile: views whose element count or reach overflows are rejected, s
   REQUIRE(st.snapshot() == before);
 }
 
+TEST_CASE("hostile: zero-stride K/V of any length over a tiny buffer are rejected by the scratch bound",
+          "[core][hostile]") {
+  // Stride 0 along the keys: 2^58 keys over one row of 8 floats is a valid
+  // (addressable) view, but the packed K^T the kernels size from it would
+  // overflow index_t (a heap overflow before this check).
+  std::vector<float> buf(64, 1.0f), o(32);
+  const tensor4_view<const float> kv(buf.data(), E4(1, 1, index_t(1) << 58, 8), {8, 8, 0, 1});
+  REQUIRE(kv.addressable());
+  const auto q = view4(buf, 1, 4, 1, 8);
+  for (const bool prefill : {true, false}) {
+    INFO("prefill " << prefill);
+    const auto call = [&] {
+      if (prefill)
+        attention(q, kv, kv, from_bhnd(o.data(), 1, 4, 1, 8), 1.0f);
+      else
+        decode(q, kv, kv, from_bhnd(o.data(), 1, 4, 1, 8), 1.0f);
+    };
+    REQUIRE_THROWS_WITH(call(), Contains("'k'") && Contains("scratch"));
+  }
+  // A long broadcast within the bound still runs: 4096 copies of one key.
+  const tensor4_view<const float> rep(buf.data(), E4(1, 1, 4096, 8), {8, 8, 0, 1});
+  decode(q, rep, rep, from_bhnd(o.data(), 1, 4, 1, 8), 1.0f);
+  for (float x : o) REQUIRE(x == 1.0f);
+}
+
 TEST_CASE("hostile: an output that aliases an input is rejected", "[core][hostile]") {
   test::rng_t g(test::seed_for(401, 0));
   std::vector<float> q = test::random_floats(g, 2 * 5 * 8), k = test::random_floats(g, 2 * 5 * 8),
