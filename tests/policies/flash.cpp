@@ -39,6 +39,12 @@ struct inputs {
   }
   flash_input all() const { return rows(0, n); }
   attention_dims dims() const { return {.d = s, .d_v = e}; }
+  // The literal O(n^2) oracle on these inputs.
+  reference::flash_result oracle(const reference::flash_params& p) const {
+    return reference::mixed_chunk_attention(reference::to_double(m(qq, s)), reference::to_double(m(kq, s)),
+                                            reference::to_double(m(ql, s)), reference::to_double(m(kl, s)),
+                                            reference::to_double(m(v, e)), p);
+  }
 };
 
 // (1, 1, n, e) over n * e floats at p.
@@ -92,10 +98,7 @@ TEMPLATE_LIST_TEST_CASE("flash: random shapes against the literal O(n^2) oracle"
       pol.forward<Arch>(st, in.all(), out1(out.data(), n, e));
     const matrix_d bd = reference::to_double(make_matrix<dynamic_extent, const float>(bias.data(), C, C));
     const reference::flash_params p{C, causal, fn, 1.0 / double(C), with_bias ? &bd : nullptr};
-    const auto ref = reference::mixed_chunk_attention(
-        reference::to_double(in.m(in.qq, s)), reference::to_double(in.m(in.kq, s)),
-        reference::to_double(in.m(in.ql, s)), reference::to_double(in.m(in.kl, s)),
-        reference::to_double(in.m(in.v, e)), p);
+    const auto ref = in.oracle(p);
     double worst = 0;
     for (index_t i = 0; i < n; ++i)
       for (index_t c = 0; c < e; ++c) {
@@ -127,10 +130,7 @@ TEMPLATE_LIST_TEST_CASE("flash: large inputs in range are exact; past float's ra
       auto st = pol.make_state(in.dims());
       pol.forward<Arch>(st, in.all(), out1(out.data(), n, e));
       const reference::flash_params p{C, causal, flash_norm::chunk_mean, 1.0 / double(C), nullptr};
-      const auto ref = reference::mixed_chunk_attention(
-          reference::to_double(in.m(in.qq, s)), reference::to_double(in.m(in.kq, s)),
-          reference::to_double(in.m(in.ql, s)), reference::to_double(in.m(in.kl, s)),
-          reference::to_double(in.m(in.v, e)), p);
+      const auto ref = in.oracle(p);
       int overflowed = 0;
       for (index_t i = 0; i < n; ++i)
         for (index_t c = 0; c < e; ++c) {
@@ -437,14 +437,14 @@ TEMPLATE_LIST_TEST_CASE("flash: GQA equals each query head run alone, bit for bi
   }
 }
 
-TEST_CASE("flash: flash_input(q, k, v) reads q, k as the linear part's inputs", "[flash]") {
+TEST_CASE("flash: flash_input{q, k, v} reads q, k as the linear part's inputs", "[flash]") {
   test::rng_t g(test::seed_for(208, 0));
   const gqa_inputs in(g, 2, 4, 2, 50, 8, 16);
   const flash pol{.chunk = 16};
   const flash_input full = in.all();
   gqa_out a(2, 4, 50, 16), b(2, 4, 50, 16);
   auto sa = pol.make_state(in.dims()), sb = pol.make_state(in.dims());
-  pol.forward(sa, flash_input(full.q, full.k, full.v), a.view());
+  pol.forward(sa, flash_input{full.q, full.k, full.v}, a.view());
   pol.forward(sb, flash_input{full.q, full.k, full.v, full.q, full.k}, b.view());
   REQUIRE(a.data == b.data);
   REQUIRE(sa.snapshot() == sb.snapshot());

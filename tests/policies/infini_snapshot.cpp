@@ -78,7 +78,7 @@ TEST_CASE("infini: a state made by another policy is rejected by forward and by 
   tensor4 o3(g, 1, 2, 6, 8, false), o4(g, 1, 2, 6, 8, false);
   const snapshot_bytes generic = run_generic(pol, d, pr, o3.view);
   auto direct = pol.make_state(d);
-  pol.forward(direct, infini_input(pr.q.view, pr.k.view, pr.v.view), o4.view);
+  pol.forward(direct, infini_input{pr.q.view, pr.k.view, pr.v.view}, o4.view);
   CHECK(o3.data == o4.data);
   CHECK(generic == direct.snapshot());
 }

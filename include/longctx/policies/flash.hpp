@@ -45,8 +45,8 @@ LONGCTX_UNTAGGED_END
 
 // One forward() call's tokens. FLASH's four scale/offset heads: q, k are the
 // quadratic part's Q_quad, K_quad; q_lin, k_lin the linear part's, empty
-// (data null) meaning "the same as q / k". flash_input(q, k, v) is a valid
-// sequence_input.
+// (data null) meaning "the same as q / k". flash_input{q, k, v} is a valid
+// sequence_input (braces: parenthesised aggregate init needs clang 16).
 struct flash_input {
   tensor4_view<const float> q, k, v;           // (b, h, n, s), (b, h_kv, n, s), (b, h_kv, n, e)
   tensor4_view<const float> q_lin{}, k_lin{};  // (b, h, n, s), (b, h_kv, n, s)

@@ -48,7 +48,7 @@ LONGCTX_UNTAGGED_END
 // One forward() call's tokens. q_mem / k_mem, when given, are what the memory
 // sees instead of q / k (e.g. before positional encoding, as in the paper);
 // the local attention always uses q / k. Flat (not derived from
-// sequence_input) so that infini_input(q, k, v) is an aggregate init.
+// sequence_input) so that infini_input{q, k, v} is an aggregate init.
 struct infini_input {
   tensor4_view<const float> q, k, v;               // (b, h, n, d_k), (b, h_kv, n, d_k), (b, h_kv, n, d_v)
   tensor4_view<const float> q_mem{}, k_mem{};      // like q, k; empty: q, k
