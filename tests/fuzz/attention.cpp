@@ -42,7 +42,7 @@
 //       -I/usr/include/eigen3 tests/fuzz/attention.cpp -o attention
 //   ./attention -max_total_time=600 tests/fuzz/corpus/attention
 // tools/fuzz attention 600 wraps this (scalar backend: no -m flags; add
-// -march=native to the line above for the SIMD kernels); -seed_corpus=DIR
+// -march=native to the line above for the SIMD kernels); -write_seeds=DIR
 // writes one input per entry point, mask, value kind and mutation to DIR;
 // FUZZ_VERBOSE=1 in the environment prints each case, FUZZ_TIMING=1 the
 // time of each phase (calls, checks).
@@ -63,6 +63,8 @@
 #include <longctx/attention.hpp>
 #include <longctx/kernels/scale.hpp>
 #include <longctx/reference/attention.hpp>
+
+#include "harness.hpp"
 
 using namespace longctx;
 
@@ -1042,21 +1044,11 @@ std::vector<std::vector<std::uint8_t>> seeds() {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  // -seed_corpus=DIR: write the seed inputs there, exit.
-  for (int i = 1; i < *argc; ++i) {
-    const std::string a = (*argv)[i];
-    if (a.rfind("-seed_corpus=", 0) != 0) continue;
-    const std::string dir = a.substr(13);
-    int n = 0;
-    for (const auto& s : seeds()) {
-      const std::string path = dir + "/seed" + std::to_string(n++);
-      std::FILE* f = std::fopen(path.c_str(), "wb");
-      if (!f) fail("cannot write the seed corpus");
-      std::fwrite(s.data(), 1, s.size(), f);
-      std::fclose(f);
-    }
-    std::exit(0);
-  }
+  longctx_fuzz::write_seeds_if_asked(*argc, *argv, [] {
+    std::vector<longctx_fuzz::seed_file> files;
+    for (const auto& s : seeds()) files.push_back({"seed" + std::to_string(files.size()), {s.begin(), s.end()}});
+    return files;
+  });
   return 0;
 }
 

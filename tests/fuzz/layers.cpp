@@ -31,15 +31,13 @@
 //     tests' size only), the RMT encoder bitwise for splits at segments;
 //   - finite inputs give finite outputs (and RMT memories), and no call
 //     writes the rows after its own or the padding between rows.
-// Any other exception, a sanitizer report or a broken property aborts. The
-// open findings (tests/fuzz/findings/layers-*) are stepped around unless
-// -known=1.
+// Any other exception, a sanitizer report or a broken property aborts.
 //
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
 //       -I/usr/include/eigen3 tests/fuzz/layers.cpp -o layers
 //   ./layers -max_total_time=600 tests/fuzz/corpus/layers
 // tools/fuzz layers 600 wraps this (corpus: tests/fuzz/corpus/layers, grown by
-// the runs); -seed_inputs=DIR writes a seed input for every layer mode to DIR.
+// the runs); -write_seeds=DIR writes a seed input for every layer mode to DIR.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -59,14 +57,13 @@
 #include <longctx/models/rmt.hpp>
 #include <longctx/models/rmt_backbone.hpp>
 
+#include "harness.hpp"
+
 using namespace longctx;
 
 namespace {
 
 bool strict = false;  // -strict=1: GAU threads bitwise too
-// -known=1: also run into the open findings (tests/fuzz/findings/README.md),
-// which are skipped otherwise so that the runs get past them.
-bool known = false;
 
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "fuzz property broken: %s\n", what);
@@ -353,10 +350,9 @@ void read_gau(reader& r, bool raw, gau_case& c) {
   c.dm = raw ? c2 % 8 : 1 + c2 % 7;
   c.e = raw ? (c2 / 8) % 10 : 1 + (c2 / 8) % 9 + (c4 & 0x40 ? flash::column_slice : 0);  // wide: two column slices
   c.s = raw ? c3 % 8 : 1 + c3 % 7;
-  // Valid: > 0. Open: scale_norm with a tiny epsilon and a zero row is NaN
-  // (layers-gau-norm-epsilon), so without -known=1 only layer_norm gets 1e-40.
-  const float tiny = known || L.norm == gau_norm::layer_norm ? 1e-40f : 1e-5f;
-  const float eps[4] = {1e-5f, 1e-3f, 1.0f, raw ? (c4 & 0x80 ? 0.0f : nan) : c4 & 0x80 ? inf : tiny};
+  // Valid: > 0, down to subnormal (a zero row under scale_norm stays 0:
+  // layers-gau-norm-epsilon, fixed).
+  const float eps[4] = {1e-5f, 1e-3f, 1.0f, raw ? (c4 & 0x80 ? 0.0f : nan) : c4 & 0x80 ? inf : 1e-40f};
   L.norm_epsilon = eps[c4 & 3];
   const double bases[4] = {10000.0, 1.5, 1e6, raw ? (c4 & 0x80 ? 0.0 : -1.0) : 10000.0};
   L.rope_base = bases[(c4 >> 2) & 3];
@@ -420,11 +416,6 @@ void gau_bad(const gau_case& c, gau::state_type& st, const op& o, Exec&& exec) {
         sib.quad_scale = sub & 1 ? inf : nan;
         break;
     }
-    // Open: a whole-sequence call with an invalid RoPE base (rejected by
-    // rope_rotate, after the state is marked consumed) leaves a fresh state
-    // consumed (layers-gau-closed-rope).
-    const bool sib_whole = sib.attention == gau_attention::flash_quad || sib.mixed.mode == flash_mode::non_causal;
-    if (!known && v == 0 && sib_whole && st.position() == 0) return;
     if (applies) {
       scratch s(1 + sub % 3, c.dm);
       ok = rejected([&] { sib.forward(st, cview(s.a(), 1 + sub % 3, c.dm), mview(s.b(), 1 + sub % 3, c.dm), exec); });
@@ -868,60 +859,53 @@ std::vector<std::uint8_t> seed_input(std::uint8_t kind, std::initializer_list<st
   return s;
 }
 
+// A seed for every layer mode (-write_seeds=DIR).
+std::vector<longctx_fuzz::seed_file> layer_seeds() {
+  std::vector<std::vector<std::uint8_t>> seeds;
+  // GAU: norm x attention x causality x FLASH normalisation, some with
+  // scales, a bias, threads, layouts, and bad calls between the calls.
+  for (std::uint8_t mode = 0; mode < 8; ++mode)
+    for (std::uint8_t fn = 0; fn < 3; ++fn) {
+      const std::uint8_t c0 = std::uint8_t(mode | fn << 3 | (fn == 1 ? 0x60 : 0) | (fn == 2 && !(mode & 2) ? 0x80 : 0));
+      const std::uint8_t kind = std::uint8_t(0 | (fn == 2 ? 0x20 : 0) | (mode % 3) << 2);
+      seeds.push_back(seed_input(kind, {c0, std::uint8_t(2 + 3 * fn + mode), std::uint8_t(8 * mode + 3 + fn),
+                                        std::uint8_t(5 + 8 * fn), std::uint8_t(fn * 5)},
+                                 std::uint8_t(mode), std::uint8_t(17 + 5 * mode),
+                                 {3, 1, 0xb0 + 9, std::uint8_t(8 * fn + mode), 5, 4, std::uint8_t(0xb0 + mode), 7,
+                                  2, 0, 0xb0 + 10, 1},
+                                 mode * 3 + fn));
+    }
+  // RMT: decoder / encoder x conventions x position modes, with flushes
+  // (special 0), snapshot/restore (1) and bad calls (2...).
+  for (std::uint8_t layout = 0; layout < 2; ++layout)
+    for (std::uint8_t conv = 0; conv < 3; ++conv)
+      for (std::uint8_t pos = 0; pos < 3; ++pos) {
+        const std::uint8_t r0 = std::uint8_t(layout | conv << 1 | pos << 3 | (conv + pos) % 8 << 5);
+        const std::uint8_t r1 = std::uint8_t((conv + pos) % 5 + 8 * (3 + pos));
+        const std::uint8_t kind = std::uint8_t(1 | (pos == 2 ? 0x20 : 0) | (conv % 2) << 2);
+        seeds.push_back(seed_input(kind, {r0, r1, std::uint8_t(7 + 4 * conv + 20 * pos), std::uint8_t(conv * 9 + pos)},
+                                   std::uint8_t(conv + 3 * pos), std::uint8_t(40 + conv * 7),
+                                   {std::uint8_t(conv * 3), 5, 0xb0 + 1, 0, std::uint8_t(0xb0 + 2 + conv * 4 + pos),
+                                    std::uint8_t(pos * 37), 9, 1, 0xb0 + 0, 0, 0xb0 + 1, 3, 2, 7,
+                                    0xb0 + 2 + 11, 0x21},
+                                   30 + layout * 9 + conv * 3 + pos));
+      }
+  // Big RMT (the backbone's pool), raw configurations of both layers.
+  seeds.push_back(seed_input(0x21, {0x02, 0x10, 0x05, 0xff}, 0, 0, {100, 130, 0xb0 + 1, 0, 50, 1}, 77));
+  seeds.push_back(seed_input(0x03, {0xe7, 0x03, 0x00, 0x30, 0xff}, 0, 9, {2, 2}, 78));
+  seeds.push_back(seed_input(0x03, {0x46, 0x80, 0x11, 0x11, 0x3f}, 0, 9, {2, 2}, 79));
+  seeds.push_back(seed_input(0x03, {0xff, 0xfb, 0x13, 0x81}, 0, 9, {2, 2}, 80));
+  seeds.push_back(seed_input(0x03, {0xc0, 0x06, 0x2a, 0x81}, 0, 9, {2, 2}, 81));
+  std::vector<longctx_fuzz::seed_file> files;
+  for (const auto& b : seeds) files.push_back({"seed_" + std::to_string(files.size()), {b.begin(), b.end()}});
+  return files;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  for (int i = 1; i < *argc; ++i) {
-    const std::string a = (*argv)[i];
-    if (a == "-strict=1") strict = true;
-    if (a == "-known=1") known = true;
-    if (a.rfind("-seed_inputs=", 0) != 0) continue;
-    // -seed_inputs=DIR: a seed for every layer mode there, then exit.
-    const std::string dir = a.substr(13);
-    std::vector<std::vector<std::uint8_t>> seeds;
-    // GAU: norm x attention x causality x FLASH normalisation, some with
-    // scales, a bias, threads, layouts, and bad calls between the calls.
-    for (std::uint8_t mode = 0; mode < 8; ++mode)
-      for (std::uint8_t fn = 0; fn < 3; ++fn) {
-        const std::uint8_t c0 = std::uint8_t(mode | fn << 3 | (fn == 1 ? 0x60 : 0) | (fn == 2 && !(mode & 2) ? 0x80 : 0));
-        const std::uint8_t kind = std::uint8_t(0 | (fn == 2 ? 0x20 : 0) | (mode % 3) << 2);
-        seeds.push_back(seed_input(kind, {c0, std::uint8_t(2 + 3 * fn + mode), std::uint8_t(8 * mode + 3 + fn),
-                                          std::uint8_t(5 + 8 * fn), std::uint8_t(fn * 5)},
-                                   std::uint8_t(mode), std::uint8_t(17 + 5 * mode),
-                                   {3, 1, 0xb0 + 9, std::uint8_t(8 * fn + mode), 5, 4, std::uint8_t(0xb0 + mode), 7,
-                                    2, 0, 0xb0 + 10, 1},
-                                   mode * 3 + fn));
-      }
-    // RMT: decoder / encoder x conventions x position modes, with flushes
-    // (special 0), snapshot/restore (1) and bad calls (2...).
-    for (std::uint8_t layout = 0; layout < 2; ++layout)
-      for (std::uint8_t conv = 0; conv < 3; ++conv)
-        for (std::uint8_t pos = 0; pos < 3; ++pos) {
-          const std::uint8_t r0 = std::uint8_t(layout | conv << 1 | pos << 3 | (conv + pos) % 8 << 5);
-          const std::uint8_t r1 = std::uint8_t((conv + pos) % 5 + 8 * (3 + pos));
-          const std::uint8_t kind = std::uint8_t(1 | (pos == 2 ? 0x20 : 0) | (conv % 2) << 2);
-          seeds.push_back(seed_input(kind, {r0, r1, std::uint8_t(7 + 4 * conv + 20 * pos), std::uint8_t(conv * 9 + pos)},
-                                     std::uint8_t(conv + 3 * pos), std::uint8_t(40 + conv * 7),
-                                     {std::uint8_t(conv * 3), 5, 0xb0 + 1, 0, std::uint8_t(0xb0 + 2 + conv * 4 + pos),
-                                      std::uint8_t(pos * 37), 9, 1, 0xb0 + 0, 0, 0xb0 + 1, 3, 2, 7,
-                                      0xb0 + 2 + 11, 0x21},
-                                     30 + layout * 9 + conv * 3 + pos));
-        }
-    // Big RMT (the backbone's pool), raw configurations of both layers.
-    seeds.push_back(seed_input(0x21, {0x02, 0x10, 0x05, 0xff}, 0, 0, {100, 130, 0xb0 + 1, 0, 50, 1}, 77));
-    seeds.push_back(seed_input(0x03, {0xe7, 0x03, 0x00, 0x30, 0xff}, 0, 9, {2, 2}, 78));
-    seeds.push_back(seed_input(0x03, {0x46, 0x80, 0x11, 0x11, 0x3f}, 0, 9, {2, 2}, 79));
-    seeds.push_back(seed_input(0x03, {0xff, 0xfb, 0x13, 0x81}, 0, 9, {2, 2}, 80));
-    seeds.push_back(seed_input(0x03, {0xc0, 0x06, 0x2a, 0x81}, 0, 9, {2, 2}, 81));
-    for (std::size_t k = 0; k < seeds.size(); ++k) {
-      const std::string path = dir + "/seed_" + std::to_string(k);
-      std::FILE* f = std::fopen(path.c_str(), "wb");
-      if (!f) fail("cannot write the seed corpus");
-      std::fwrite(seeds[k].data(), 1, seeds[k].size(), f);
-      std::fclose(f);
-    }
-    std::exit(0);
-  }
+  strict = longctx_fuzz::has_flag(*argc, *argv, "-strict=1");
+  longctx_fuzz::write_seeds_if_asked(*argc, *argv, layer_seeds);
   return 0;
 }
 

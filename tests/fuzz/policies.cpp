@@ -35,10 +35,8 @@
 //       -I/usr/include/eigen3 tests/fuzz/policies.cpp -o policies
 //   ./policies -max_total_time=600 tests/fuzz/corpus/policies
 // tools/fuzz policies 600 wraps this (corpus: tests/fuzz/corpus/policies,
-// grown by the runs); -seed_inputs=DIR writes a few inputs of every policy
-// to DIR. The open findings (tests/fuzz/findings/policies-*, see
-// open_findings below) are stepped around unless -open_findings=1;
-// -nonfinite=1 adds NaN and infinities to the inputs; POLICIES_VERBOSE=1 in
+// grown by the runs); -write_seeds=DIR writes a few inputs of every policy
+// to DIR; -nonfinite=1 adds NaN and infinities to the inputs; POLICIES_VERBOSE=1 in
 // the environment prints each input's configuration.
 #include <algorithm>
 #include <array>
@@ -59,6 +57,9 @@
 #include <longctx/policies/flash.hpp>
 #include <longctx/policies/infini.hpp>
 #include <longctx/policies/tova.hpp>
+
+#include "harness.hpp"
+#include "policy_list.hpp"
 
 using namespace longctx;
 
@@ -85,31 +86,6 @@ std::string context;
 // overflow (outside the value contract: no finiteness check, and across
 // splits and threads only which outputs are non-finite is compared).
 bool nonfinite = false;
-// Open findings (tests/fuzz/findings/README.md) are tolerated, so that runs
-// reach past them; -open_findings=1 checks them too (their inputs then
-// reproduce). A fix removes its condition here.
-bool open_findings = false;
-// policies-q8-flt-max: an int8 row whose max |x| is within a few ulp of
-// FLT_MAX gets scale m / 127 rounded up, so 127 scale overflows and the row
-// dequantizes to +-inf (a finite input, an infinite or NaN output): int8
-// storage is kept below this.
-constexpr float q8_open_bound = 3.4e38f;
-template <class P>
-bool open_q8_flt_max() {
-  if constexpr (requires { typename P::storage_type; })
-    return !open_findings && std::is_same_v<typename P::storage_type, q8>;
-  return false;
-}
-// policies-q8-channel-overflow: with per-channel key scales (up to 2^32) the
-// attended query q * s_c overflows to +-inf for a finite q (a one-key row
-// gives NaN): such caches are kept below FLT_MAX / 2^32.
-constexpr float channel_open_bound = 7e28f;
-template <class P>
-bool open_channel_overflow(const P& p) {
-  if constexpr (requires { p.keys; })
-    return !open_findings && p.keys == key_scales::per_channel;
-  return false;
-}
 
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "fuzz property broken: %s\n%s\n", what, context.c_str());
@@ -350,8 +326,7 @@ bool in_value_contract(const P& p, const stream& s) {
     using KV = typename P::storage_type;
     if (std::is_same_v<KV, f16> && s.max_kv > f16_finite_bound) return false;
     if (std::is_same_v<KV, bf16> && s.max_kv > bf16_finite_bound) return false;
-    if (open_channel_overflow(p) && s.max_abs > channel_open_bound) return false;
-    return !(open_q8_flt_max<P>() && s.max_kv > q8_open_bound);
+    return true;
   } else if constexpr (is_flash<P>) {
     return s.max_abs <= linear_finite_bound;
   } else {
@@ -453,23 +428,12 @@ void tweak_for(P& p, const options& o, const attention_dims& a) {
   }
 }
 
-// The policies, by index; visit(i, f) calls f(policy): restore.cpp's list,
+// The policies, by index; visit(i, f) calls f(policy): the shared list (policy_list.hpp),
 // then the other cases of the protocol suite, then a few more storage types.
 template <class F>
 bool visit(unsigned i, F&& f) {
+  if (i < longctx_fuzz::shared_policies) return longctx_fuzz::visit_shared(i, f);
   switch (i) {
-    case 0: f(tova{.budget = 5}); return true;
-    case 1: f(h2o_cache{.budget = 5, .rule = {.recent = 2}}); return true;
-    case 2: f(window_cache{.budget = 4, .layout = kv_layout::compacted}); return true;
-    case 3: f(sinks_cache{.budget = 5, .rule = {.sinks = 2}, .positions = position_mode::cache_relative}); return true;
-    case 4: f(snapkv{.budget = 5, .rule = {.window = 2, .kernel = 3, .reselect_every = 2}}); return true;
-    case 5: f(bounded_cache<tova_rule, bf16>{.budget = 5}); return true;
-    case 6: f(bounded_cache<tova_rule, q8>{.budget = 5, .positions = position_mode::cache_relative,
-                                          .keys = key_scales::per_channel}); return true;
-    case 7: f(dense{}); return true;
-    case 8: f(infini{.segment = 3, .update = update_rule::delta}); return true;
-    case 9: f(basic_infini<float, q8>{.segment = 3}); return true;
-    case 10: f(flash{.chunk = 3}); return true;
     case 11: f(snapkv{.budget = 9, .rule = {.window = 3, .kernel = 3}}); return true;  // no re-selection
     case 12: f(bounded_cache<sinks_rule, f16>{.budget = 8, .rule = {.sinks = 2},
                                               .positions = position_mode::cache_relative}); return true;
@@ -796,8 +760,6 @@ void exercise(P p, unsigned data0, byte_reader& in) {
   if (f16_storage && !nonfinite) cap = f16_finite_bound;
   if (bf16_storage && !nonfinite) cap = std::min(cap, bf16_finite_bound);
   if (even_d) cap = std::min(cap, rotated_bound);
-  if (open_q8_flt_max<P>()) cap = std::min(cap, q8_open_bound);
-  if (open_channel_overflow(p)) cap = std::min(cap, channel_open_bound);
   const stream s(resolved(a), n, layout, extra, nonfinite, cap, in);
   context = detail::concat("policy ", data0, " options ", o.o1, " ", o.o2, " ", o.o3, "; dims (b ", a.b, ", h ", a.h,
                            ", h_kv ", a.h_kv, ", d ", a.d, ", d_v ", a.d_v, "); ", n, " tokens, layouts ", layout % 9,
@@ -862,26 +824,16 @@ std::vector<std::uint8_t> seed_input(unsigned pi, unsigned variant) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  // -nonfinite=1: NaN and +-inf inputs too (see `nonfinite`).
-  // -open_findings=1: check the open findings' properties too.
-  // -seed_inputs=DIR: write a few inputs of every policy there, exit.
-  for (int i = 1; i < *argc; ++i) {
-    const std::string a = (*argv)[i];
-    if (a == "-nonfinite=1") nonfinite = true;
-    if (a == "-open_findings=1") open_findings = true;
-    if (a.rfind("-seed_inputs=", 0) != 0) continue;
-    const std::string dir = a.substr(13);
+  nonfinite = longctx_fuzz::has_flag(*argc, *argv, "-nonfinite=1");          // see `nonfinite`
+  longctx_fuzz::write_seeds_if_asked(*argc, *argv, [] {  // a few inputs of every policy
+    std::vector<longctx_fuzz::seed_file> files;
     for (unsigned pi = 0; pi < policies; ++pi)
       for (unsigned variant = 0; variant < 3; ++variant) {
         const std::vector<std::uint8_t> b = seed_input(pi, variant);
-        const std::string path = dir + "/p" + std::to_string(pi) + "_v" + std::to_string(variant);
-        std::FILE* f = std::fopen(path.c_str(), "wb");
-        if (!f) fail("cannot write the seed corpus");
-        std::fwrite(b.data(), 1, b.size(), f);
-        std::fclose(f);
+        files.push_back({"p" + std::to_string(pi) + "_v" + std::to_string(variant), {b.begin(), b.end()}});
       }
-    std::exit(0);
-  }
+    return files;
+  });
   return 0;
 }
 

@@ -16,7 +16,7 @@
 //       -I/usr/include/eigen3 tests/fuzz/restore.cpp -o restore
 //   ./restore -max_total_time=600 tests/fuzz/corpus/restore
 // tools/fuzz restore 600 wraps this (corpus: tests/fuzz/corpus/restore, grown by
-// the runs); -seed_snapshots=DIR writes valid snapshots of every policy to DIR.
+// the runs); -write_seeds=DIR writes valid snapshots of every policy to DIR.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -24,12 +24,16 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <longctx/policies/dense.hpp>
 #include <longctx/policies/flash.hpp>
 #include <longctx/policies/infini.hpp>
 #include <longctx/policies/tova.hpp>
+
+#include "harness.hpp"
+#include "policy_list.hpp"
 
 using namespace longctx;
 
@@ -74,8 +78,8 @@ void step(const P& p, typename P::state_type& st, tokens& t) {
 // outputs are averages of V: always. FLASH's parts and Infini's memory
 // retrieval are unnormalised sums (a float matrix product's overflow rules,
 // README, Safety): FLASH's restored floats (S, then the unfinished chunk's
-// rows, the payload's tail before the CRC) and Infini's M must stay below
-// 1e6, where (scale q.k)^2 C |v|, q_lin S and sigma(q) M / max(sigma(q) z,
+// rows, the payload's tail before the CRC) and Infini's M and segment rows
+// must stay below 1e6, where (scale q.k)^2 C |v|, q_lin S and sigma(q) M / max(sigma(q) z,
 // epsilon) cannot reach FLT_MAX.
 template <class P>
 bool in_value_range(const P& p, const typename P::state_type& st, std::span<const std::byte> bytes) {
@@ -88,6 +92,24 @@ bool in_value_range(const P& p, const typename P::state_type& st, std::span<cons
           for (index_t c = 0; c < mem.d_v; ++c)
             if (!(std::abs(mem.m[r * mem.ld_m + c]) <= 1e6f)) return false;
       }
+    // Rows of the unfinished segment (K, K_mem, V per KV lane, each row with
+    // its storage prefix: the payload's tail before the CRC) fold into M
+    // when the segment completes: their values are bounded too.
+    using KV = typename P::storage_type;
+    using traits = kv_storage_traits<KV>;
+    constexpr index_t pre = traits::row_prefix;
+    const index_t pos = st.position_in_segment(), widths[3] = {a.d, a.d, a.d_v};
+    const std::size_t elems = std::size_t(a.b * a.h_kv * pos * (2 * (a.d + pre) + a.d_v + pre));
+    std::vector<KV> tail(elems);
+    if (elems > 0)
+      std::memcpy(static_cast<void*>(tail.data()), bytes.data() + bytes.size() - 4 - sizeof(KV) * elems,
+                  sizeof(KV) * elems);
+    const KV* row = tail.data();
+    for (index_t bk = 0; bk < a.b * a.h_kv; ++bk)
+      for (index_t w : widths)
+        for (index_t r = 0; r < pos; ++r, row += pre + w)
+          for (index_t c = 0; c < w; ++c)
+            if (!(std::abs(traits::to_float(row[pre + c]) * traits::row_scale(row + pre)) <= 1e6f)) return false;
   }
   if constexpr (std::is_same_v<P, flash>) {
     const attention_dims a = st.dims();
@@ -114,37 +136,30 @@ void exercise(const P& p, std::span<const std::byte> bytes) {
     return;
   }
   if (st.snapshot() != snapshot_bytes(bytes.begin(), bytes.end())) fail("an accepted snapshot does not round-trip");
+  // Judged on the state as restored: the steps move its segment or chunk.
+  const bool bounded = in_value_range(p, st, bytes);
   tokens t;
   for (index_t i = 0; i < steps; ++i) {
-    step(p, st, t);
+    try {  // a restored state may refuse more input (a consumed non-causal FLASH state)
+      step(p, st, t);
+    } catch (const longctx::invalid_argument&) {
+      if (st.snapshot() != snapshot_bytes(bytes.begin(), bytes.end()) || i > 0)
+        fail("a restored state refused a later call, or a refused call changed it");
+      return;
+    }
     for (float x : t.o)
-      if (!std::isfinite(x) && in_value_range(p, st, bytes))
-        fail("a restored state gave a non-finite output on finite input");
+      if (!std::isfinite(x) && bounded) fail("a restored state gave a non-finite output on finite input");
   }
   if constexpr (requires { st.size(); p.budget; })
     if (p.budget >= 0 && st.size() > p.budget) fail("a restored cache exceeded its budget");
 }
 
-// The policies, by index; visit(i, f) calls f(policy).
+// The policies, by index (policy_list.hpp); visit(i, f) calls f(policy).
 template <class F>
 bool visit(unsigned i, F&& f) {
-  switch (i) {
-    case 0: f(tova{.budget = 5}); return true;
-    case 1: f(h2o_cache{.budget = 5, .rule = {.recent = 2}}); return true;
-    case 2: f(window_cache{.budget = 4, .layout = kv_layout::compacted}); return true;
-    case 3: f(sinks_cache{.budget = 5, .rule = {.sinks = 2}, .positions = position_mode::cache_relative}); return true;
-    case 4: f(snapkv{.budget = 5, .rule = {.window = 2, .kernel = 3, .reselect_every = 2}}); return true;
-    case 5: f(bounded_cache<tova_rule, bf16>{.budget = 5}); return true;
-    case 6: f(bounded_cache<tova_rule, q8>{.budget = 5, .positions = position_mode::cache_relative,
-                                          .keys = key_scales::per_channel}); return true;
-    case 7: f(dense{}); return true;
-    case 8: f(infini{.segment = 3, .update = update_rule::delta}); return true;
-    case 9: f(basic_infini<float, q8>{.segment = 3}); return true;
-    case 10: f(flash{.chunk = 3}); return true;
-  }
-  return false;
+  return longctx_fuzz::visit_shared(i, std::forward<F>(f));
 }
-constexpr unsigned policies = 11;
+constexpr unsigned policies = longctx_fuzz::shared_policies;
 
 // Valid snapshots of each policy after a few tokens: the seed corpus.
 template <class P>
@@ -161,26 +176,19 @@ snapshot_bytes sample(const P& p, index_t n) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  // -seed_snapshots=DIR: write valid snapshots of every policy there, exit.
-  for (int i = 1; i < *argc; ++i) {
-    const std::string a = (*argv)[i];
-    if (a.rfind("-seed_snapshots=", 0) != 0) continue;
-    const std::string dir = a.substr(16);
+  longctx_fuzz::write_seeds_if_asked(*argc, *argv, [] {  // valid snapshots of every policy, resealed
+    std::vector<longctx_fuzz::seed_file> files;
     for (unsigned pi = 0; pi < policies; ++pi)
-      for (index_t n : {0, 2, 7}) {
+      for (index_t n : {0, 2, 7})
         visit(pi, [&](const auto& p) {
           const snapshot_bytes s = sample(p, n);
-          const std::string path = dir + "/p" + std::to_string(pi) + "_n" + std::to_string(n);
-          std::FILE* f = std::fopen(path.c_str(), "wb");
-          if (!f) fail("cannot write the seed corpus");
-          const unsigned char tag = static_cast<unsigned char>(pi | 0x80);  // resealed
-          std::fwrite(&tag, 1, 1, f);
-          std::fwrite(s.data(), 1, s.size(), f);
-          std::fclose(f);
+          longctx_fuzz::seed_file f{"p" + std::to_string(pi) + "_n" + std::to_string(n), {}};
+          f.bytes.push_back(static_cast<unsigned char>(pi | 0x80));  // the tag byte: resealed
+          for (std::byte x : s) f.bytes.push_back(static_cast<unsigned char>(x));
+          files.push_back(std::move(f));
         });
-      }
-    std::exit(0);
-  }
+    return files;
+  });
   return 0;
 }
 
