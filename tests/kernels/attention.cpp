@@ -34,9 +34,14 @@ struct tensor4 {
   tensor4(test::rng_t& g, index_t b, index_t h, index_t n, index_t d, bool bnhd, index_t pad, bool aligned = true,
           float lo = -1, float hi = 1) {
     const index_t dp = d + pad;
-    data = test::random_floats(g, std::size_t(std::max<index_t>(1, b * h * n * dp) + 17), lo, hi);
+    // The values are drawn first and placed at the chosen address, so they do
+    // not depend on where the allocator put `data` (they did: the test's
+    // inputs changed with the heap, and with the tests run before it).
+    const std::vector<float> values = test::random_floats(g, std::size_t(std::max<index_t>(1, b * h * n * dp)), lo, hi);
+    data.assign(values.size() + 17, 0.0f);
     const auto addr = reinterpret_cast<std::uintptr_t>(data.data());
     float* base = data.data() + (64 - addr % 64) % 64 / sizeof(float) + (aligned ? 0 : 1);
+    std::copy(values.begin(), values.end(), base);
     using E = tensor4_view<float>::extents_type;
     view = bnhd ? tensor4_view<float>(base, E(b, h, n, d), {n * h * dp, dp, h * dp, 1})
                 : tensor4_view<float>(base, E(b, h, n, d), {h * n * dp, n * dp, dp, 1});
@@ -139,7 +144,14 @@ void check_shape(test::rng_t& g, const shape& s, bool decode_path) {
           for (index_t c = 0; c < s.d_v; ++c) REQUIRE(o.view(bi, hi, i, c) == 0.0f);
           continue;
         }
-        REQUIRE(std::abs(lse(bi, hi, i) - rl) <= test::attention_tolerance(max_logit + std::abs(rl), 1.0));
+        // Plus the running sum of the row's n visible exp terms: n float
+        // additions, relative error up to n u (the scalar backend adds them
+        // one by one; a decode case over 107 keys under a sinks-window mask
+        // reached 17 eps, above the bound without this term).
+        index_t visible = 0;
+        for (index_t j = 0; j < s.n_kv; ++j) visible += std::isfinite(ref.logits[std::size_t(i * s.n_kv + j)]);
+        REQUIRE(std::abs(lse(bi, hi, i) - rl) <=
+                test::attention_tolerance(max_logit + std::abs(rl), 1.0) + 0.5 * test::eps_f32 * double(visible));
         double err = 0;
         for (index_t c = 0; c < s.d_v; ++c)
           err = std::max(err, std::abs(o.view(bi, hi, i, c) - ref.o[std::size_t(i * s.d_v + c)]));

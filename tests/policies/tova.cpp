@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -368,4 +369,32 @@ TEST_CASE("tova: non-finite input is not hidden", "[policies][tova]") {
   const auto s = run_scalar({.budget = 2}, keys, &o);
   REQUIRE(std::isnan(o[2]));
   REQUIRE(s[2].size() == 2);
+}
+
+// A restored cache gets the capacity make_state gives (budget + 1 rows per
+// lane), so its footprint stays that of the uninterrupted run; it was sized
+// to exactly its rows and doubled to 2 x budget on the next step.
+TEST_CASE("tova: a restored full cache keeps the steady-state capacity", "[tova][snapshot]") {
+  const tova p{.budget = 4};
+  const attention_dims dm{1, 2, 1, 8, 8};
+  std::vector<float> q(16), k(8), v(8), o(16);
+  auto st = p.make_state(dm);
+  const auto step = [&](auto& s, int t) {
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = std::sin(float(t * 16 + int(i)));
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = std::cos(float(t * 8 + int(i))), v[i] = float(i);
+    p.forward(s, {from_bhnd<dynamic_extent, const float>(q.data(), 1, 2, 1, 8),
+                  from_bhnd<dynamic_extent, const float>(k.data(), 1, 1, 1, 8),
+                  from_bhnd<dynamic_extent, const float>(v.data(), 1, 1, 1, 8)},
+              from_bhnd(o.data(), 1, 2, 1, 8));
+  };
+  for (int t = 0; t < 10; ++t) step(st, t);
+  const index_t cap = st.cache().capacity();
+  REQUIRE(cap == p.budget + 1);
+  auto fresh = p.make_state(dm);
+  fresh.restore(st.snapshot());
+  REQUIRE(fresh.cache().capacity() == cap);
+  step(st, 10);
+  step(fresh, 10);
+  REQUIRE(fresh.cache().capacity() == cap);
+  REQUIRE(fresh.snapshot() == st.snapshot());
 }

@@ -302,8 +302,10 @@ class kv_cache : public kv_rows {
                                 (opt.positions == position_mode::cache_relative ? sizeof(KV) * std::size_t(rk) : 0);
     // (b = 0: no lanes, no row bytes; the size is still bounded by max_rows.)
     r.check(lanes == 0 || std::uint64_t(size) <= r.remaining() / per_row / std::uint64_t(lanes), "rows", [&] { return detail::concat(size, " rows per lane do not fit the ", r.remaining(), " bytes left"); });
+    // The configured reserve, as make_state allocates it: a restored full
+    // cache sized to exactly its rows doubled on the next step (2 x budget).
     kv_cache c(dims, kv_cache_options{opt.row_stats, opt.layout, opt.positions, opt.rope_theta,
-                                      std::max<index_t>(index_t(size), 1), opt.keys});
+                                      std::max<index_t>({index_t(size), opt.reserve, 1}), opt.keys});
     r.get_array(c.chan_.data(), c.chan_.size(), "key channel scales");
     for (index_t lane = 0; lane < lanes && c.channel_scaled(); ++lane) {
       const float* sc = c.key_channel_scales(lane);
