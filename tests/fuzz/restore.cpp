@@ -81,6 +81,15 @@ void step(const P& p, typename P::state_type& st, tokens& t) {
 // rows, the payload's tail before the CRC) and Infini's M and segment rows
 // must stay below 1e6, where (scale q.k)^2 C |v|, q_lin S and sigma(q) M / max(sigma(q) z,
 // epsilon) cannot reach FLT_MAX.
+// The last n elements of T of an accepted snapshot's payload (just before
+// its 4-byte CRC), copied out (the bytes need not be aligned for T).
+template <class T>
+std::vector<T> payload_tail(std::span<const std::byte> bytes, std::size_t n) {
+  std::vector<T> out(n);
+  if (n > 0) std::memcpy(static_cast<void*>(out.data()), bytes.data() + bytes.size() - 4 - sizeof(T) * n, sizeof(T) * n);
+  return out;
+}
+
 template <class P>
 bool in_value_range(const P& p, const typename P::state_type& st, std::span<const std::byte> bytes) {
   if constexpr (requires { st.memory(0, 0).ld_m; }) {  // Infini
@@ -99,11 +108,8 @@ bool in_value_range(const P& p, const typename P::state_type& st, std::span<cons
     using traits = kv_storage_traits<KV>;
     constexpr index_t pre = traits::row_prefix;
     const index_t pos = st.position_in_segment(), widths[3] = {a.d, a.d, a.d_v};
-    const std::size_t elems = std::size_t(a.b * a.h_kv * pos * (2 * (a.d + pre) + a.d_v + pre));
-    std::vector<KV> tail(elems);
-    if (elems > 0)
-      std::memcpy(static_cast<void*>(tail.data()), bytes.data() + bytes.size() - 4 - sizeof(KV) * elems,
-                  sizeof(KV) * elems);
+    const std::vector<KV> tail =
+        payload_tail<KV>(bytes, std::size_t(a.b * a.h_kv * pos * (2 * (a.d + pre) + a.d_v + pre)));
     const KV* row = tail.data();
     for (index_t bk = 0; bk < a.b * a.h_kv; ++bk)
       for (index_t w : widths)
@@ -114,13 +120,8 @@ bool in_value_range(const P& p, const typename P::state_type& st, std::span<cons
   if constexpr (std::is_same_v<P, flash>) {
     const attention_dims a = st.dims();
     const index_t lanes = a.b * a.h_kv, pos = st.position_in_chunk();
-    const std::size_t floats = std::size_t(lanes * (a.d * a.d_v + pos * (2 * a.d + a.d_v)));
-    const std::byte* tail = bytes.data() + bytes.size() - 4 - 4 * floats;
-    for (std::size_t i = 0; i < floats; ++i) {
-      float x;
-      std::memcpy(&x, tail + 4 * i, 4);
+    for (float x : payload_tail<float>(bytes, std::size_t(lanes * (a.d * a.d_v + pos * (2 * a.d + a.d_v)))))
       if (!(std::abs(x) <= 1e6f)) return false;
-    }
   }
   return true;
 }
