@@ -12,9 +12,13 @@
 #include "config.hpp"
 
 namespace longctx {
-// Thrown for bad shapes, strides, parameters or corrupt snapshots. Outside
-// the ISA-tagged namespace (its code does not depend on the flags), so a
-// catch in a translation unit built with other -m flags still matches.
+/// Thrown for bad shapes, strides, parameters or corrupt snapshots: the one
+/// exception the library's checks throw. Its what() names the function,
+/// the argument, the reason and the shapes, e.g.
+/// `longctx::attention: argument 'k': head dim 9 != q head dim 8: q (1, 4, 5, 8), ...`.
+/// Derived from std::invalid_argument. Outside the ISA-tagged namespace (its
+/// code does not depend on the flags), so a catch in a translation unit
+/// built with other -m flags still matches.
 class invalid_argument : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
@@ -44,11 +48,17 @@ std::string concat(Parts&&... parts) {
 
 }  // namespace detail
 
-// `where`: the public function, `argument`: the offending parameter; the rest
-// is streamed into the message, e.g. require(q.extent(1) == k.extent(1),
-// "attention", "k", "head dim ", k.extent(1), " != q head dim ", q.extent(1)).
-// Arguments are evaluated before the call even when ok is true: pass costly
-// parts as callables (a lambda returning the text), never as built strings.
+/// The API-boundary check: throws invalid_argument unless `ok`.
+/// The rest is streamed into the message, e.g. require(q.extent(1) ==
+/// k.extent(1), "attention", "k", "head dim ", k.extent(1), " != q head dim ",
+/// q.extent(1)). Arguments are evaluated before the call even when ok is
+/// true: pass costly parts as callables (a lambda returning the text), never
+/// as built strings.
+/// \param ok the condition; nothing happens when it holds
+/// \param where the public function (the message begins `longctx::` where)
+/// \param argument the offending parameter
+/// \param parts streamed after them; a callable part is called first
+/// \throws invalid_argument when `ok` is false
 template <class... Parts>
 void require(bool ok, const char* where, const char* argument, Parts&&... parts) {
   if (!ok) [[unlikely]] {

@@ -25,19 +25,25 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// The optional log-sum-exp output of attention() and decode(), (b, h,
+/// n_q): lse = log sum_j exp(scale q.k_j) over the visible keys, -inf for a
+/// fully masked row. A default (null) view: not requested. Any strides (the
+/// last axis included).
 using lse_view = strided_view<float, dextents<index_t, 3>>;  // (b, h, n_q)
 
-// Prefill's optional pre-softmax logits of query rows [first, first + w),
-// e.g. SnapKV's observation window (the last w prompt rows) or TOVA's last
-// prompt row, so a policy never recomputes Q K^T. logits(bi, hi, r, j) is
-// row first + r's logit scale q.k for key j, bit-identical to the float the
-// kernel's online softmax consumed (the same rounding as its weights: with
-// the LSE, probabilities_from_logits() gives the row's softmax without a
-// second pass over K), and -inf wherever the mask hides key j. Null data:
-// not requested, and the kernel's results and speed are those without it.
+/// Prefill's optional pre-softmax logits of query rows [first, first + w),
+/// such as SnapKV's observation window (the last w prompt rows) or TOVA's last
+/// prompt row, so a policy never recomputes Q K^T. logits(bi, hi, r, j) is
+/// row first + r's logit scale q.k for key j, bit-identical to the float the
+/// kernel's online softmax consumed (the same rounding as its weights: with
+/// the LSE, probabilities_from_logits() gives the row's softmax without a
+/// second pass over K), and -inf wherever the mask hides key j. Null data:
+/// not requested, and the kernel's results and speed are those without it.
+/// Only the query blocks holding rows of [first, first + w) write logits:
+/// b h w n_kv floats, no extra pass.
 struct row_logits {
-  index_t first = 0;
-  tensor4_view<float> logits{};  // (b, h, w, n_kv)
+  index_t first = 0;  ///< the first query row whose logits are written
+  tensor4_view<float> logits{};  ///< (b, h, w, n_kv), unit inner stride; null: none
 };
 
 namespace detail {

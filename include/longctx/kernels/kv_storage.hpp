@@ -30,6 +30,11 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// How the kernels read and write K/V rows of storage type `T`: name,
+/// to_float, row_prefix, row_scale, store_row, load_row, gemm_operand,
+/// row_valid (the header comment of kernels/kv_storage.hpp lists them).
+/// Specialised for float, bf16, f16 and q8; specialise it for a new
+/// storage type (the kv_storage concept says what it must provide).
 template <class T>
 struct kv_storage_traits;  // specialise for a new storage type
 
@@ -129,6 +134,9 @@ struct kv_storage_traits<q8> {
   }
 };
 
+/// A K/V storage type: one whose kv_storage_traits are complete. float,
+/// bf16, f16 and q8 are; every kernel, cache and Infini-attention takes one
+/// as its `KV` parameter. Q, outputs and accumulated states stay float.
 template <class T>
 concept kv_storage = requires(T x, const T* row, T* out, const float* f, float* g, index_t n) {
   { kv_storage_traits<T>::to_float(x) } -> std::same_as<float>;
@@ -141,17 +149,29 @@ concept kv_storage = requires(T x, const T* row, T* out, const float* f, float* 
   { kv_storage_traits<T>::row_valid(row, n) } -> std::same_as<bool>;
 };
 
-// A buffer of `rows` rows of n values of KV, each with its prefix: row r's
-// values start at data() + r * stride() (stride = n + prefix).
+/// An owning buffer of `rows` rows of n values of KV, each with its prefix
+/// (q8: the row's scale): row r's values start at row(r) = buf.data() + r
+/// stride() + prefix. Fill rows with kv_storage_traits<KV>::store_row, then
+/// view them as K or V: a tensor4_view pointing at row(0) whose token
+/// stride is stride() (examples/07_kv_storage.cpp).
 template <kv_storage KV>
 struct stored_rows {
-  static constexpr index_t prefix = kv_storage_traits<KV>::row_prefix;
-  index_t n = 0;
-  std::vector<KV> buf;
+  static constexpr index_t prefix = kv_storage_traits<KV>::row_prefix;  ///< elements before each row
+  index_t n = 0;  ///< values per row
+  std::vector<KV> buf;  ///< rows x stride() elements
+  /// No rows.
   stored_rows() = default;
+  /// Zero-filled rows.
+  /// \param rows the row count
+  /// \param n_ values per row
   stored_rows(index_t rows, index_t n_) : n(n_), buf(std::size_t(rows * (n_ + prefix))) {}
+  /// \return elements from one row's values to the next's: n + prefix
   index_t stride() const noexcept { return n + prefix; }
+  /// \param r the row
+  /// \return its first value (past its prefix)
   KV* row(index_t r) noexcept { return buf.data() + r * stride() + prefix; }
+  /// \param r the row
+  /// \return its first value (past its prefix)
   const KV* row(index_t r) const noexcept { return buf.data() + r * stride() + prefix; }
 };
 

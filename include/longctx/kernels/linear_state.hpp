@@ -31,30 +31,31 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// phi applied to queries and keys before they touch the state.
+/// phi, applied to queries and keys before they touch a linear state.
 LONGCTX_UNTAGGED_BEGIN
 enum class feature_map {
-  elu_plus_one,  // ELU(x) + 1 = x + 1 (x > 0), exp(x) (x <= 0): positive, Infini-attention
-  identity,      // phi(x) = x: FLASH's linear part
+  elu_plus_one,  ///< ELU(x) + 1 = x + 1 (x > 0), exp(x) (x <= 0): positive, Infini-attention
+  identity,      ///< phi(x) = x: FLASH's linear part
 };
 LONGCTX_UNTAGGED_END
 
-// How a retrieval phi(q) M is normalised.
+/// How a retrieval phi(q) M is normalised.
 LONGCTX_UNTAGGED_BEGIN
 enum class normaliser {
-  z_denominator,  // / (phi(q) . z), per query row (linear attention, Infini-attention)
-  block_mean,     // / divisor, one scalar for the call (FLASH: C x number of visible blocks)
-  none,           // no division
+  z_denominator,  ///< / (phi(q) . z), per query row (linear attention, Infini-attention)
+  block_mean,     ///< / divisor, one scalar for the call (FLASH: C x number of visible blocks)
+  none,           ///< no division
 };
 LONGCTX_UNTAGGED_END
 
-// How a finished block (K, V) is folded into the state.
+/// How a finished block (K, V) is folded into a linear state (z +=
+/// sum_t phi(K_t) under both rules).
 LONGCTX_UNTAGGED_BEGIN
 enum class update_rule {
-  linear,  // M += phi(K)^T V
-  delta,   // M += phi(K)^T (V - retrieve(old state, K)): every key of the block
-           // reads the state as it was BEFORE the block (whole-block rule, not
-           // the per-token DeltaNet recurrence)
+  linear,  ///< M += phi(K)^T V
+  delta,   ///< M += phi(K)^T (V - retrieve(old state, K)): every key of the block
+           ///< reads the state as it was BEFORE the block (whole-block rule, not
+           ///< the per-token DeltaNet recurrence)
 };
 LONGCTX_UNTAGGED_END
 // z += sum_t phi(K_t) for both rules (z is unused by block_mean and none).
@@ -86,14 +87,15 @@ struct retrieval_combine {
 // [d_v, ld_m) are padding and must stay zero (the kernels keep them so).
 constexpr index_t linear_state_ld(index_t d_v) noexcept { return round_up(d_v, 16); }
 
-// One head's state: M (d_k, d_v) with row stride ld_m (see linear_state_ld;
-// for a double state any ld_m >= d_v), z (d_k) contiguous. S is float (the
-// SIMD path) or double (accumulation in double, plain loops).
+/// One head's linear-attention state, as Infini-attention's memory(b, m)
+/// returns it: M (d_k, d_v) with row stride ld_m (see linear_state_ld; for a
+/// double state any ld_m >= d_v), z (d_k) contiguous. S is float (the SIMD
+/// path) or double (accumulation in double, plain loops). Non-owning.
 template <class S>
 struct linear_state_view {
-  S* m = nullptr;  // (d_k, ld_m)
-  S* z = nullptr;  // (d_k)
-  index_t d_k = 0, d_v = 0, ld_m = 0;
+  S* m = nullptr;  ///< M, (d_k, ld_m); columns [d_v, ld_m) stay zero
+  S* z = nullptr;  ///< z, (d_k)
+  index_t d_k = 0, d_v = 0, ld_m = 0;  ///< the shape and M's row stride
 
   operator linear_state_view<const S>() const noexcept
     requires(!std::is_const_v<S>)

@@ -14,12 +14,19 @@
 LONGCTX_NAMESPACE_BEGIN
 
 LONGCTX_UNTAGGED_BEGIN
+/// Where a causal-family mask puts its diagonal when n_q != n_kv.
+/// bottom_right (the default of every mask): query i is key position i +
+/// (n_kv - n_q), so the last query sees every key (decoding over a cache);
+/// top_left: query i is key position i.
 enum class alignment { bottom_right, top_left };
+/// How a (rows x keys) tile relates to a mask: every pair hidden, every pair
+/// visible, or some of each (masked per element).
 enum class tile_kind { empty, full, partial };
 LONGCTX_UNTAGGED_END
 
-// The keys row i may see: [lo, hi), plus the prefix [0, prefix) for sink masks
-// (prefix <= hi: a sink is never visible before the causal diagonal reaches it).
+/// The keys row i may see: [lo, hi), plus the prefix [0, prefix) for sink
+/// masks (prefix <= hi: a sink is never visible before the causal diagonal
+/// reaches it).
 struct key_interval {
   index_t lo, hi, prefix = 0;
 };
@@ -56,6 +63,7 @@ struct monotone_mask {
 
 // ---- Descriptors (parameters) and their bound forms. -----------------------
 
+/// Every query sees every key (the default mask of attention() and decode()).
 struct no_mask {
   struct bound : detail::monotone_mask<bound> {
     index_t n_kv;
@@ -79,38 +87,46 @@ struct causal_window_bound : monotone_mask<causal_window_bound> {
 };
 }  // namespace detail
 
-// Key j visible to query i iff j <= i + (n_kv - n_q) (bottom-right).
+/// Causal: key j visible to query i iff j <= i + (n_kv - n_q) (bottom-right,
+/// the default) or j <= i (alignment::top_left). A query row before the
+/// first key (n_q > n_kv, bottom-right) sees nothing: output 0, LSE -inf.
 struct causal {
-  alignment align = alignment::bottom_right;
+  alignment align = alignment::bottom_right;  ///< where the diagonal lies
   detail::causal_window_bound bind(index_t n_q, index_t n_kv) const noexcept {
     return {{}, n_kv, detail::diagonal_offset(align, n_q, n_kv), 0, 0};
   }
 };
 
-// Causal, and at most `window` most recent keys (the query's own included).
+/// Causal, and at most `window` most recent keys (the query's own
+/// included): key j visible to the query at key position p iff p - window
+/// < j <= p. The entry points require window > 0 (the default 0 throws).
 struct sliding_window {
-  index_t window = 0;
-  alignment align = alignment::bottom_right;
+  index_t window = 0;  ///< keys visible per query, > 0
+  alignment align = alignment::bottom_right;  ///< where the diagonal lies
   detail::causal_window_bound bind(index_t n_q, index_t n_kv) const noexcept {
     return {{}, n_kv, detail::diagonal_offset(align, n_q, n_kv), window, 0};
   }
 };
 
-// StreamingLLM: the first `sinks` keys plus a causal window of `window` keys.
+/// StreamingLLM: the first `sinks` keys plus a causal window of `window`
+/// keys (a sink is visible only once the diagonal has reached it). The entry
+/// points require sinks >= 0 and window > 0.
 struct sinks_window {
-  index_t sinks = 4;
-  index_t window = 0;
-  alignment align = alignment::bottom_right;
+  index_t sinks = 4;  ///< the always-visible first keys, >= 0
+  index_t window = 0;  ///< the causal window, > 0
+  alignment align = alignment::bottom_right;  ///< where the diagonal lies
   detail::causal_window_bound bind(index_t n_q, index_t n_kv) const noexcept {
     return {{}, n_kv, detail::diagonal_offset(align, n_q, n_kv), window, sinks};
   }
 };
 
-// Causal inside consecutive chunks of `chunk` keys (chunk boundaries counted
-// on the key axis), nothing across chunks.
+/// Causal inside consecutive chunks of `chunk` keys (chunk boundaries
+/// counted on the key axis), nothing across chunks: the query at key
+/// position p sees [chunk floor(p / chunk), p]. The entry points require
+/// chunk > 0.
 struct chunk_local {
-  index_t chunk = 0;
-  alignment align = alignment::bottom_right;
+  index_t chunk = 0;  ///< keys per chunk, > 0
+  alignment align = alignment::bottom_right;  ///< where the diagonal lies
   struct bound : detail::monotone_mask<bound> {
     index_t n_kv, off, chunk;
     key_interval row(index_t i) const noexcept {
@@ -125,20 +141,32 @@ struct chunk_local {
   }
 };
 
-// What the kernels need of a bound mask. New mask families (RMT's block
-// layouts) implement this; classify may answer partial when unsure.
+/// What the kernels need of a bound mask, each in O(1):
+/// keys_for_rows(i0, i1) (a key_interval covering what rows [i0, i1) may
+/// see), classify(i0, i1, j0, j1) (a tile's tile_kind; partial is always
+/// safe) and visible(i, j). New mask families (RMT's block layouts)
+/// implement this.
 template <class B>
 concept bound_mask = requires(const B& b, index_t i) {
   { b.keys_for_rows(i, i) } -> std::same_as<key_interval>;
   { b.classify(i, i, i, i) } -> std::same_as<tile_kind>;
   { b.visible(i, i) } -> std::convertible_to<bool>;
 };
+/// A mask descriptor: parameters only, never a materialised matrix.
+/// m.bind(n_q, n_kv) gives the bound_mask the kernels evaluate per tile
+/// (fully hidden tiles are skipped, partial ones masked per element).
+/// no_mask, causal, sliding_window, sinks_window, chunk_local and the RMT
+/// masks (kernels/rmt_mask.hpp) are mask descriptors.
 template <class M>
 concept mask_descriptor = requires(const M& m, index_t n) {
   { m.bind(n, n) } -> bound_mask;
 };
 
-// Parameter checks shared by every entry point.
+/// The parameter checks every entry point runs on a mask: window > 0,
+/// chunk > 0, sinks >= 0 for the masks that have those fields.
+/// \param m the mask
+/// \param where the entry point, for the message
+/// \throws invalid_argument naming the argument "mask"
 template <class M>
 void require_mask(const M& m, const char* where) {
   if constexpr (requires { m.window; }) {

@@ -91,8 +91,14 @@ inline void merge_partial(softmax_state& a, float* oa, const softmax_state& b, c
   a.m = m;
 }
 
-// Softmax probabilities of one query row from its scaled logits and its LSE:
-// p[j] = exp(logit[j] - lse). One pass, vectorised; 0 for a fully masked row.
+/// Softmax probabilities of one query row from its scaled logits and its LSE
+/// (decode()'s `logits` and `lse`, or row_logits): p[j] = exp(logit[j] -
+/// lse). One pass, vectorised, O(n); 0 for a fully masked row (lse = -inf).
+/// `p` may be `logits` (in place).
+/// \param logits the row's n logits
+/// \param lse the row's log-sum-exp
+/// \param p n probabilities out
+/// \param n the key count
 template <arch_tag Arch = default_arch>
 inline void probabilities_from_logits(const float* logits, float lse, float* p, index_t n) noexcept {
   using V = vec<float, Arch>;

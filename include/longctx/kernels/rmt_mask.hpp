@@ -13,21 +13,21 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// The three published visibility conventions of the decoder layout
-// [read; segment; write]:
-//   causal:        plain causal over the whole packed sequence (authors' HF wrapper);
-//   block_visible: read and write blocks each fully visible among themselves,
-//                  segment causal (authors' original Transformer-XL code);
-//   isolated_read: read block sees only itself, segment causal + read, write
-//                  block sees everything (the popular port).
-// Without an XL cache block_visible and isolated_read give the same visibility.
+/// The three published visibility conventions of the decoder layout
+/// [read; segment; write]:
+///   causal:        plain causal over the whole packed sequence (authors' HF wrapper);
+///   block_visible: read and write blocks each fully visible among themselves,
+///                  segment causal (authors' original Transformer-XL code);
+///   isolated_read: read block sees only itself, segment causal + read, write
+///                  block sees everything (the popular port).
+/// Without an XL cache block_visible and isolated_read give the same visibility.
 LONGCTX_UNTAGGED_BEGIN
 enum class rmt_convention : std::uint32_t { causal = 0, block_visible = 1, isolated_read = 2 };
 LONGCTX_UNTAGGED_END
 
-// Whether memory rows see the Transformer-XL cache keys in front of the packed
-// segment (the authors' code hides them by default). isolated_read's read block
-// never sees them: it sees only itself.
+/// Whether memory rows see the Transformer-XL cache keys in front of the packed
+/// segment (the authors' code hides them by default). isolated_read's read block
+/// never sees them: it sees only itself. (The rmt driver keeps no XL cache.)
 LONGCTX_UNTAGGED_BEGIN
 enum class rmt_xl : std::uint32_t { hidden_from_memory = 0, visible_to_memory = 1 };
 LONGCTX_UNTAGGED_END
@@ -73,16 +73,20 @@ struct interval_rows_mask {
 };
 }  // namespace detail
 
-// Decoder [read (m); segment (s); write (w)] after an optional XL cache of `xl`
-// keys. segment < 0: the whole packed segment, s = n_kv - xl - 2m, w = m.
-// Otherwise w = n_kv - xl - m - segment, in [0, m]: streaming binds the read
-// block alone (segment 0, w 0), a growing segment (w 0), then the write rows.
+/// The RMT decoder mask: keys [read (m); segment (s); write (w)] after an
+/// optional XL cache of `xl` keys, queries the last n_q packed rows. segment
+/// < 0: the whole packed segment, s = n_kv - xl - 2m, w = m. Otherwise w =
+/// n_kv - xl - m - segment, in [0, m]: streaming binds the read block alone
+/// (segment 0, w 0), a growing segment (w 0), then the write rows. Segment
+/// rows are causal and see every key before them. bind() throws
+/// invalid_argument when n_kv cannot hold the blocks or n_q exceeds the
+/// packed rows. O(1) per row and per tile, never materialised.
 struct rmt_decoder_mask {
-  index_t memory = 0;
-  index_t segment = -1;
-  index_t xl = 0;
-  rmt_convention convention = rmt_convention::block_visible;
-  rmt_xl xl_visibility = rmt_xl::hidden_from_memory;
+  index_t memory = 0;  ///< m, the read (and write) block size
+  index_t segment = -1;  ///< s; < 0: the whole packed segment
+  index_t xl = 0;  ///< Transformer-XL cache keys in front
+  rmt_convention convention = rmt_convention::block_visible;  ///< the memory blocks' visibility
+  rmt_xl xl_visibility = rmt_xl::hidden_from_memory;  ///< whether memory rows see the XL keys
 
   struct bound : detail::interval_rows_mask<bound> {
     index_t n_kv, off;           // query i is packed key position i + off
@@ -126,9 +130,10 @@ struct rmt_decoder_mask {
   }
 };
 
-// Encoder [memory (m); segment (s)]: bidirectional, every row sees every key.
+/// The RMT encoder mask, keys [memory (m); segment (s)]: bidirectional,
+/// every row sees every key. bind() throws invalid_argument when n_kv < m.
 struct rmt_encoder_mask {
-  index_t memory = 0;
+  index_t memory = 0;  ///< m
 
   struct bound : detail::interval_rows_mask<bound> {
     index_t n_kv, n_q;
@@ -146,21 +151,28 @@ struct rmt_encoder_mask {
 
 // ---- Position ids. -----------------------------------------------------------
 
-// sequential: the packed row index (read 0..m-1, segment m.., write after it);
-// zero:       memory rows at 0, segment token c at c;
-// offset:     memory row k (read and write alike) at offset + k, segment token c at c.
-// With m = 0 all three give the segment 0..s-1, i.e. the backbone alone.
+/// The position ids the RMT driver gives packed rows:
+///   sequential: the packed row index (read 0..m-1, segment m.., write after it);
+///   zero:       memory rows at 0, segment token c at c;
+///   offset:     memory row k (read and write alike) at offset + k, segment token c at c.
+/// With m = 0 all three give the segment 0..s-1, i.e. the backbone alone.
 LONGCTX_UNTAGGED_BEGIN
 enum class rmt_position_mode : std::uint32_t { sequential = 0, zero = 1, offset = 2 };
+/// The three blocks of a packed RMT segment.
 enum class rmt_block { read, segment, write };
 LONGCTX_UNTAGGED_END
 
+/// A position-id rule (rmt::positions).
 struct rmt_positions {
-  rmt_position_mode mode = rmt_position_mode::sequential;
-  index_t offset = 0;
+  rmt_position_mode mode = rmt_position_mode::sequential;  ///< the rule
+  index_t offset = 0;  ///< rmt_position_mode::offset: the first memory row's position
 
-  // Position of row `k` of `block`, for m memory rows and s segment rows
-  // before the write block (the encoder's memory is a read block, s unused).
+  /// Position of row `k` of `block` (the encoder's memory is a read block).
+  /// \param block the block the row is in
+  /// \param k the row's index inside its block
+  /// \param m memory rows
+  /// \param s segment rows before the write block (sequential write rows only)
+  /// \return the position id
   constexpr index_t operator()(rmt_block block, index_t k, index_t m, index_t s) const noexcept {
     switch (block) {
       case rmt_block::segment: return mode == rmt_position_mode::sequential ? m + k : k;

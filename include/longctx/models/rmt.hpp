@@ -22,11 +22,13 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// The user's model. forward(cache, x (n, width), pos (n), mask, y (n, width))
-// appends rows x to the cache, runs *all* layers with queries = the new rows
-// and keys = every cached row (mask bound with (n, cached rows), as in
-// attention()), and writes the last layer's output for the new rows. Feeding
-// rows in pieces must give the outputs of one call (to rounding).
+/// The user's model, as the rmt driver runs it: width(), make_cache(),
+/// cache_type::clear() and forward(cache, x (n, width), pos (n), mask, y (n,
+/// width)) for both RMT masks. forward appends rows x to the cache, runs
+/// *all* layers with queries = the new rows and keys = every cached row
+/// (mask bound with (n, cached rows), as in attention()), and writes the
+/// last layer's output for the new rows. Feeding rows in pieces must give
+/// the outputs of one call (to rounding). rmt_reference_backbone is one.
 template <class B>
 concept rmt_backbone = requires(B& b, const B& cb, typename B::cache_type& c, matrix_view<const float> x,
                                 std::span<const index_t> pos, const rmt_decoder_mask& dm,
@@ -38,9 +40,9 @@ concept rmt_backbone = requires(B& b, const B& cb, typename B::cache_type& c, ma
   b.forward(c, x, pos, em, y);
 };
 
-// decoder: [read; segment; write], causal family, token-by-token streaming.
-// encoder: [memory; segment], bidirectional: a segment's outputs need all of
-// it, so each forward() call is cut into whole segments (the last partial).
+/// decoder: [read; segment; write], causal family, token-by-token streaming.
+/// encoder: [memory; segment], bidirectional: a segment's outputs need all of
+/// it, so each forward() call is cut into whole segments (the last partial).
 LONGCTX_UNTAGGED_BEGIN
 enum class rmt_layout : std::uint32_t { decoder = 0, encoder = 1 };
 LONGCTX_UNTAGGED_END
@@ -48,19 +50,44 @@ LONGCTX_UNTAGGED_END
 template <rmt_backbone B>
 class rmt_state;
 
+/// The Recurrent Memory Transformer driver around a user backbone (a
+/// layer_driver, not a sequence policy): splits unbounded input (n, width)
+/// into segments of content() tokens, packs each as [m read memory;
+/// segment; m write memory] (decoder) or [m memory; segment] (encoder), runs
+/// the backbone on it with the RMT mask (never materialised) and per-row
+/// position ids, and hands the last layer's write rows (decoder) or memory
+/// rows (encoder) on as the next memory (m, width). Outputs are the segment
+/// rows only.
+///
+/// Cost: one backbone pass per segment over L = segment_budget packed rows,
+/// so linear in the stream length; the recurrent state is m x width floats.
+/// Decoder streaming (any split, token by token) gives the outputs of whole
+/// segments to rounding; a segment's write rows run when its last token
+/// arrives or at flush(). Not implemented: a Transformer-XL cache in the
+/// driver (the mask supports one), the port's null key and learned write
+/// constant.
+///
+/// Contract: make_state() validates the parameters (segment_budget in [1,
+/// 2^40], memory in [0, L], at least one content token, offset in [0, 2^52])
+/// and the initial memory's shape; forward() and flush() check that the
+/// state was made by an rmt with the same parameters. Errors throw
+/// invalid_argument. Thread safety: the policy is a value; a state and its
+/// backbone cache are used by one thread at a time (the backbone itself may
+/// be shared if it allows it, as rmt_reference_backbone does).
 struct rmt {
-  index_t memory = 10;           // m memory tokens
-  index_t segment_budget = 512;  // L packed rows per segment, memory rows included
-  rmt_layout layout = rmt_layout::decoder;
-  // block_visible is the default: it is the authors' original code, and with
-  // no XL cache it equals the port's isolated_read (memory blocks see each other).
+  index_t memory = 10;           ///< m memory tokens
+  index_t segment_budget = 512;  ///< L packed rows per segment, memory rows included
+  rmt_layout layout = rmt_layout::decoder;  ///< decoder (causal, streaming) or encoder
+  /// block_visible is the default: it is the authors' original code, and with
+  /// no XL cache it equals the port's isolated_read (memory blocks see each other).
   rmt_convention convention = rmt_convention::block_visible;
-  rmt_positions positions = {};
+  rmt_positions positions = {};  ///< the position ids of memory and segment rows
 
+  /// The state for backbone type B.
   template <rmt_backbone B>
   using state_type = rmt_state<B>;
 
-  // Content tokens per segment: L - 2m (decoder) or L - m (encoder).
+  /// \return content tokens per segment: L - 2m (decoder) or L - m (encoder)
   constexpr index_t content() const noexcept {
     return segment_budget - memory * (layout == rmt_layout::decoder ? 2 : 1);
   }
@@ -81,21 +108,36 @@ struct rmt {
               "offset must be in [0, 2^52], got ", positions.offset);
   }
 
-  // initial_memory (m, width): the learned initial memory.
+  /// A state over `backbone` (kept by reference: it must outlive the state)
+  /// starting from the learned initial memory.
+  /// \param backbone the model; its cache is made here
+  /// \param initial_memory (m, width), copied
+  /// \return the state
+  /// \throws invalid_argument on a bad parameter or memory shape
   template <rmt_backbone B>
   rmt_state<B> make_state(B& backbone, matrix_view<const float> initial_memory) const {
     return rmt_state<B>(*this, backbone, initial_memory);
   }
 
-  // in (n, width) -> out (n, width). Decoder: any split of the stream across
-  // calls (token by token included) gives the same outputs; a segment's write
-  // rows are computed when its last token arrives (or at flush()).
+  /// in (n, width) -> out (n, width). Decoder: any split of the stream across
+  /// calls (token by token included) gives the same outputs (to rounding); a
+  /// segment's write rows are computed when its last token arrives (or at
+  /// flush()). Encoder: each call is cut into whole segments, the last one
+  /// possibly partial.
+  /// \param st a state from make_state() of an rmt with these parameters
+  /// \param in (n, width) tokens, contiguous rows
+  /// \param out (n, width), not overlapping `in`
+  /// \throws invalid_argument on a shape, stride, data or aliasing error, or
+  ///   a state of another rmt
   template <rmt_backbone B>
   void forward(rmt_state<B>& st, matrix_view<const float> in, matrix_view<float> out) const {
     st.check_policy(*this, "rmt::forward");
     st.forward(in, out);
   }
-  // Ends a partial decoder segment: computes its write rows, updates memory.
+  /// Ends a partial decoder segment: computes its write rows, updates memory
+  /// (nothing to do at a segment boundary or for the encoder).
+  /// \param st a state from make_state() of an rmt with these parameters
+  /// \throws invalid_argument for a state of another rmt
   template <rmt_backbone B>
   void flush(rmt_state<B>& st) const {
     st.check_policy(*this, "rmt::flush");
@@ -107,6 +149,11 @@ inline bool operator==(const rmt_positions& a, const rmt_positions& b) noexcept 
   return a.mode == b.mode && a.offset == b.offset;
 }
 
+/// The state of an rmt stream over backbone B: the (m, width) memory, the
+/// backbone's per-segment cache, the unfinished decoder segment's progress
+/// and the driver's packing buffers. Keeps the backbone by pointer (it must
+/// outlive the state) and a copy of the policy's parameters. Copyable and
+/// movable (copies share the backbone). Used by one thread at a time.
 template <rmt_backbone B>
 class rmt_state {
  public:
@@ -122,24 +169,33 @@ class rmt_state {
       for (index_t c = 0; c < width_; ++c) memory_[std::size_t(i * width_ + c)] = initial_memory(i, c);
   }
 
+  /// \return the parameters the state was made with
   const rmt& policy() const noexcept { return p_; }
-  // The current memory (m, width): fixed size for the whole stream.
+  /// The current memory (m, width): fixed size for the whole stream.
+  /// \return a read-only view, valid until the next forward(), flush() or restore()
   matrix_view<const float> memory() const noexcept { return make_matrix(memory_.data(), p_.memory, width_); }
+  /// \return m width sizeof(float): the recurrent state's bytes
   std::size_t memory_bytes() const noexcept { return memory_.size() * sizeof(float); }
-  // Bytes of the recurrent state (the memory) plus the driver's packing
-  // buffers; the backbone's own per-segment cache is the backbone's.
+  /// Bytes of the recurrent state (the memory) plus the driver's packing
+  /// buffers; the backbone's own per-segment cache is the backbone's.
+  /// \return the bytes
   std::size_t footprint() const noexcept {
     return memory_bytes() + (packed_.size() + packed_out_.size()) * sizeof(float) + pos_.size() * sizeof(index_t);
   }
+  /// \return the backbone's width
   index_t width() const noexcept { return width_; }
+  /// \return segments completed (each handed its memory on)
   std::uint64_t segments() const noexcept { return segments_; }
+  /// \return tokens of the unfinished decoder segment
   index_t pending() const noexcept { return filled_; }  // tokens of the unfinished decoder segment
 
   // ---- Snapshot / restore of the recurrent state (the memory). --------------
-  // Taken at a segment boundary (pending() == 0; flush() first otherwise):
-  // there the memory is the whole state. One longctx snapshot (kind "rmt",
-  // the policy and width as fingerprint, CRC-32C): segments seen, then the
-  // (m, width) memory. restore() leaves the state unchanged on any error.
+  /// Taken at a segment boundary (pending() == 0; flush() first otherwise):
+  /// there the memory is the whole state. One longctx snapshot (kind "rmt",
+  /// the policy and width as fingerprint, CRC-32C): segments seen, then the
+  /// (m, width) memory.
+  /// \return the bytes
+  /// \throws invalid_argument when tokens of a segment are pending
   snapshot_bytes snapshot() const {
     require(filled_ == 0, "rmt_state::snapshot", "state", filled_,
             " tokens of an unfinished segment are pending; call rmt::flush first");
@@ -149,6 +205,11 @@ class rmt_state {
     return std::move(w).finish();
   }
 
+  /// Continues from a snapshot() of a state with the same parameters and
+  /// width: memory and segment count restored, no segment pending, the
+  /// backbone cache cleared. Leaves the state unchanged on any error.
+  /// \param in the bytes (untrusted: envelope, size and finite memory checked)
+  /// \throws invalid_argument naming the argument "bytes" and the field
   void restore(std::span<const std::byte> in) {
     snapshot_reader r(in, "rmt", fingerprint(), "rmt_state::restore");
     const auto segs = r.get<std::uint64_t>("segments");

@@ -10,6 +10,10 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// The dense baseline: dense{} (no budget), float K/V; other storage:
+/// bounded_cache<full_rule, bf16> (f16, q8). Its footprint grows with the
+/// stream (capacity doubling); a one-token step is O(b h n (d + d_v)) over n
+/// cached tokens.
 using dense = bounded_cache<full_rule>;
 
 LONGCTX_NAMESPACE_END

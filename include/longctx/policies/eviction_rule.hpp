@@ -27,19 +27,31 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// TOVA may drop the token it has just decoded (paper, default); `kept`
-// always keeps it and drops the lowest-scored older row instead.
+/// TOVA may drop the token it has just decoded (paper, default); `kept`
+/// always keeps it and drops the lowest-scored older row instead (needs
+/// budget >= 1; with sinks, budget > sinks).
 LONGCTX_UNTAGGED_BEGIN
 enum class current_token { evictable, kept };
 LONGCTX_UNTAGGED_END
 
+/// What a rule is called with: the cache (positions, statistics), the
+/// budget and whether the newest token is kept.
 struct eviction_context {
-  kv_rows& cache;
-  index_t budget;
-  bool keep_current;
+  kv_rows& cache;  ///< the rows, their positions and the rule's statistics
+  index_t budget;  ///< rows kept per KV head
+  bool keep_current;  ///< current_token::kept
+  /// \return the newest token's absolute position
   index_t newest() const noexcept { return cache.next_position() - 1; }
 };
 
+/// An eviction rule of a bounded_cache: an aggregate with its parameters,
+/// `name` (at most 8 characters: it goes into the 16-byte snapshot kind
+/// "kv:<name>/<storage>", checked at compile time), `row_stats`, `scored`,
+/// is_protected(ctx, lane, slot) and priority(ctx, lane, slot, scores):
+/// rows leave lowest priority first, ties oldest first, protected rows only
+/// when no other row can. Optional hooks are listed at the top of policies/eviction_rule.hpp.
+/// tova_rule, window_rule, sinks_rule, h2o_rule, snapkv_rule and full_rule
+/// are the library's; a new rule is one header.
 template <class R>
 concept eviction_rule =
     std::is_aggregate_v<R> &&

@@ -30,26 +30,28 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// Normalisation of the linear (cross-chunk) part.
+/// Normalisation of the linear (cross-chunk) part.
 LONGCTX_UNTAGGED_BEGIN
 enum class flash_norm {
-  chunk_mean,  // / (C * visible chunks), no visible chunk gives 0: the paper's pseudocode (default)
-  chunk_sum,   // / C, a plain sum over visible chunks (a popular port)
-  none,        // no division: the paper's equations
+  chunk_mean,  ///< / (C * visible chunks), no visible chunk gives 0: the paper's pseudocode (default)
+  chunk_sum,   ///< / C, a plain sum over visible chunks (a popular port)
+  none,        ///< no division: the paper's equations
 };
 LONGCTX_UNTAGGED_END
 
+/// causal (streaming; S from earlier chunks only) or non_causal (S over all
+/// chunks: one call is the whole sequence).
 LONGCTX_UNTAGGED_BEGIN
 enum class flash_mode { causal, non_causal };
 LONGCTX_UNTAGGED_END
 
-// One forward() call's tokens. FLASH's four scale/offset heads: q, k are the
-// quadratic part's Q_quad, K_quad; q_lin, k_lin the linear part's, empty
-// (data null) meaning "the same as q / k". flash_input{q, k, v} is a valid
-// sequence_input (braces: parenthesised aggregate init needs clang 16).
+/// One forward() call's tokens. FLASH's four scale/offset heads: q, k are the
+/// quadratic part's Q_quad, K_quad; q_lin, k_lin the linear part's, empty
+/// (data null) meaning "the same as q / k". flash_input{q, k, v} is a valid
+/// sequence_input (braces: parenthesised aggregate init needs clang 16).
 struct flash_input {
-  tensor4_view<const float> q, k, v;           // (b, h, n, s), (b, h_kv, n, s), (b, h_kv, n, e)
-  tensor4_view<const float> q_lin{}, k_lin{};  // (b, h, n, s), (b, h_kv, n, s)
+  tensor4_view<const float> q, k, v;           ///< (b, h, n, s), (b, h_kv, n, s), (b, h_kv, n, e)
+  tensor4_view<const float> q_lin{}, k_lin{};  ///< (b, h, n, s), (b, h_kv, n, s); empty: q, k
 };
 
 namespace detail {
@@ -70,16 +72,45 @@ matrix_view<T> columns(matrix_view<T> m, index_t c0, index_t w) {
 inline constexpr const char* flash_kind = "flash";
 }  // namespace detail
 
+/// FLASH mixed-chunk attention as a sequence_policy. Per query head and
+/// chunk g of C tokens, out_g = relu(Q_quad,g K_quad,g^T scale + B)^2 V_g +
+/// Q_lin,g S_g / divisor_g, with S_g the sum of K_lin,h^T V_h over earlier
+/// chunks h < g (causal) or all chunks (non-causal); no softmax (docs:
+/// papers, section 2). The GAU layer that produces these inputs is gau.
+///
+/// Shapes: q, q_lin (b, h, n, s); k, k_lin (b, h_kv, n, s); v (b, h_kv, n,
+/// e); out (b, h, n, e); attention_dims d = s, d_v = e. GQA: query head hi
+/// reads KV head hi / (h / h_kv) for both parts. Causal calls stream: any n
+/// per call (whole prompt, segments, token by token) gives the same bits.
+///
+/// Cost of n tokens: O(b h n C (s + e)) quadratic at most, O(b h n s e)
+/// linear retrieval, O(b h_kv C s e) per finished chunk; per token
+/// O(C (s + e) + s e) per head, flat in the stream length. State: per
+/// (batch, KV head) S (s x e, rows padded to 16 floats) and the unfinished
+/// chunk's K_quad, K_lin, V rows: b h_kv (s ld + C (2 s + e)) floats.
+///
+/// Contract: make_state() checks dims, chunk > 0, a finite scale and a
+/// bias of (C, C) with a contiguous last axis; forward() checks the state
+/// (made by a flash of this configuration, not consumed by a non-causal
+/// call), the shapes, strides and data of q, k, v, out, the shapes and
+/// inner strides of q_lin, k_lin, and that out aliases none of them; a
+/// non-causal call needs a fresh state and consumes it. Every failure throws
+/// invalid_argument and leaves the state unchanged.
+///
+/// Thread safety: the policy is immutable and may serve many states on many
+/// threads (the bias is read, never written); a state is used by one thread
+/// at a time.
 struct flash {
   // ---- Parameters (designated initialisers: flash{.chunk = 128}). -------
-  index_t chunk = 256;                   // C: tokens per chunk (the last one may be partial)
-  flash_mode mode = flash_mode::causal;
-  flash_norm norm = flash_norm::chunk_mean;
-  std::optional<float> scale{};          // quadratic logit scale; default 1/C
-  // Relative-position bias B (C, C) of the quadratic part, indexed by the
-  // query's and key's positions inside the chunk (the same for every chunk
-  // and head, as a relative bias is); empty: none. Its shape is part of the
-  // configuration a state records, its values are not (they are read live).
+  index_t chunk = 256;                   ///< C: tokens per chunk (the last one may be partial)
+  flash_mode mode = flash_mode::causal;  ///< causal (streaming) or non-causal (one call)
+  flash_norm norm = flash_norm::chunk_mean;  ///< the linear part's divisor
+  std::optional<float> scale{};          ///< quadratic logit scale; default 1/C
+  /// Relative-position bias B (C, C) of the quadratic part, indexed by the
+  /// query's and key's positions inside the chunk (the same for every chunk
+  /// and head, as a relative bias is); empty: none. Its shape is part of the
+  /// configuration a state records, its values are not (they are read live:
+  /// keep the memory alive and unchanged while states use it).
   matrix_view<const float> bias{};
 
   // Value columns per task of the linear part: the state is split by columns
@@ -90,32 +121,47 @@ struct flash {
   // Query rows per task of the quadratic part (K^T is packed per task).
   static constexpr index_t quad_rows_per_task = 2 * chunk_attention_block_q;
 
-  using input_type = flash_input;
+  using input_type = flash_input;  ///< q, k, v and the optional q_lin, k_lin
 
+  /// The state: per (batch, KV head) S and the unfinished chunk's rows, the
+  /// chunk count. Made by make_state() (a default-constructed one is
+  /// rejected); copyable and movable. Used by one thread at a time.
   class state_type {
    public:
+    /// An empty state no policy accepts; assign one from make_state.
     state_type() = default;
-    // d = s, d_v = e (resolved, never 0).
+    /// \return the dims, d = s, d_v = e (resolved, never 0)
     attention_dims dims() const noexcept { return dims_; }
+    /// \return C
     index_t chunk() const noexcept { return c_; }
+    /// \return chunks completed (and, causal, folded into S)
     index_t chunks_folded() const noexcept { return g_; }
+    /// \return tokens of the unfinished chunk
     index_t position_in_chunk() const noexcept { return pos_; }
+    /// \return tokens attended so far
     index_t tokens_seen() const noexcept { return g_ * c_ + pos_; }
-    // S (s, e) of batch b, KV head kv_head: the sum of finished chunks'
-    // K_lin^T V (row stride linear_state_ld(e)).
+    /// S (s, e) of batch b, KV head kv_head: the sum of finished chunks'
+    /// K_lin^T V (row stride linear_state_ld(e)). Bounds asserted in debug
+    /// builds only.
+    /// \param b the batch index
+    /// \param kv_head the KV head
+    /// \return a read-only view of S
     matrix_view<const float> memory(index_t b, index_t kv_head) const noexcept {
       LONGCTX_ASSERT(b >= 0 && b < dims_.b && kv_head >= 0 && kv_head < dims_.h_kv);
       return make_matrix<dynamic_extent, const float>(m(b * dims_.h_kv + kv_head), dims_.d, dims_.d_v, ld_m_);
     }
-    // Bytes held: S and the unfinished chunk's buffers of every lane;
-    // constant in the number of tokens seen.
+    /// Bytes held: S and the unfinished chunk's buffers of every lane;
+    /// constant in the number of tokens seen.
+    /// \return the bytes allocated
     std::size_t footprint() const noexcept {
       return (m_.size() + kq_.size() + kl_.size() + v_.size()) * sizeof(float);
     }
 
-    // Payload: chunks folded, position in chunk, the non-causal "consumed"
-    // flag, every lane's S (s x e, no padding), then every lane's unfinished
-    // chunk rows (K_quad, K_lin: pos x s; V: pos x e).
+    /// One longctx snapshot (kind "flash"). Payload: chunks folded, position
+    /// in chunk, the non-causal "consumed" flag, every lane's S (s x e, no
+    /// padding), then every lane's unfinished chunk rows (K_quad, K_lin: pos
+    /// x s; V: pos x e).
+    /// \return the bytes; restore() of a same-configuration state reads them
     snapshot_bytes snapshot() const {
       snapshot_writer w(detail::flash_kind, fp_);
       w.put(std::int64_t(g_));
@@ -132,9 +178,12 @@ struct flash {
       return std::move(w).finish();
     }
 
-    // Restores a snapshot of a state of the same configuration (dims and
-    // policy parameters, by fingerprint). Strong guarantee: the bytes are
-    // parsed into a fresh state that replaces this one only on success.
+    /// Restores a snapshot of a state of the same configuration (dims and
+    /// policy parameters, by fingerprint). Strong guarantee: the bytes are
+    /// parsed into a fresh state that replaces this one only on success
+    /// (counts in range, every value of S and of the buffered rows finite).
+    /// \param bytes a snapshot() of a state of this configuration
+    /// \throws invalid_argument naming the argument "bytes" and the field
     void restore(std::span<const std::byte> bytes) {
       constexpr const char* where = "flash::state_type::restore";
       require(c_ > 0, where, "state", "not made by make_state");
@@ -204,7 +253,10 @@ struct flash {
     std::vector<float> kq_, kl_, v_;  // (lanes, C, s), (lanes, C, s), (lanes, C, e)
   };
 
-  // A fresh state for dims (d = s, d_v = e, 0 meaning s): S = 0, chunk 0.
+  /// A fresh state for dims (d = s, d_v = e, 0 meaning s): S = 0, chunk 0.
+  /// \param dims b, h, h_kv, d = s, d_v = e
+  /// \return the state
+  /// \throws invalid_argument naming the bad parameter or "dims"
   state_type make_state(const attention_dims& dims) const {
     constexpr const char* where = "flash::make_state";
     require_dims(dims, where);
@@ -217,9 +269,12 @@ struct flash {
     return st;
   }
 
+  /// \return the quadratic part's logit scale: `scale`, or 1 / C
   float logit_scale() const noexcept { return scale ? *scale : 1.0f / float(chunk); }
 
-  // The linear part's normalisation for a chunk that sees `visible` chunks.
+  /// The linear part's normalisation for a chunk that sees `visible` chunks.
+  /// \param visible chunks folded into the S it reads
+  /// \return the divisor rule of `norm`
   retrieval_norm linear_norm(index_t visible) const noexcept {
     switch (norm) {
       case flash_norm::chunk_mean: return {normaliser::block_mean, 1e-6f, double(chunk) * double(visible)};
@@ -229,8 +284,10 @@ struct flash {
     return {normaliser::none, 1e-6f, 1.0};
   }
 
-  // What a state records of its configuration: dims and every parameter but
-  // the bias values (their shape and presence are in).
+  /// What a state records of its configuration: dims and every parameter but
+  /// the bias values (their shape and presence are in).
+  /// \param a the dims, d_v resolved
+  /// \return the configuration fingerprint
   std::uint64_t fingerprint(const attention_dims& a) const noexcept {
     config_fingerprint f = fingerprint_of(a);
     f.add(std::int64_t(chunk)).add(std::int32_t(mode)).add(std::int32_t(norm));
@@ -241,9 +298,17 @@ struct flash {
     return f.value();
   }
 
-  // Attends the call's n tokens. Causal: continues the state's sequence
-  // (tokens_seen() earlier tokens). Non-causal: the call is the whole
-  // sequence; the state must be fresh and cannot be used again.
+  /// Attends the call's n tokens. Causal: continues the state's sequence
+  /// (tokens_seen() earlier tokens). Non-causal: the call is the whole
+  /// sequence; the state must be fresh and cannot be used again.
+  /// \tparam Arch the SIMD backend (default_arch)
+  /// \param st a state from this policy's make_state()
+  /// \param in q = Q_quad (b, h, n, s), k = K_quad (b, h_kv, n, s), v (b,
+  ///   h_kv, n, e), optional q_lin, k_lin of the shapes of q, k
+  /// \param out (b, h, n, e), disjoint from every input
+  /// \param exec the executor (serial by default)
+  /// \throws invalid_argument when st is of another configuration or
+  ///   consumed, or a view is wrong; st is then unchanged
   template <arch_tag Arch = default_arch, executor Exec = serial_executor>
   void forward(state_type& st, const flash_input& in, tensor4_view<float> out, Exec&& exec = {}) const {
     constexpr const char* where = "flash::forward";
@@ -372,8 +437,11 @@ struct flash {
     st.pos_ = total % chunk;
   }
 
-  // What forward() checks of the state alone (made by this configuration,
-  // not consumed), for a layer that validates before changing its own state.
+  /// What forward() checks of the state alone (made by this configuration,
+  /// not consumed), for a layer that validates before changing its own state.
+  /// \param st the state
+  /// \param where the caller, for the message
+  /// \throws invalid_argument when forward() would reject st
   void check_state_usable(const state_type& st, const char* where) const {
     check_state(st, where);
     require(!st.closed_, where, "state", "already consumed by a non-causal call (make a new state)");

@@ -30,43 +30,49 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// Which heads own a memory under GQA (h query heads, h_kv KV heads).
+/// Which heads own a memory under GQA (h query heads, h_kv KV heads).
 LONGCTX_UNTAGGED_BEGIN
 enum class memory_sharing {
-  per_kv_head,     // one memory per KV head, read by its h / h_kv query heads (default)
-  per_query_head,  // one per query head, each folded with its KV head's K, V:
-                   // equal to per_kv_head unless the initial states differ
+  per_kv_head,     ///< one memory per KV head, read by its h / h_kv query heads (default)
+  per_query_head,  ///< one per query head, each folded with its KV head's K, V:
+                   ///< equal to per_kv_head unless the initial states differ
 };
 LONGCTX_UNTAGGED_END
 
-// Whether finished segments are folded into the memory (a policy parameter:
-// a read-only layer is another configuration, see state_type::assign_memory).
+/// Whether finished segments are folded into the memory (a policy parameter:
+/// a read-only layer is another configuration, see state_type::assign_memory).
 LONGCTX_UNTAGGED_BEGIN
 enum class memory_mode { read_write, read_only };
 LONGCTX_UNTAGGED_END
 
-// One forward() call's tokens. q_mem / k_mem, when given, are what the memory
-// sees instead of q / k (e.g. before positional encoding, as in the paper);
-// the local attention always uses q / k. Flat (not derived from
-// sequence_input) so that infini_input{q, k, v} is an aggregate init.
+/// One forward() call's tokens. q_mem / k_mem, when given, are what the memory
+/// sees instead of q / k (e.g. before positional encoding, as in the paper);
+/// the local attention always uses q / k. Flat (not derived from
+/// sequence_input) so that infini_input{q, k, v} is an aggregate init.
 struct infini_input {
-  tensor4_view<const float> q, k, v;               // (b, h, n, d_k), (b, h_kv, n, d_k), (b, h_kv, n, d_v)
-  tensor4_view<const float> q_mem{}, k_mem{};      // like q, k; empty: q, k
+  tensor4_view<const float> q, k, v;               ///< (b, h, n, d_k), (b, h_kv, n, d_k), (b, h_kv, n, d_v)
+  tensor4_view<const float> q_mem{}, k_mem{};      ///< like q, k; empty (null data): q, k
 };
 
-// The values of the paper's Table 2 "memory footprint" column for
-// Infini-Transformers: d_key (d_value + 1) H per layer (M and z of every head).
+/// The values of the paper's Table 2 "memory footprint" column for
+/// Infini-Transformers: d_key (d_value + 1) H per layer (M and z of every
+/// head): infini_memory_values(12, 8, 128, 128) = 1,585,152.
+/// \param layers layers
+/// \param heads memory heads per layer
+/// \param d_k key dim
+/// \param d_v value dim
+/// \return layers heads d_k (d_v + 1)
 constexpr std::uint64_t infini_memory_values(std::uint64_t layers, std::uint64_t heads, std::uint64_t d_k,
                                              std::uint64_t d_v) noexcept {
   return layers * heads * d_k * (d_v + 1);
 }
 
-// The paper's accounting of one state (memory_footprint()); footprint() is
-// every byte held, these plus the gate factors.
+/// The paper's accounting of one state (memory_footprint()); footprint() is
+/// these bytes plus the gate factors.
 struct infini_footprint {
-  std::uint64_t memory_values = 0;  // M and z of every memory head (the paper's count)
-  std::uint64_t buffer_values = 0;  // the unfinished segment's K, V, K_mem rows (in the K/V storage type)
-  std::uint64_t bytes = 0;          // both, at their storage precision
+  std::uint64_t memory_values = 0;  ///< M and z of every memory head (the paper's count)
+  std::uint64_t buffer_values = 0;  ///< the unfinished segment's K, V, K_mem rows (in the K/V storage type)
+  std::uint64_t bytes = 0;          ///< both, at their storage precision (with the q8 row scales)
 };
 
 namespace detail {
@@ -85,71 +91,116 @@ std::string infini_kind() {
 }
 }  // namespace detail
 
-// State = memory (fp32, or double with basic_infini<double>) + the partial
-// segment, whose K, K_mem and V rows are stored as KV (float, bf16, f16,
-// q8 with its per-row scale): local attention reads them in that type, and
-// a finished segment folds into the memory the values stored (so any split
-// of the stream gives the same bits; with float storage a whole segment is
-// read in place).
+/// Infini-attention as a sequence_policy: per segment of `segment` tokens,
+/// causal softmax attention inside the segment (the exact kernel), gated
+/// with the retrieval s(Q) M / s(Q) z from the memory of earlier segments,
+/// then the finished segment folded into M, z (docs: papers, section 1).
+///
+/// State = memory (fp32, or double with basic_infini<double>) + the partial
+/// segment, whose K, K_mem and V rows are stored as KV (float, bf16, f16,
+/// q8 with its per-row scale): local attention reads them in that type, and
+/// a finished segment folds into the memory the values stored (so any split
+/// of the stream gives the same bits; with float storage a whole segment is
+/// read in place).
+///
+/// Shapes: q (b, h, n, d_k), k (b, h_kv, n, d_k), v (b, h_kv, n, d_v), out
+/// (b, h, n, d_v), d_k = attention_dims::d; any n per call. Cost of n
+/// tokens: O(b h n N (d_k + d_v)) local attention at most (N = segment),
+/// O(b h n d_k d_v) retrieval, O(b h_mem N d_k d_v) per folded segment
+/// (delta: twice). State: b h_mem d_k (d_v + 1) memory values plus b h_kv N
+/// (2 d_k + d_v) buffered K/V values, constant in the stream length.
+///
+/// Contract: make_state() checks dims and parameters (segment > 0, enum
+/// values, finite epsilon > 0, finite scale, beta of 0, h or h d_v values,
+/// none NaN, the state's bytes <= 2^47); forward() checks that the state is
+/// of this configuration (fingerprint), the shapes, strides and data of q,
+/// k, v, out, the shapes and inner strides of q_mem and k_mem, and that out
+/// aliases none of them, before
+/// touching the state; every failure throws invalid_argument naming the
+/// argument and changes nothing. Bits do not depend on the split of the
+/// stream, the executor or its thread count.
+///
+/// Thread safety: the policy is immutable and may serve many states on many
+/// threads; a state is used by one thread at a time.
+/// \tparam S the memory's scalar: float (SIMD) or double (plain loops)
+/// \tparam KV the storage type of the unfinished segment's K, K_mem, V
 template <class S = float, kv_storage KV = float>
 struct basic_infini {
   static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
                 "basic_infini<S>: the memory state type S must be float or double");
 
   // ---- Parameters (designated initialisers: infini{.segment = 512}). ------
-  index_t segment = 2048;          // tokens per segment (N in the paper)
-  std::optional<float> scale{};    // local attention logit scale; default default_scale(d_k)
-  // Gate logits: empty (every gate sigmoid(0) = 1/2), h values (one per head,
-  // the paper), or h * d_v (per head and value column, row-major). +inf / -inf
-  // are allowed: pure memory retrieval / pure local attention.
+  index_t segment = 2048;          ///< tokens per segment (N in the paper)
+  std::optional<float> scale{};    ///< local attention logit scale; default default_scale(d_k)
+  /// Gate logits: empty (every gate sigmoid(0) = 1/2), h values (one per head,
+  /// the paper), or h * d_v (per head and value column, row-major). +inf / -inf
+  /// are allowed: pure memory retrieval / pure local attention.
   std::vector<float> beta{};
-  update_rule update = update_rule::linear;
-  feature_map phi = feature_map::elu_plus_one;  // the paper's s = ELU + 1
-  memory_sharing sharing = memory_sharing::per_kv_head;
-  // Retrieval denominators: an empty memory (z all zero, the first segment)
-  // contributes exactly 0; otherwise |s(q) z| < epsilon is replaced by
-  // epsilon (with the sign of s(q) z). See retrieval_norm.
+  update_rule update = update_rule::linear;  ///< linear or whole-segment delta
+  feature_map phi = feature_map::elu_plus_one;  ///< the paper's s = ELU + 1
+  memory_sharing sharing = memory_sharing::per_kv_head;  ///< which heads own a memory
+  /// Retrieval denominators: an empty memory (z all zero, the first segment)
+  /// contributes exactly 0; otherwise |s(q) z| < epsilon is replaced by
+  /// epsilon (with the sign of s(q) z). See retrieval_norm.
   float epsilon = 1e-6f;
-  // read_only retrieves and attends as usual but never folds a segment into
-  // the memory (the unfinished segment is still held for local attention).
+  /// read_only retrieves and attends as usual but never folds a segment into
+  /// the memory (the unfinished segment is still held for local attention).
   memory_mode memory = memory_mode::read_write;
 
-  using input_type = infini_input;
+  using input_type = infini_input;  ///< q, k, v and the optional q_mem, k_mem
   using storage_type = KV;
   // Elements stored before each buffered row (q8: its scale).
   static constexpr index_t P = kv_storage_traits<KV>::row_prefix;
 
+  /// The state: per (batch, memory head) M (d_k, d_v) and z (d_k) in S,
+  /// the unfinished segment's rows, the counters. Made by make_state() (a
+  /// default-constructed one is rejected); copyable and movable. Used by one
+  /// thread at a time.
   class state_type {
    public:
+    /// An empty state no policy accepts; assign one from make_state.
     state_type() = default;
 
-    // d_v resolved (never 0).
+    /// \return the dims it was made for, d_v resolved (never 0)
     attention_dims dims() const noexcept { return dims_; }
+    /// \return tokens per segment
     index_t segment() const noexcept { return segment_; }
+    /// \return memories per batch element (h_kv or h, see memory_sharing)
     index_t memory_heads() const noexcept { return h_mem_; }
-    // Tokens of the current, unfinished segment held in the state.
+    /// \return tokens of the current, unfinished segment held in the state
     index_t position_in_segment() const noexcept { return pos_; }
+    /// \return tokens attended so far
     std::uint64_t tokens_seen() const noexcept { return tokens_; }
+    /// \return segments folded into the memory (none under read_only)
     std::uint64_t segments_folded() const noexcept { return folded_; }
-    // The policy's fingerprint(dims) at make_state (snapshots carry it).
+    /// \return the policy's fingerprint(dims) at make_state (snapshots carry it)
     std::uint64_t fingerprint() const noexcept { return fingerprint_; }
 
-    // Memory of batch b, memory head m (see memory_sharing): write M and z
-    // here to start from a user-supplied initial state. M's padding columns
-    // [d_v, ld_m) must stay zero.
+    /// Memory of batch b, memory head m (see memory_sharing): write M and z
+    /// here to start from a user-supplied initial state. M's padding columns
+    /// [d_v, ld_m) must stay zero. Bounds are asserted in debug builds only.
+    /// \param b the batch index
+    /// \param m the memory head, in [0, memory_heads())
+    /// \return M (row stride ld_m) and z of that memory, writable
     linear_state_view<S> memory(index_t b, index_t m) noexcept {
       LONGCTX_ASSERT(b >= 0 && b < dims_.b && m >= 0 && m < h_mem_);
       const index_t i = b * h_mem_ + m;
       return {m_.data() + i * dims_.d * ld_m_, z_.data() + i * dims_.d, dims_.d, dims_.d_v, ld_m_};
     }
+    /// \param b the batch index
+    /// \param m the memory head, in [0, memory_heads())
+    /// \return M and z of that memory, read-only
     linear_state_view<const S> memory(index_t b, index_t m) const noexcept {
       return const_cast<state_type*>(this)->memory(b, m);
     }
 
-    // Copies M and z (not the unfinished segment, not the counters) from a
-    // state of the same dims and memory heads, whatever policy made it: the
-    // way to read one stream's memory with other gates or read-only, since
-    // forward() accepts only states of its own configuration.
+    /// Copies M and z (not the unfinished segment, not the counters) from a
+    /// state of the same dims and memory heads, whatever policy made it: the
+    /// way to read one stream's memory with other gates or read-only, since
+    /// forward() accepts only states of its own configuration.
+    /// \param from a state with the same b, d_k, d_v and memory heads
+    /// \throws invalid_argument when the memories' shapes differ or this
+    ///   state was not made by make_state; nothing is copied then
     void assign_memory(const state_type& from) {
       constexpr const char* where = "infini::state_type::assign_memory";
       require(segment_ > 0, where, "this", "not made by make_state");
@@ -164,18 +215,22 @@ struct basic_infini {
       std::copy(from.z_.begin(), from.z_.end(), z_.begin());
     }
 
-    // The paper's value counts (Table 2) and their bytes.
+    /// \return the paper's value counts (Table 2) and their bytes
     infini_footprint memory_footprint() const noexcept {
       return basic_infini::footprint_of(dims_, segment_, h_mem_);
     }
-    // Every byte the state holds, constant over the stream.
+    /// The bytes of M and z (counted without their padding columns), the
+    /// segment buffers and the gate factors; constant over the stream.
+    /// \return memory_footprint().bytes plus the gates' 2 h d_v floats
     std::size_t footprint() const noexcept {
       return std::size_t(memory_footprint().bytes) + (gate_a_.size() + gate_b_.size()) * sizeof(float);
     }
 
-    // Bit-exact copy as one longctx snapshot (snapshot.hpp, kind "infini"):
-    // position, token and segment counts, M and z without padding, then the
-    // unfinished segment's K, K_mem, V rows of every KV head.
+    /// Bit-exact copy as one longctx snapshot (snapshot.hpp, kind
+    /// "infini/<storage>"): position, token and segment counts, M and z
+    /// without padding, then the unfinished segment's K, K_mem, V rows of
+    /// every KV head. The gates are not in it (the fingerprint covers beta).
+    /// \return the bytes; restore() of a same-configuration state reads them
     snapshot_bytes snapshot() const {
       snapshot_writer w(detail::infini_kind<KV>(), fingerprint_);
       w.put(std::int64_t(pos_));
@@ -185,9 +240,12 @@ struct basic_infini {
       return std::move(w).finish();
     }
 
-    // Restores a snapshot of a state of the same configuration (fingerprint)
-    // with the strong guarantee: parsed into a fresh state that replaces this
-    // one only once every check passed.
+    /// Restores a snapshot of a state of the same configuration (fingerprint)
+    /// with the strong guarantee: parsed into a fresh state that replaces this
+    /// one only once every check passed (envelope, counts consistent with the
+    /// segment length, finite M and z, z >= 0, valid stored rows).
+    /// \param bytes a snapshot() of a state of this configuration
+    /// \throws invalid_argument naming the argument "bytes" and the field
     void restore(std::span<const std::byte> bytes) {
       constexpr const char* where = "infini::state_type::restore";
       require(segment_ > 0, where, "this", "not made by make_state");
@@ -290,18 +348,26 @@ struct basic_infini {
   };
 
   // Memory heads and footprints of a configuration (before making a state).
+  /// \param d the dims
+  /// \return memories per batch element: h_kv (per_kv_head) or h
   index_t memory_heads(const attention_dims& d) const noexcept {
     return sharing == memory_sharing::per_kv_head ? d.h_kv : d.h;
   }
+  /// \param d the dims
+  /// \return what state_type::memory_footprint() of a state for d reports
   infini_footprint memory_footprint(const attention_dims& d) const noexcept {
     return footprint_of(resolved(d), segment, memory_heads(d));
   }
+  /// \param d the dims
+  /// \return what state_type::footprint() of a state for d reports
   std::size_t footprint(const attention_dims& d) const noexcept {
     return std::size_t(memory_footprint(d).bytes) + 2 * std::size_t(d.h * value_dim(d)) * sizeof(float);
   }
 
-  // Everything that changes what a state means: dims, segment, rules,
-  // sharing, epsilon, the effective scale, beta, memory mode, scalar size.
+  /// Everything that changes what a state means: dims, segment, rules,
+  /// sharing, epsilon, the effective scale, beta, memory mode, scalar size.
+  /// \param dims the dims (d_v resolved first)
+  /// \return the configuration fingerprint a state of this policy carries
   std::uint64_t fingerprint(const attention_dims& dims) const noexcept {
     const attention_dims d = resolved(dims);
     config_fingerprint f = fingerprint_of(d);
@@ -311,7 +377,10 @@ struct basic_infini {
     return f.value();
   }
 
-  // A state with empty memory (M = 0, z = 0) at the start of a segment.
+  /// A state with empty memory (M = 0, z = 0) at the start of a segment.
+  /// \param dims b, h, h_kv, d = d_k, d_v (0: d_k)
+  /// \return the state
+  /// \throws invalid_argument naming the bad parameter or "dims"
   state_type make_state(const attention_dims& dims) const {
     const attention_dims d = resolved(dims);
     check_params(d, "infini::make_state");
@@ -326,9 +395,22 @@ struct basic_infini {
     return s;
   }
 
+  /// \param d_k the key dim
+  /// \return the local attention's logit scale: `scale`, or default_scale(d_k)
   float effective_scale(index_t d_k) const noexcept { return scale ? *scale : default_scale(d_k); }
 
-  // Processes in.q's n tokens (any n >= 0) and writes out (b, h, n, d_v).
+  /// Processes in.q's n tokens (any n >= 0) and writes out (b, h, n, d_v):
+  /// per token the gated sum of its causal attention over the segment so
+  /// far and its retrieval from the memory of finished segments; each
+  /// segment that completes is folded in after its retrieval.
+  /// \tparam Arch the SIMD backend (default_arch)
+  /// \param st a state from this policy's make_state()
+  /// \param in q (b, h, n, d_k), k (b, h_kv, n, d_k), v (b, h_kv, n, d_v),
+  ///   optional q_mem, k_mem of the shapes of q, k
+  /// \param out (b, h, n, d_v), disjoint from every input
+  /// \param exec the executor (serial by default)
+  /// \throws invalid_argument when st was made by another configuration or
+  ///   a view is wrong; st is then unchanged
   template <arch_tag Arch = default_arch, executor Exec = serial_executor>
   void forward(state_type& st, const infini_input& in, tensor4_view<float> out, Exec&& exec = {}) const {
     constexpr const char* where = "infini::forward";
@@ -493,6 +575,10 @@ struct basic_infini {
   }
 };
 
+/// Infini-attention with an fp32 memory and float K/V: infini{.segment =
+/// 2048}. basic_infini<double> keeps the memory in double,
+/// basic_infini<float, bf16> (f16, q8) buffers the segment's K/V in 16 or 8
+/// bits.
 using infini = basic_infini<float>;
 LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<float>);
 LONGCTX_ASSERT_SEQUENCE_POLICY(basic_infini<double>);

@@ -25,57 +25,62 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// Storage strategy. slots (default): the new row goes where the victim was,
-// O(d) per step; rows are in temporal order only through positions().
-// compacted: rows stay physically in temporal order, so an eviction moves
-// every younger row: O(budget d) per step. bench_tova, tova at budget 4096,
-// H = h_kv = 8, d = 128, 2 threads: the compacted step took 2.7x the slots
-// step (main-thread CPU 4.1 ms vs 1.5 ms; its memmove is as large as the
-// attention's own K/V read), so slots is the default.
+/// Storage strategy. slots (default): the new row goes where the victim was,
+/// O(d) per step; rows are in temporal order only through positions().
+/// compacted: rows stay physically in temporal order, so an eviction moves
+/// every younger row: O(budget d) per step. bench_tova, tova at budget 4096,
+/// H = h_kv = 8, d = 128, 2 threads: the compacted step took 2.7x the slots
+/// step (main-thread CPU 4.1 ms vs 1.5 ms; its memmove is as large as the
+/// attention's own K/V read), so slots is the default. Both keep the same
+/// rows; outputs agree to rounding (the keys are summed in another order).
 LONGCTX_UNTAGGED_BEGIN
 enum class kv_layout { slots, compacted };
 LONGCTX_UNTAGGED_END
 
-// Positions the attention sees. absolute (paper, default): keys keep the
-// RoPE rotation of their original position, the query that of time t.
-// cache_relative (StreamingLLM): the row of temporal rank r is attended as if
-// at position r and the newest query at rank size - 1; cached keys are
-// re-rotated from their original (absolute-rotated) copy by a single exact
-// rotation whenever their rank changes (kernels/rope.hpp, half-split pairs,
-// GPT-NeoX / LLaMA). Needs even d and keeps a second copy of K.
+/// Positions the attention sees. absolute (paper, default): keys keep the
+/// RoPE rotation of their original position, the query that of time t.
+/// cache_relative (StreamingLLM): the row of temporal rank r is attended as if
+/// at position r and the newest query at rank size - 1; cached keys are
+/// re-rotated from their original (absolute-rotated) copy by a single exact
+/// rotation whenever their rank changes (kernels/rope.hpp, half-split pairs,
+/// GPT-NeoX / LLaMA). Needs even d and keeps a second copy of K. The caller
+/// always rotates q and k by their absolute positions.
 LONGCTX_UNTAGGED_BEGIN
 enum class position_mode { absolute, cache_relative };
 LONGCTX_UNTAGGED_END
 
-// How an int8 (q8) cache scales its keys. per_token (default): each row
-// its own absmax / 127, like the values. per_channel: in addition, each KV
-// head divides key channel c by a power of two s_c >= 1 before the per-row
-// quantisation and the query is multiplied by s_c (exact both ways, so the
-// logits are unchanged but for the rounding of the smaller range). s_c is
-// calibrated once, on the first append (prefill the prompt in one call):
-// with a_c the largest |k_c| of that append and m the lower median of the
-// a_c, s_c = 2^j for the largest j with m 2^j <= a_c if a_c >= 8 m, else 1
-// (under cache_relative the two channels of a RoPE pair share the larger
-// a_c, so the rotation commutes with the scaling). A key channel whose
-// magnitude is consistently far above the others (LLM keys have a few) then
-// no longer sets every row's step. A per-row form of the smoothing of QServe
-// (arXiv 2405.04532), not KIVI's per-channel groups: rows stay independent,
-// so eviction moves them as before. README (K/V storage) has the numbers.
+/// How an int8 (q8) cache scales its keys. per_token (default): each row
+/// its own absmax / 127, like the values. per_channel: in addition, each KV
+/// head divides key channel c by a power of two s_c >= 1 before the per-row
+/// quantisation and the query is multiplied by s_c (exact both ways, so the
+/// logits are unchanged but for the rounding of the smaller range). s_c is
+/// calibrated once, on the first append (prefill the prompt in one call):
+/// with a_c the largest |k_c| of that append and m the lower median of the
+/// a_c, s_c = 2^j for the largest j with m 2^j <= a_c if a_c >= 8 m, else 1
+/// (under cache_relative the two channels of a RoPE pair share the larger
+/// a_c, so the rotation commutes with the scaling). A key channel whose
+/// magnitude is consistently far above the others (LLM keys have a few) then
+/// no longer sets every row's step. A per-row form of the smoothing of QServe
+/// (arXiv 2405.04532), not KIVI's per-channel groups: rows stay independent,
+/// so eviction moves them as before. README (K/V storage) has the numbers.
 LONGCTX_UNTAGGED_BEGIN
 enum class key_scales { per_token, per_channel };
 LONGCTX_UNTAGGED_END
 
+/// How a kv_cache is made (the owning policy fills it in from its parameters).
 struct kv_cache_options {
-  index_t row_stats = 0;  // floats per row owned by the eviction rule
-  kv_layout layout = kv_layout::slots;
-  position_mode positions = position_mode::absolute;
-  double rope_theta = 10000.0;  // cache_relative only
-  index_t reserve = 16;         // rows per lane allocated up front
-  key_scales keys = key_scales::per_token;  // per_channel: q8 storage only
+  index_t row_stats = 0;  ///< floats per row owned by the eviction rule
+  kv_layout layout = kv_layout::slots;  ///< where a new row goes
+  position_mode positions = position_mode::absolute;  ///< the positions attention sees
+  double rope_theta = 10000.0;  ///< cache_relative only
+  index_t reserve = 16;         ///< rows per lane allocated up front
+  key_scales keys = key_scales::per_token;  ///< per_channel: q8 storage only
 };
 
-// What eviction rules see of a cache, whatever its storage type: shape,
-// per-row positions and rule statistics, slot order.
+/// What eviction rules see of a cache, whatever its storage type: shape,
+/// per-row positions and rule statistics, slot order. Lanes are the KV heads
+/// (lane = b h_kv + hk), slots the row indices inside a lane; every lane
+/// holds size() rows.
 class kv_rows {
  public:
   const attention_dims& dims() const noexcept { return dims_; }
@@ -86,7 +91,9 @@ class kv_rows {
   index_t lanes() const noexcept { return dims_.b * dims_.h_kv; }
   bool relative() const noexcept { return opt_.positions == position_mode::cache_relative; }
   bool channel_scaled() const noexcept { return opt_.keys == key_scales::per_channel; }
-  // Per lane, slot-indexed.
+  /// Per lane, slot-indexed.
+  /// \param lane b h_kv + hk
+  /// \return the absolute position of each of the lane's size() slots
   const index_t* positions(index_t lane) const noexcept { return pos_.data() + lane * cap_; }
   float* stats(index_t lane) noexcept { return stats_.data() + lane * cap_ * opt_.row_stats; }
   const float* stats(index_t lane) const noexcept { return stats_.data() + lane * cap_ * opt_.row_stats; }
@@ -98,6 +105,8 @@ class kv_rows {
     sort_by_position(lane, s.data(), size_);
     return s;
   }
+  /// \param lane b h_kv + hk
+  /// \return the lane's absolute positions in temporal order
   std::vector<index_t> held_positions(index_t lane) const {
     std::vector<index_t> r;
     for (index_t s : temporal_order(lane)) r.push_back(positions(lane)[s]);
@@ -120,6 +129,13 @@ class kv_rows {
   std::vector<index_t> rot_;  // (lanes, cap) cache_relative: position key_row is rotated to
 };
 
+/// The storage of the dense and bounded caches: per lane up to capacity()
+/// rows of K (d) and V (d_v) in the storage type `KV`, each with its absolute
+/// position and the rule's statistics. It knows nothing of eviction: rules
+/// choose slots, the storage moves rows. Read it through
+/// bounded_cache_state::cache(): keys() (b, h_kv, size, d) and values() (b,
+/// h_kv, size, d_v), rows in slot order (held_positions() gives temporal
+/// order), positions(lane) and key_channel_scales(lane).
 template <kv_storage KV = float>
 class kv_cache : public kv_rows {
  public:
@@ -139,14 +155,16 @@ class kv_cache : public kv_rows {
     }
   }
 
-  // key_scales::per_channel: lane's d channel scales s_c (all 1 until the
-  // first append); its stored keys are k / s and the attended query q * s.
-  // Null under per_token.
+  /// key_scales::per_channel: lane's d channel scales s_c (all 1 until the
+  /// first append); its stored keys are k / s and the attended query q * s.
+  /// \param lane b h_kv + hk
+  /// \return the lane's d scales, or null under per_token
   const float* key_channel_scales(index_t lane) const noexcept {
     return channel_scaled() ? chan_.data() + lane * dims_.d : nullptr;
   }
 
-  // Bytes allocated for rows, positions and statistics.
+  /// \return the bytes allocated for rows (with their prefixes), positions,
+  ///   statistics, original keys (cache_relative) and channel scales
   std::size_t footprint() const noexcept {
     const std::size_t per_row = sizeof(KV) * std::size_t(rk() + rv()) + sizeof(float) * std::size_t(opt_.row_stats) +
                                 sizeof(index_t) +
@@ -154,7 +172,10 @@ class kv_cache : public kv_rows {
     return std::size_t(lanes()) * std::size_t(cap_) * per_row + sizeof(float) * chan_.size();
   }
 
+  /// \return the attended keys (b, h_kv, size, d) in slot order (under
+  ///   cache_relative re-rotated to their ranks)
   tensor4_view<const KV> keys() const noexcept { return view(k_.data(), dims_.d); }
+  /// \return the values (b, h_kv, size, d_v) in slot order
   tensor4_view<const KV> values() const noexcept { return view(v_.data(), dims_.d_v); }
   index_t rk() const noexcept { return dims_.d + P; }
   index_t rv() const noexcept { return dims_.d_v + P; }

@@ -24,6 +24,9 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// A state's snapshot: header, payload and CRC-32C trailer (the format at
+/// the top of policies/snapshot.hpp), in the byte order of the machine that
+/// wrote it (a reader on the other byte order rejects it).
 using snapshot_bytes = std::vector<std::byte>;
 
 namespace detail {
@@ -54,8 +57,10 @@ inline constexpr std::size_t snapshot_trailer_bytes = 4;
 
 }  // namespace detail
 
-// FNV-1a over the fields of a configuration (dims and parameters): a state
-// restores only a snapshot whose fingerprint equals its own.
+/// FNV-1a (64-bit) over the fields of a configuration (dims and
+/// parameters): a state restores only a snapshot whose fingerprint equals
+/// its own, and forward() rejects a state whose fingerprint is not its
+/// policy's. A hash, not a proof: it catches mistakes, not forgeries.
 class config_fingerprint {
  public:
   template <class T>
@@ -72,6 +77,9 @@ class config_fingerprint {
   std::uint64_t h_ = 0xCBF29CE484222325ull;
 };
 
+/// Writes the one snapshot format: the header at construction, payload
+/// fields with put() / put_array(), then std::move(w).finish() appends the
+/// checksum. For states of new policies; the library's own use it.
 class snapshot_writer {
  public:
   snapshot_writer(std::string_view kind, std::uint64_t fingerprint) {
@@ -114,10 +122,10 @@ class snapshot_writer {
   snapshot_bytes out_;
 };
 
-// Checks the envelope at construction (magic, version, byte order, kind,
-// fingerprint, declared payload size, checksum); get() then never reads past
-// the payload. Every failure throws invalid_argument naming `where`, the
-// argument "bytes" and the field.
+/// Reads untrusted snapshot bytes. Checks the envelope at construction
+/// (magic, version, byte order, kind, fingerprint, declared payload size,
+/// checksum); get() then never reads past the payload. Every failure throws
+/// invalid_argument naming `where`, the argument "bytes" and the field.
 class snapshot_reader {
  public:
   snapshot_reader(std::span<const std::byte> bytes, std::string_view kind, std::uint64_t fingerprint,

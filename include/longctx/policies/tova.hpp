@@ -16,9 +16,15 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// TOVA, float K/V: tova{.budget = 4096}. The budget must be set
+/// (tova{} throws at make_state). Other storage:
+/// bounded_cache<tova_rule, bf16> (f16, q8).
 using tova = bounded_cache<tova_rule>;
+/// H2O: h2o_cache{.budget = 4096, .rule = {.recent = 2048}}.
 using h2o_cache = bounded_cache<h2o_rule>;
+/// The most recent `budget` tokens: window_cache{.budget = 4096}.
 using window_cache = bounded_cache<window_rule>;
+/// StreamingLLM: sinks_cache{.budget = 4096, .rule = {.sinks = 4}}.
 using sinks_cache = bounded_cache<sinks_rule>;
 
 LONGCTX_ASSERT_SEQUENCE_POLICY(tova);

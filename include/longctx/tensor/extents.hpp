@@ -11,9 +11,17 @@
 
 LONGCTX_TYPES_BEGIN
 
+/// The index and size type of every view and shape: signed (std::ptrdiff_t).
 using index_t = std::ptrdiff_t;
+/// An extent known only at run time (as std::dynamic_extent).
 inline constexpr std::size_t dynamic_extent = std::numeric_limits<std::size_t>::max();
 
+/// The sizes of a view's axes, each static (a template argument) or
+/// dynamic (dynamic_extent, stored), after std::extents: rank(),
+/// rank_dynamic(), static_extent(r), extent(r). Constructed from the
+/// dynamic sizes only or from all of them; a negative size or a mismatched
+/// static one throws invalid_argument. Static -> dynamic converts
+/// implicitly, dynamic -> static explicitly and checked.
 template <class IndexType, std::size_t... Exts>
 class extents {
  public:
@@ -93,6 +101,7 @@ struct dextents_impl<IndexType, std::index_sequence<I...>> {
 };
 }  // namespace extents_detail
 
+/// extents of `Rank` dynamic axes, as std::dextents.
 template <class IndexType, std::size_t Rank>
 using dextents = typename extents_detail::dextents_impl<IndexType, std::make_index_sequence<Rank>>::type;
 

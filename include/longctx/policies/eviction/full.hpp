@@ -6,6 +6,8 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// Keeps every row (every row is protected, whatever the budget): the rule
+/// of `dense`, the unbounded baseline.
 struct full_rule {
   static constexpr const char* name = "full";
   static constexpr index_t row_stats = 0;

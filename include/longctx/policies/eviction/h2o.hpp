@@ -11,15 +11,21 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// Ranking by the sum of past attention (paper) or that sum divided by the
-// number of queries that saw the row (older rows saw more queries).
+/// Ranking by the sum of past attention (paper) or that sum divided by the
+/// number of queries that saw the row (older rows saw more queries).
 LONGCTX_UNTAGGED_BEGIN
 enum class h2o_normalisation { none, query_count };
 LONGCTX_UNTAGGED_END
 
+/// H2O: the `recent` newest positions are protected; among the others the
+/// row with the least accumulated attention (the sum over every past query,
+/// prompt rows included, of its probability, aggregated over heads) leaves,
+/// ties the oldest. Row statistics: that sum and the query count (2 floats).
+/// A prefill observes every prompt row (their logits in blocks of about 32
+/// MB). make_state requires recent in [0, budget] or -1.
 struct h2o_rule {
-  index_t recent = -1;  // recent window in positions; -1: budget / 2 (H2O's even split)
-  h2o_normalisation norm = h2o_normalisation::none;
+  index_t recent = -1;  ///< recent window in positions; -1: budget / 2 (H2O's even split)
+  h2o_normalisation norm = h2o_normalisation::none;  ///< the ranking
 
   static constexpr const char* name = "h2o";
   static constexpr index_t row_stats = 2;  // accumulated attention, query count

@@ -8,8 +8,13 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// Attention sinks + window (StreamingLLM): the first `sinks` positions
+/// never leave (at most budget of them), otherwise the oldest row does, so
+/// the cache holds the sinks and the most recent budget - sinks positions
+/// (sinks_cache). No scores are computed. Pair it with
+/// position_mode::cache_relative for StreamingLLM's positions.
 struct sinks_rule {
-  index_t sinks = 4;  // StreamingLLM keeps 4
+  index_t sinks = 4;  ///< protected first positions, >= 0 (StreamingLLM keeps 4)
 
   static constexpr const char* name = "sinks";
   static constexpr index_t row_stats = 0;

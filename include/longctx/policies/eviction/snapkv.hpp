@@ -27,15 +27,24 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// SnapKV's smoothing of the votes along the keys: max pooling (the
+/// authors' code) or average pooling (zero padded, divided by `kernel`).
 LONGCTX_UNTAGGED_BEGIN
 enum class snapkv_pooling { max, average };
 LONGCTX_UNTAGGED_END
 
+/// SnapKV (the header comment has the whole rule): at prefill the last
+/// `window` prompt queries vote for every key with their probabilities, the
+/// votes are pooled along the keys, and the window plus the top budget -
+/// window keys stay; while decoding each query adds its vote and the lowest
+/// vote outside the `window` newest positions leaves. Row statistics: the
+/// vote (1 float; 1 + window when re-selecting). make_state requires window
+/// in [1, budget], an odd kernel >= 1, reselect_every >= 0.
 struct snapkv_rule {
-  index_t window = 32;  // observation window: the last prompt queries that vote
-  index_t kernel = 7;   // pooling width (odd), 1: no smoothing
-  snapkv_pooling pooling = snapkv_pooling::max;
-  index_t reselect_every = 0;  // > 0: re-select from the last `window` queries every N tokens
+  index_t window = 32;  ///< observation window: the last prompt queries that vote
+  index_t kernel = 7;   ///< pooling width (odd), 1: no smoothing
+  snapkv_pooling pooling = snapkv_pooling::max;  ///< max (authors) or average
+  index_t reselect_every = 0;  ///< > 0: re-select from the last `window` queries every N tokens
 
   static constexpr const char* name = "snapkv";
   static constexpr index_t row_stats = 1;  // the row's vote (see stats_per_row)
@@ -101,6 +110,9 @@ struct snapkv_rule {
   }
 };
 
+/// SnapKV on the bounded cache, float K/V: snapkv{.budget = 1024, .rule =
+/// {.window = 32}}. Its score_aggregation default is the layer mean
+/// (mean_all_heads); mean_kv_group is the authors' per-group choice.
 using snapkv = bounded_cache<snapkv_rule>;
 LONGCTX_ASSERT_SEQUENCE_POLICY(snapkv);
 

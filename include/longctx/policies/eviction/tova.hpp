@@ -10,6 +10,11 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// TOVA: each step the row with the lowest attention probability of the
+/// newest query (aggregated over heads by score_aggregation) leaves, ties
+/// the oldest; it may be the newest token itself (current_token::evictable,
+/// the paper). A prefill keeps the top budget rows by the last prompt row's
+/// probabilities. No parameters, no row statistics.
 struct tova_rule {
   static constexpr const char* name = "tova";
   static constexpr index_t row_stats = 0;

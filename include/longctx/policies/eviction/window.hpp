@@ -5,6 +5,8 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// Sliding window: the oldest row leaves, so the last `budget` positions
+/// stay (window_cache). No scores are computed.
 struct window_rule {
   static constexpr const char* name = "window";
   static constexpr index_t row_stats = 0;
