@@ -5,7 +5,6 @@
 // softmax, P V GEMM) a user would otherwise write, as the in-run baseline.
 // Ratios: bench/compare.py. Decode reports the K/V bytes it reads (B/s) and
 // their fraction of the read bandwidth this binary measured (of_read_bw).
-#include <Eigen/Core>
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 
 #include <longctx/attention.hpp>
 #include <longctx/kernels.hpp>
+#include <longctx/tensor/eigen.hpp>  // Eigen, with GCC 12's AVX-512 false positives silenced
 
 #include "support/bench.hpp"
 

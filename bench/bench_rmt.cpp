@@ -1,10 +1,10 @@
 // RMT driver over the example backbone (fp32, 2 threads):
-//   BM_rmt_segments/S:    tokens/s against the number of segments S (linear, Complexity oN);
-//   BM_rmt_overhead/s/m:  s content tokens per segment with m memory tokens vs m = 0
-//                         (memory-token overhead against segment length);
-//   BM_rmt_stream/n and BM_full_causal/n: the same backbone over n tokens, with
-//                         RMT (L = 512, m = 10) and with full causal attention over
-//                         the whole input (quadratic), for contrast.
+//   BM_rmt_segments/segments:S  tokens/s against the number of segments S (linear, Complexity oN);
+//   BM_rmt_overhead/s:S/m:M     S content tokens per segment with M memory tokens vs M = 0
+//                               (memory-token overhead against segment length);
+//   BM_rmt_stream/n:N and BM_full_causal/n:N: the same backbone over N tokens, with
+//                               RMT (L = 512, m = 10) and with full causal attention over
+//                               the whole input (quadratic), for contrast.
 // Rates are per second of *process* CPU time (MeasureProcessCPUTime: all
 // threads): the development machine is shared, and wall time there measures
 // the neighbours. On an idle machine wall time ~ CPU time / 2. flop/token is
@@ -57,7 +57,7 @@ void BM_rmt_segments(benchmark::State& st) {
   st.SetComplexityN(segments);
   bench::label(st, "L=64 m=4 width=32");
 }
-BENCHMARK(BM_rmt_segments)->RangeMultiplier(10)->Range(10, 10000)->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
+BENCHMARK(BM_rmt_segments)->RangeMultiplier(10)->Range(10, 10000)->ArgName("segments")->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 
 void BM_rmt_overhead(benchmark::State& st) {
   const index_t s = st.range(0), m = st.range(1);
@@ -67,6 +67,7 @@ void BM_rmt_overhead(benchmark::State& st) {
 }
 BENCHMARK(BM_rmt_overhead)
     ->ArgsProduct({{108, 236, 492, 1004}, {0, 10}})
+    ->ArgNames({"s", "m"})
     ->Unit(benchmark::kMillisecond)
     ->MeasureProcessCPUTime();
 
@@ -76,7 +77,7 @@ void BM_rmt_stream(benchmark::State& st) {
   st.SetComplexityN(st.range(0));
   bench::label(st, "L=512 m=10");
 }
-BENCHMARK(BM_rmt_stream)->RangeMultiplier(2)->Range(1024, 8192)->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
+BENCHMARK(BM_rmt_stream)->RangeMultiplier(2)->Range(1024, 8192)->ArgName("n")->Complexity(benchmark::oN)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 
 // The same backbone, one causal pass over the whole input (what RMT replaces).
 void BM_full_causal(benchmark::State& st) {
@@ -102,6 +103,6 @@ void BM_full_causal(benchmark::State& st) {
   st.SetComplexityN(n);
   bench::label(st, "full causal");
 }
-BENCHMARK(BM_full_causal)->RangeMultiplier(2)->Range(1024, 8192)->Complexity(benchmark::oNSquared)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
+BENCHMARK(BM_full_causal)->RangeMultiplier(2)->Range(1024, 8192)->ArgName("n")->Complexity(benchmark::oNSquared)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 
 }  // namespace

@@ -45,6 +45,8 @@ struct probe_result {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  std::printf("backend: %s (fixed at compile time by -march/-m flags or LONGCTX_FORCE_ARCH)\n",
+              longctx::default_arch::name);
   constexpr index_t H = 4, D = 64, N = 256, P = 16;
   const index_t total = quick ? index_t(1) << 16 : index_t(1) << 20;  // tokens streamed
   const longctx::attention_dims dims{1, H, H, D, D};

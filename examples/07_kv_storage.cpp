@@ -174,8 +174,10 @@ int main(int argc, char** argv) {
     for (auto& x : *a) x = nd(g);
   }
   thread_pool pool(2);
-  std::printf("longctx %s, backend %s: K/V storage types, h = h_kv = %lld, d = %lld, n = %lld (Gaussian data)\n",
-              version().string, default_arch::name, (long long)p.h, (long long)p.d, (long long)p.n);
+  std::printf("backend: %s (fixed at compile time by -march/-m flags or LONGCTX_FORCE_ARCH)\n",
+              longctx::default_arch::name);
+  std::printf("longctx %s: K/V storage types, h = h_kv = %lld, d = %lld, n = %lld (Gaussian data)\n",
+              version().string, (long long)p.h, (long long)p.d, (long long)p.n);
   std::printf("%-5s %10s %11s %14s %14s %14s\n", "kv", "K+V MB", "decode ms", "decode err", "prefill err",
               "bound");
   const auto print = [](const char* name, const report& r, bool bounded) {

@@ -2,6 +2,7 @@
 // section per method. `--quick` runs a few-second smoke version.
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 
 #include <longctx/longctx.hpp>
 
@@ -13,12 +14,13 @@
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  std::printf("longctx %s demo, SIMD backend: %s%s\n", longctx::version().string, longctx::default_arch::name,
-              quick ? " (quick)" : "");
-  demo_dense(quick);
-  demo_infini(quick);
-  demo_flash(quick);
-  demo_rmt(quick);
-  demo_tova(quick);
+  std::printf("longctx %s demo%s\n", longctx::version().string, quick ? " (quick)" : "");
+  std::printf("backend: %s (fixed at compile time by -march/-m flags or LONGCTX_FORCE_ARCH)\n",
+              longctx::default_arch::name);
+  // Flushed after each section, so that a pipe (| tee) shows them as they finish.
+  for (void (*section)(bool) : {demo_dense, demo_infini, demo_flash, demo_rmt, demo_tova}) {
+    section(quick);
+    std::fflush(stdout);
+  }
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <longctx/simd/arch.hpp>
@@ -16,6 +17,16 @@
 namespace longctx::bench {
 
 using benchmark::Counter;
+
+// Counters that are fractions ("peak", "of_read_bw") or times ("ns/token"),
+// not rates. They are declared with kIsIterationInvariantRate so that Google
+// Benchmark multiplies them by the iterations and divides them by the
+// measured seconds, which makes them the fraction (the time); the reporter in
+// main.cpp then clears the rate flag, which would only make the console
+// print "/s" (with kInvert: "s") after them. JSON has the same values.
+inline bool is_plain_counter(std::string_view name) {
+  return name == "peak" || name == "of_read_bw" || name == "ns/token";
+}
 
 // `flops` per iteration (useful work: causal counts only visible products).
 // "peak" is the fraction of the measured FMA peak of `threads` threads.

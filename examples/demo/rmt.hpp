@@ -5,6 +5,7 @@
 // token-by-token streaming equals whole segments.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,10 +34,18 @@ inline void demo_rmt(bool quick) {
   std::vector<float> in(std::size_t(chunk * w)), out(in.size());
   for (auto& x : in) x = u(rng);  // the same embeddings every chunk: generation is not what is timed
   const auto t0 = std::chrono::steady_clock::now();
+  auto last_report = t0;  // the full run takes a while: a progress line every 5 s or so
   for (index_t done = 0; done < tokens; done += chunk) {
     const index_t n = std::min(chunk, tokens - done);
     policy.forward(state, longctx::make_matrix<longctx::dynamic_extent, const float>(in.data(), n, w),
                    longctx::make_matrix(out.data(), n, w));
+    const auto now = std::chrono::steady_clock::now();
+    if (!quick && done + n < tokens && now - last_report >= std::chrono::seconds(5)) {
+      std::printf("          ... %ld of %ld tokens, %.0f s\n", long(done + n), long(tokens),
+                  std::chrono::duration<double>(now - t0).count());
+      std::fflush(stdout);
+      last_report = now;
+    }
   }
   policy.flush(state);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

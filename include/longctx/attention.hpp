@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "kernels/attention.hpp"
+#include "kernels/scale.hpp"  // default_scale(d)
 
 LONGCTX_NAMESPACE_BEGIN
 
@@ -64,6 +65,47 @@ attention_shape check_attention(const char* where, const tensor4_view<const floa
 // Tiled prefill. `scale` is explicit (usually default_scale(d)). `rows`, if
 // given, receives the scaled, masked logits of query rows [first, first + w)
 // in rows.logits (b, h, w, n_kv) (see row_logits).
+/// Exact multi-head softmax attention, O = softmax(scale Q K^T + mask) V,
+/// by the tiled prefill kernel (FlashAttention-2 order: online softmax over
+/// 48-query x 128-key tiles, fully masked tiles skipped).
+///
+/// Shapes (logical axes; any strides with a contiguous last axis, so the
+/// (b, h, n, d) and (b, n, h, d) layouts both work without copies): q (b,
+/// h, n_q, d), k (b, h_kv, n_kv, d), v (b, h_kv, n_kv, d_v), o (b, h, n_q,
+/// d_v); GQA/MQA: h % h_kv == 0, query head i reads KV head i / (h / h_kv).
+/// A fully masked row gives o = 0 and lse = -inf; a NaN in the inputs gives
+/// NaN in the rows it reaches; rows of extreme magnitude are recomputed
+/// exactly (kernels/exact_row.hpp). Results are bit-identical for any
+/// executor and thread count.
+///
+/// Checked before anything runs: equal batch sizes, d, d_v > 0, k's head
+/// dim, h % h_kv, v and o against q and k, a finite scale, the mask's
+/// parameters, every view's contiguous last axis and data (addressable, not
+/// null unless empty), o, lse and logits disjoint from the inputs, and the
+/// scratch the call would need (at most 2^47 bytes).
+///
+/// Cost: O(b h n_q n_kv (d + d_v)) for no_mask, the visible pairs only for
+/// the causal family; K^T (and V unless float rows can be read in place)
+/// are packed once per KV head into the calling thread's scratch, about b
+/// h_kv n_kv (d + d_v) floats, kept for the next call.
+///
+/// Thread safety: reentrant; calls on different threads may share inputs
+/// but not outputs, and each needs its own thread_pool (or any executor
+/// that allows concurrent use).
+/// \tparam Arch the SIMD backend (default_arch)
+/// \tparam KV the K/V storage type (float, bf16, f16, q8); not deduced:
+///   attention<default_arch, bf16>(...)
+/// \param q (b, h, n_q, d) queries
+/// \param k (b, h_kv, n_kv, d) keys
+/// \param v (b, h_kv, n_kv, d_v) values
+/// \param o (b, h, n_q, d_v) output, disjoint from every input
+/// \param scale the logit scale, finite (usually default_scale(d))
+/// \param mask a mask descriptor (no_mask, causal, sliding_window, ...)
+/// \param lse (b, h, n_q) log-sum-exp out; default: not requested
+/// \param exec the executor (serial by default)
+/// \param rows row_logits: the logits of query rows [first, first + w) out;
+///   default: not requested
+/// \throws invalid_argument naming the argument and the shapes
 template <arch_tag Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
           executor Exec = serial_executor>
 void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
@@ -92,6 +134,28 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
 // long cache. Same contract as attention(); results agree with it to
 // rounding. `logits`, if given, receives the scaled, masked logits
 // (b, h, n_q, n_kv).
+/// Split-KV (flash-decoding) attention for a few query rows, typically n_q
+/// = 1, per head over a long cache: the keys are cut into chunks whose size
+/// depends on n_kv only, each task streams one chunk of K and V once for all
+/// query rows of a KV group, and the partial results merge through their
+/// LSE in chunk order. Same shapes, checks, masks and numerical contract as
+/// attention(); results agree with it to rounding. Cost: O(b h n_q n_kv (d
+/// + d_v)), K and V read once per KV head; scratch: the partials, b h n_q
+/// (d_v + 2) floats per chunk. Thread safety as attention().
+/// \tparam Arch the SIMD backend (default_arch)
+/// \tparam KV the K/V storage type (float, bf16, f16, q8); not deduced
+/// \param q (b, h, n_q, d) queries
+/// \param k (b, h_kv, n_kv, d) keys
+/// \param v (b, h_kv, n_kv, d_v) values
+/// \param o (b, h, n_q, d_v) output, disjoint from every input
+/// \param scale the logit scale, finite
+/// \param mask a mask descriptor
+/// \param lse (b, h, n_q) log-sum-exp out; default: not requested
+/// \param exec the executor (serial by default)
+/// \param logits (b, h, n_q, n_kv) scaled, masked logits out (-inf where
+///   masked), contiguous last axis; with lse, probabilities_from_logits()
+///   gives each row's softmax; default: not requested
+/// \throws invalid_argument naming the argument and the shapes
 template <arch_tag Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
           executor Exec = serial_executor>
 void decode(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,

@@ -99,12 +99,35 @@
 #define LONGCTX_ISA_BASE isa_generic
 #endif
 #define LONGCTX_ISA_NS LONGCTX_CAT(LONGCTX_ISA_BASE, LONGCTX_ISA_FORCED_SUFFIX)
+
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge
+// source, and -Wmaybe-uninitialized / -Wuninitialized report it at every
+// site they are inlined into (GCC PR 105593, fixed in GCC 13): 800+ false
+// warnings for a consumer translation unit built with AVX-512 flags. GCC
+// checks diagnostic pragmas along the inlining chain, so silencing the two
+// inside the library's namespace blocks keeps them out of the consumer's
+// build; only for GCC < 13 with AVX-512 enabled, so GCC still checks this
+// code in its other configurations and clang everywhere. The consumer's own
+// code outside these blocks keeps both warnings.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13 && defined(__AVX512F__)
+#define LONGCTX_DIAGNOSTICS_BEGIN                                  \
+  _Pragma("GCC diagnostic push")                                   \
+  _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+  _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define LONGCTX_DIAGNOSTICS_END _Pragma("GCC diagnostic pop")
+#else
+#define LONGCTX_DIAGNOSTICS_BEGIN
+#define LONGCTX_DIAGNOSTICS_END
+#endif
+
 #define LONGCTX_NAMESPACE_BEGIN \
+  LONGCTX_DIAGNOSTICS_BEGIN     \
   namespace longctx {           \
   inline namespace LONGCTX_ISA_NS {
 #define LONGCTX_NAMESPACE_END \
   }                           \
-  }
+  }                           \
+  LONGCTX_DIAGNOSTICS_END
 
 // What does not depend on the flags leaves the tagged namespace, so it is one
 // type in every translation unit (a catch or a view crosses units built with
@@ -115,8 +138,8 @@
 // out-of-line copy built with other flags is ever called.
 #define LONGCTX_UNTAGGED_BEGIN }
 #define LONGCTX_UNTAGGED_END inline namespace LONGCTX_ISA_NS {
-#define LONGCTX_TYPES_BEGIN namespace longctx {
-#define LONGCTX_TYPES_END }
+#define LONGCTX_TYPES_BEGIN LONGCTX_DIAGNOSTICS_BEGIN namespace longctx {
+#define LONGCTX_TYPES_END } LONGCTX_DIAGNOSTICS_END
 #if defined(__GNUC__)
 #define LONGCTX_INLINE [[gnu::always_inline]] inline
 #else
@@ -131,11 +154,14 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// The library version: LONGCTX_VERSION_MAJOR, _MINOR, _PATCH and
+/// LONGCTX_VERSION_STRING ("0.1.0").
 struct version_info {
   int major, minor, patch;
   const char* string;
 };
 
+/// \return the version of the headers this translation unit includes
 constexpr version_info version() noexcept {
   return {LONGCTX_VERSION_MAJOR, LONGCTX_VERSION_MINOR, LONGCTX_VERSION_PATCH,
           LONGCTX_VERSION_STRING};

@@ -60,6 +60,28 @@ TEST_CASE("hostile: views whose element count or reach overflows are rejected, s
   REQUIRE(st.snapshot() == before);
 }
 
+TEST_CASE("hostile: optional q_mem/k_mem and q_lin/k_lin views get the checks q and k get",
+          "[core][hostile]") {
+  // Shaped like q, but with strides that reach past index_t: the shape
+  // check alone passed it, and the policies then read through it.
+  std::vector<float> buf(64, 1.0f), o(32);
+  const auto q = view4(buf, 1, 4, 1, 8);
+  const tensor4_view<const float> far(buf.data(), E4(1, 4, 1, 8), {8, index_t(1) << 62, 8, 1});
+  const auto out = from_bhnd(o.data(), 1, 4, 1, 8);
+  const infini inf{.segment = 4, .beta = std::vector<float>(4, 0.0f)};
+  auto si = inf.make_state({1, 4, 4, 8, 8});
+  const auto si0 = si.snapshot();
+  REQUIRE_THROWS_WITH(inf.forward(si, {q, q, q, far, {}}, out), Contains("'q_mem'") && Contains("overflow"));
+  REQUIRE_THROWS_WITH(inf.forward(si, {q, q, q, {}, far}, out), Contains("'k_mem'") && Contains("overflow"));
+  REQUIRE(si.snapshot() == si0);
+  const flash fl{.chunk = 4};
+  auto sf = fl.make_state({1, 4, 4, 8, 8});
+  const auto sf0 = sf.snapshot();
+  REQUIRE_THROWS_WITH(fl.forward(sf, {q, q, q, far, {}}, out), Contains("'q_lin'") && Contains("overflow"));
+  REQUIRE_THROWS_WITH(fl.forward(sf, {q, q, q, {}, far}, out), Contains("'k_lin'") && Contains("overflow"));
+  REQUIRE(sf.snapshot() == sf0);
+}
+
 TEST_CASE("hostile: zero-stride K/V of any length over a tiny buffer are rejected by the scratch bound",
           "[core][hostile]") {
   // Stride 0 along the keys: 2^58 keys over one row of 8 floats is a valid

@@ -56,3 +56,19 @@ TEST_CASE("eigen: maps over views", "[tensor]") {
   RowMat m = RowMat::Random(3, 3);
   CHECK(as_eigen(as_view(m)).isApprox(m, 0.0f));
 }
+
+TEST_CASE("eigen: a column-major matrix is rejected with the fix in the message", "[tensor]") {
+  using namespace longctx;
+  rmt_reference_backbone<> model({.width = 8, .heads = 2, .layers = 1});
+  const rmt policy{.memory = 2, .segment_budget = 16};
+  RowMat mem0 = RowMat::Zero(2, 8);
+  auto state = policy.make_state(model, as_view(mem0));
+  Eigen::MatrixXf x = Eigen::MatrixXf::Random(5, 8);  // column-major, Eigen's default
+  RowMat y_rows(5, 8);
+  CHECK_THROWS_WITH(policy.forward(state, as_view(x), as_view(y_rows)),
+                    Catch::Contains("argument 'in'") && Catch::Contains("must be contiguous") &&
+                        Catch::Contains("Eigen::RowMajor"));
+  RowMat x_rows = x;
+  policy.forward(state, as_view(x_rows), as_view(y_rows));  // the fix works
+  CHECK(std::isfinite(y_rows(4, 7)));
+}

@@ -4,7 +4,9 @@
 // runtime/ (executors), which are one layer.
 //   fma_peak<Arch>(pool, threads): fp32 FLOP/s of `threads` threads, each
 //     running 16 independent vec<float, Arch> FMA chains (enough to cover
-//     the FMA latency on every backend); the median of 3 runs of ~0.1 s.
+//     the FMA latency on every backend); the best of 5 runs of ~0.05 s (a
+//     peak: a neighbour on a shared machine only ever lowers a run, and a
+//     median of such runs made kernels read above 100% of it).
 //   read_bandwidth<Arch>(pool, threads, a): bytes/s of `threads` threads
 //     summing the floats of `a` with vector loads (each pass reads all of
 //     a); the median of 5 passes after a warm-up. Make `a` larger than the
@@ -42,9 +44,9 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 template <arch_tag Arch = default_arch, executor Exec>
 double fma_peak(Exec&& pool, int threads) {
-  const long iters = 20'000'000 / std::max(1, Arch::width / 4);
+  const long iters = 10'000'000 / std::max(1, Arch::width / 4);
   std::vector<double> runs;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 5; ++rep) {
     std::vector<float> sink(static_cast<std::size_t>(threads));
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(threads, [&](index_t t) { sink[std::size_t(t)] = detail::fma_chains<Arch>(iters, float(t + rep)); });
@@ -53,8 +55,7 @@ double fma_peak(Exec&& pool, int threads) {
     static_cast<void>(keep);
     runs.push_back(2.0 * 16 * Arch::width * double(iters) * threads / s);
   }
-  std::sort(runs.begin(), runs.end());
-  return runs[1];
+  return *std::max_element(runs.begin(), runs.end());
 }
 
 template <arch_tag Arch = default_arch, executor Exec>

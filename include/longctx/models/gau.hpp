@@ -9,8 +9,6 @@
 #include <cmath>
 #include <optional>
 
-#include <Eigen/Core>
-
 #include "../kernels/rope.hpp"
 #include "../policies/flash.hpp"
 #include "layer_driver.hpp"
@@ -24,32 +22,38 @@ LONGCTX_NAMESPACE_BEGIN
 //   A = attention(...) (n, e);  Y = X + (U * A) W_o.
 // X, Y (n, d_model). Single head.
 
+/// The GAU layer's input normalisation.
 LONGCTX_UNTAGGED_BEGIN
 enum class gau_norm {
-  scale_norm,  // g * x / max(||x||_2, epsilon), g a learned scalar (Nguyen & Salazar; the paper's choice)
-  layer_norm,  // (x - mean) / sqrt(var + epsilon) * gain + bias, per feature
+  scale_norm,  ///< g * x / max(||x||_2, epsilon), g a learned scalar (Nguyen & Salazar; the paper's choice)
+  layer_norm,  ///< (x - mean) / sqrt(var + epsilon) * gain + bias, per feature
 };
 LONGCTX_UNTAGGED_END
 
+/// The GAU layer's attention.
 LONGCTX_UNTAGGED_BEGIN
 enum class gau_attention {
-  mixed_chunk,  // FLASH: the `flash` policy (policies/flash.hpp), b = h = h_kv = 1
-  flash_quad,   // FLASH-Quad: one chunk = the whole call, scale 1/n, no linear part
+  mixed_chunk,  ///< FLASH: the `flash` policy (policies/flash.hpp), b = h = h_kv = 1
+  flash_quad,   ///< FLASH-Quad: one chunk = the whole call, scale 1/n, no linear part
 };
 LONGCTX_UNTAGGED_END
 
-// One layer's weights, fp32, row-major.
+/// One GAU layer's weights, fp32, row-major (Eigen matrices), filled by the
+/// caller; gau::make_state and every forward() check their shapes.
 struct gau_weights {
-  using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  matrix w;                  // (d_model, 2e + s): the [U | V | Z] projection
-  Eigen::RowVectorXf b;      // (2e + s)
-  matrix gamma, beta;        // (4, s): rows q_quad, k_quad, q_lin, k_lin
-  matrix w_o;                // (e, d_model)
-  Eigen::RowVectorXf norm_gain;  // layer_norm: (d_model); scale_norm: (1), the scalar g
-  Eigen::RowVectorXf norm_bias;  // layer_norm: (d_model); scale_norm: unused
+  using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;  ///< row-major float
+  matrix w;                  ///< (d_model, 2e + s): the [U | V | Z] projection
+  Eigen::RowVectorXf b;      ///< (2e + s)
+  matrix gamma, beta;        ///< (4, s): rows q_quad, k_quad, q_lin, k_lin
+  matrix w_o;                ///< (e, d_model)
+  Eigen::RowVectorXf norm_gain;  ///< layer_norm: (d_model); scale_norm: (1), the scalar g
+  Eigen::RowVectorXf norm_bias;  ///< layer_norm: (d_model); scale_norm: unused
 
+  /// \return d_model, the rows of w
   index_t d_model() const noexcept { return index_t(w.rows()); }
+  /// \return e, the rows of w_o
   index_t e() const noexcept { return index_t(w_o.rows()); }
+  /// \return s, the columns of gamma
   index_t s() const noexcept { return index_t(gamma.cols()); }
 };
 
@@ -64,20 +68,49 @@ tensor4_view<T> single_head(matrix_view<T> m) {
 }
 }  // namespace detail
 
+/// The Gated Attention Unit layer of FLASH, a whole-layer driver (a
+/// layer_driver): X (n, d_model) -> Y = X + (U * A) W_o with [U | V | Z] =
+/// SiLU(norm(X) W + b), the four scale/offset heads of Z, RoPE with global
+/// positions and A the FLASH (mixed_chunk) or FLASH-Quad attention (docs:
+/// papers, section 2). Single head. A state is made from the layer's
+/// weights and keeps them by reference.
+///
+/// Cost of n rows: O(n d_model (3e + s)) for the projections plus the
+/// attention: mixed_chunk as flash (O(n C (s + e)) + O(n s e)), flash_quad
+/// O(n^2 (s + e)). Causal mixed-chunk attention streams: any split of the
+/// rows (token by token) agrees with one call up to the projections'
+/// rounding; flash_quad and non-causal need the whole sequence in one call
+/// on a fresh state.
+///
+/// Contract: make_state() and forward() check the weights' shapes,
+/// norm_epsilon > 0 and a finite rope_base > 0; forward() also checks x, y
+/// ((n, d_model), contiguous rows; y is x or disjoint from it), the state,
+/// and for flash_quad no chunk bias and a finite quad_scale, all before
+/// changing the state; errors throw invalid_argument. Thread safety: the
+/// layer and its weights are read-only and may serve many states on many
+/// threads; a state is used by one thread at a time.
 struct gau {
-  gau_norm norm = gau_norm::scale_norm;
-  gau_attention attention = gau_attention::mixed_chunk;
-  flash mixed{};                       // mixed_chunk: chunk, mode, normalisation, bias
-  std::optional<float> quad_scale{};   // flash_quad: logit scale; default 1/n
-  float norm_epsilon = 1e-5f;
-  double rope_base = 10000.0;
+  gau_norm norm = gau_norm::scale_norm;  ///< scale_norm (the paper) or layer_norm
+  gau_attention attention = gau_attention::mixed_chunk;  ///< FLASH or FLASH-Quad
+  flash mixed{};                       ///< mixed_chunk: chunk, mode, normalisation, bias
+  std::optional<float> quad_scale{};   ///< flash_quad: logit scale; default 1/n
+  float norm_epsilon = 1e-5f;  ///< the norm's epsilon, > 0
+  double rope_base = 10000.0;  ///< RoPE base, finite and > 0
 
+  /// A GAU stream: the weights it was made from (by reference), the FLASH
+  /// state, the position and work buffers reused across calls. Copyable and
+  /// movable (copies share the weights). Used by one thread at a time.
   class state_type {
    public:
+    /// An empty state forward() rejects; assign one from make_state.
     state_type() = default;
+    /// \return rows seen: the next row's global (RoPE) position
     index_t position() const noexcept { return pos_; }
+    /// \return the mixed_chunk attention's state (unused by flash_quad)
     const flash::state_type& attention_state() const noexcept { return attn_; }
-    // Bytes held: the attention state and the work buffers of the largest call.
+    /// Bytes held: the attention state and the work buffers of the largest
+    /// call (those grow with the longest call's n, not with the stream).
+    /// \return the bytes
     std::size_t footprint() const noexcept {
       std::size_t floats = std::size_t(xn_.size() + h_.size() + a_.size());
       for (const auto& q : q_) floats += std::size_t(q.size());
@@ -93,8 +126,11 @@ struct gau {
     gau_weights::matrix xn_, h_, q_[4], a_;  // work buffers, reused across calls
   };
 
-  // A state bound to the layer's weights (kept by reference: they must
-  // outlive it, as a backbone outlives its rmt_state).
+  /// A state bound to the layer's weights (kept by reference: they must
+  /// outlive it, as a backbone outlives its rmt_state).
+  /// \param w the weights; their shapes give d_model, e, s
+  /// \return the state at position 0
+  /// \throws invalid_argument when a weight's shape or a parameter is wrong
   state_type make_state(const gau_weights& w) const {
     check_weights(w, "gau::make_state");
     state_type st;
@@ -103,12 +139,18 @@ struct gau {
     return st;
   }
 
-  // Y (n, d_model) = layer(X (n, d_model)), continuing the state's sequence
-  // (positions start at position()). Causal mixed-chunk attention streams:
-  // calling it token by token agrees with one call up to the projections'
-  // rounding (Eigen's GEMV and GEMM round differently); the attention itself
-  // is bit-exact. flash_quad and non-causal need the whole sequence in one
-  // call on a fresh state. y may alias x.
+  /// Y (n, d_model) = layer(X (n, d_model)), continuing the state's sequence
+  /// (positions start at position()). Causal mixed-chunk attention streams:
+  /// calling it token by token agrees with one call up to the projections'
+  /// rounding (Eigen's GEMV and GEMM round differently); the attention itself
+  /// is bit-exact. flash_quad and non-causal need the whole sequence in one
+  /// call on a fresh state. y may alias x.
+  /// \tparam Arch the SIMD backend (default_arch)
+  /// \param st a state from make_state()
+  /// \param x (n, d_model) input rows, contiguous rows
+  /// \param y (n, d_model) output rows: x itself (in place) or disjoint
+  /// \param exec the executor for row blocks and the attention
+  /// \throws invalid_argument on bad weights, views or state; st unchanged
   template <arch_tag Arch = default_arch, executor Exec = serial_executor>
   void forward(state_type& st, matrix_view<const float> x, matrix_view<float> y, Exec&& exec = {}) const {
     constexpr const char* where = "gau::forward";

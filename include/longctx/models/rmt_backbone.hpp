@@ -5,8 +5,6 @@
 // weights. A per-segment KV cache makes row-by-row calls equal one whole call.
 #pragma once
 
-#include <Eigen/Core>
-
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -21,6 +19,9 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
+/// The example backbone's sizes: width (d_model) 64, heads 4 (width %
+/// heads == 0), layers 2, hidden 0 (the MLP width; 0 means 4 width), and
+/// the seed of its deterministic weights.
 struct rmt_backbone_config {
   index_t width = 64;   // d_model
   index_t heads = 4;    // width % heads == 0
@@ -29,6 +30,22 @@ struct rmt_backbone_config {
   std::uint64_t seed = 1;
 };
 
+/// A small example backbone for rmt, built from library pieces; not a model
+/// zoo. x (n, width) -> y (n, width): sinusoidal positions added at the
+/// input, pre-norm blocks (multi-head attention through attention() with
+/// the caller's mask, a GELU MLP with Eigen), a final LayerNorm, weights
+/// drawn deterministically from the seed (the same on every platform). Its
+/// per-segment KV cache makes row-by-row calls equal one whole call (to
+/// rounding). Satisfies rmt_backbone.
+///
+/// Cost of n new rows over c cached ones: O(layers n (4 width^2 + 2 width
+/// hidden)) for the projections and MLP plus O(layers width n (c + n)) for
+/// the attention; the cache holds 2 layers width rows floats.
+///
+/// Thread safety: forward() only reads the weights, and its FLOP counter
+/// is atomic, so states on several threads may share one backbone when it
+/// has no pool; with a pool, one call at a time (a thread_pool runs one
+/// parallel_for at a time).
 template <arch_tag Arch = default_arch>
 class rmt_reference_backbone {
  public:
@@ -49,6 +66,12 @@ class rmt_reference_backbone {
     void clear() noexcept { rows = 0; }
   };
 
+  /// Draws the weights.
+  /// \param c the sizes and seed
+  /// \param pool runs the larger products (at least about 2^20
+  ///   multiply-adds) on its threads; null: the calling thread only. It
+  ///   must outlive the backbone. Results do not depend on it.
+  /// \throws invalid_argument when width, heads, layers or hidden are bad
   explicit rmt_reference_backbone(rmt_backbone_config c, thread_pool* pool = nullptr) : cfg_(c), pool_(pool) {
     if (cfg_.hidden == 0) cfg_.hidden = 4 * cfg_.width;
     require(cfg_.width > 0 && cfg_.heads > 0 && cfg_.width % cfg_.heads == 0, "rmt_reference_backbone", "config",
@@ -66,10 +89,10 @@ class rmt_reference_backbone {
       const double u = double(z >> 11) * 0x1.0p-53;  // [0, 1)
       return float((2 * u - 1) * std::sqrt(3.0 / double(fan_in)));
     };
-    auto fill = [&](matrix& m, index_t r, index_t c) {
-      m.resize(r, c);
-      for (index_t i = 0; i < r; ++i)
-        for (index_t j = 0; j < c; ++j) m(i, j) = uniform(r);
+    auto fill = [&](matrix& m, index_t rows, index_t cols) {
+      m.resize(rows, cols);
+      for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) m(i, j) = uniform(rows);
     };
     const index_t w = cfg_.width, hd = cfg_.hidden;
     layers_.resize(std::size_t(cfg_.layers));
@@ -83,9 +106,13 @@ class rmt_reference_backbone {
     }
   }
 
+  /// \return d_model
   index_t width() const noexcept { return cfg_.width; }
+  /// \return the sizes (hidden resolved) and seed
   const rmt_backbone_config& config() const noexcept { return cfg_; }
+  /// \return the weights, one entry per layer
   const std::vector<layer>& layers() const noexcept { return layers_; }
+  /// \return an empty cache with one K and one V buffer per layer
   cache_type make_cache() const {
     return {std::vector<std::vector<float>>(layers_.size()), std::vector<std::vector<float>>(layers_.size()), 0};
   }
@@ -95,7 +122,9 @@ class rmt_reference_backbone {
   // heads). The example compares this with full attention's count.
   // Threads that share one backbone (two states, two threads) add to it
   // safely (a relaxed atomic: a total, no ordering).
+  /// \return the FLOPs forward() has counted since construction or reset_flops()
   double flops() const noexcept { return flops_.v.load(std::memory_order_relaxed); }
+  /// Sets the FLOP count to 0.
   void reset_flops() noexcept { flops_.v.store(0, std::memory_order_relaxed); }
   double linear_flops(index_t rows) const noexcept {
     const double w = double(cfg_.width), hd = double(cfg_.hidden);
@@ -108,6 +137,15 @@ class rmt_reference_backbone {
   // Appends the n rows of x (n, width) at positions pos (n) to the cache and
   // writes their outputs to y (n, width). Queries are the new rows, keys every
   // cached row; `mask` is bound with (n, cached rows) like attention().
+  /// Runs every layer on the new rows, their keys and values appended to
+  /// the cache (the rmt_backbone contract).
+  /// \param cache from make_cache(); cleared by the driver per segment
+  /// \param x (n, width) new rows, contiguous last axis
+  /// \param pos (n) position ids of the new rows
+  /// \param mask a mask descriptor, bound with (n, cached rows + n)
+  /// \param y (n, width) the last layer's output for the new rows
+  /// \throws invalid_argument on a shape or stride error, a cache of another
+  ///   backbone, or a mask that does not fit
   template <mask_descriptor Mask>
   void forward(cache_type& cache, matrix_view<const float> x, std::span<const index_t> pos, const Mask& mask,
                matrix_view<float> y) {

@@ -28,17 +28,19 @@
 
 LONGCTX_NAMESPACE_BEGIN
 
-// How the per-head probabilities of a query become one score per row.
-// Official TOVA: the mean over all query heads of the layer, so every KV
-// head evicts the same position. mean_kv_group: each KV head ranks by the
-// mean of its query heads; per_head: each head by its own (needs h == h_kv).
+/// How the per-head probabilities of a query become one score per row.
+/// Official TOVA: the mean over all query heads of the layer, so every KV
+/// head evicts the same position. mean_kv_group: each KV head ranks by the
+/// mean of its query heads; per_head: each head by its own (needs h == h_kv).
 LONGCTX_UNTAGGED_BEGIN
 enum class score_aggregation { mean_all_heads, mean_kv_group, per_head };
 LONGCTX_UNTAGGED_END
 
-// A segment of n > 1 tokens: full causal attention over cache + segment and
-// one top-k (official TOVA code), one decode step per token (the
-// multi-state RNN definition), or the first mode on chunks of `chunk`.
+/// What forward() does with a segment of n > 1 tokens: full causal attention
+/// over cache + segment and one top-k down to the budget (official TOVA
+/// code, the default), one decode step per token (the multi-state RNN
+/// definition; equal, bit for bit, to calling forward() token by token), or
+/// the first mode on chunks of `chunk` tokens.
 LONGCTX_UNTAGGED_BEGIN
 enum class prefill_mode { full_then_top_k, token_by_token, chunked };
 LONGCTX_UNTAGGED_END
@@ -46,25 +48,45 @@ LONGCTX_UNTAGGED_END
 template <eviction_rule Rule, kv_storage KV = float>
 struct bounded_cache;
 
+/// The state of a bounded_cache (its state_type): per KV head (lane = b
+/// h_kv + hk) at most budget rows of K and V in the storage type `KV`, each
+/// row's absolute position and the rule's per-row statistics. Made by
+/// bounded_cache::make_state (a default-constructed one is rejected by
+/// forward()); movable and copyable (a copy is an independent state). Used
+/// by one thread at a time.
 template <eviction_rule Rule, kv_storage KV = float>
 class bounded_cache_state {
  public:
+  /// An empty state no policy accepts; assign one from make_state.
   bounded_cache_state() = default;
 
+  /// \return the dims it was made for, d_v resolved
   const attention_dims& dims() const noexcept { return cache_.dims(); }
-  // The storage: rows, positions, slot order, the rule's row statistics.
+  /// The storage: rows, positions, slot order, the rule's row statistics.
+  /// \return the KV cache, read-only
   const kv_cache<KV>& cache() const noexcept { return cache_; }
+  /// \return rows held per KV head (every lane holds as many)
   index_t size() const noexcept { return cache_.size(); }
+  /// \return tokens appended so far: the next token's absolute position
   index_t next_position() const noexcept { return cache_.next_position(); }
+  /// \param lane b h_kv + hk, in [0, b h_kv)
+  /// \return the absolute positions the lane holds, in temporal order
   std::vector<index_t> held_positions(index_t lane) const { return cache_.held_positions(lane); }
-  // Bytes held (K, V, positions, statistics); constant once the budget is
-  // reached (a prefill's transient growth is returned at its end).
+  /// Bytes held (K, V, positions, statistics; under cache_relative a second
+  /// copy of K; per-channel key scales): b h_kv (budget + 1) rows from
+  /// make_state on, so constant for a bounded cache (a prefill's transient
+  /// growth is returned at its end); growing with the stream for dense. O(1).
+  /// \return the bytes allocated
   std::size_t footprint() const noexcept { return cache_.footprint(); }
 
-  // Appends rows without attending to them (a cache warmed from outside: a
-  // prefix computed elsewhere, a benchmark): k (b, h_kv, n, d), v (b, h_kv,
-  // n, d_v) at the next positions, converted to the storage type, rule
-  // statistics 0. The cache may not exceed its budget this way.
+  /// Appends rows without attending to them (a cache warmed from outside: a
+  /// prefix computed elsewhere, a benchmark): k (b, h_kv, n, d), v (b, h_kv,
+  /// n, d_v) at the next positions, converted to the storage type, rule
+  /// statistics 0. The cache may not exceed its budget this way.
+  /// \param k (b, h_kv, n, d) keys, as the caller rotated them
+  /// \param v (b, h_kv, n, d_v) values
+  /// \throws invalid_argument on a shape, stride or data error, or when
+  ///   size() + n would exceed the budget; the state is then unchanged
   void preload(tensor4_view<const float> k, tensor4_view<const float> v) {
     constexpr const char* where = "bounded_cache::preload";
     const attention_dims& a = dims();
@@ -79,13 +101,23 @@ class bounded_cache_state {
     cache_.append(k, v);
   }
 
+  /// The whole state as one snapshot (kind "kv:<rule>/<storage>", the
+  /// configuration fingerprint, the rows in their stored bits, positions,
+  /// statistics). O(footprint()).
+  /// \return the bytes; restore() of a same-configuration state reads them
   snapshot_bytes snapshot() const {
     snapshot_writer w(kind(), fp_);
     cache_.write(w);
     return std::move(w).finish();
   }
-  // Replaces the contents with a snapshot of a state of the same policy and
-  // dims; anything else throws invalid_argument and leaves this unchanged.
+  /// Replaces the contents with a snapshot of a state of the same policy and
+  /// dims; anything else throws invalid_argument and leaves this unchanged.
+  /// The bytes are untrusted: the envelope, every count and the payload's
+  /// invariants (positions distinct and below the next position, at most
+  /// budget rows, finite statistics, valid int8 rows, channel scales, RoPE
+  /// copies) are checked before the state is replaced.
+  /// \param bytes a snapshot() of a state of this policy, storage and dims
+  /// \throws invalid_argument naming the argument "bytes" and the field
   void restore(std::span<const std::byte> bytes) {
     snapshot_reader r(bytes, kind(), fp_, "bounded_cache::restore");
     kv_cache<KV> c = kv_cache<KV>::read(r, cache_.dims(), cache_.options(), bounded_cache<Rule, KV>::unbounded ? max_rows : budget_);
@@ -116,29 +148,70 @@ class bounded_cache_state {
   index_t budget_ = 0;  // restore() and preload() bound the rows by it
 };
 
-// KV: the storage type of the cached rows (float, bf16, f16, q8); q, o and
-// every score stay float.
+/// A KV cache of at most `budget` rows per KV head as a sequence_policy:
+/// each forward() attends the new tokens over the cache plus themselves
+/// with the exact kernels (causal, bottom-right), scores the rows from that
+/// same computation (the kernels' logits and LSE: no second Q K^T) and lets
+/// `Rule` choose which rows leave. tova, h2o_cache, window_cache,
+/// sinks_cache, snapkv and dense are its instantiations.
+///
+/// Shapes: in.q (b, h, n, d), in.k (b, h_kv, n, d), in.v (b, h_kv, n, d_v),
+/// o (b, h, n, d_v), any n per call (the prompt, or one token).
+///
+/// Cost, with S <= budget the rows held: a one-token step (n = 1) is
+/// O(b h (S + 1)(d + d_v)) for the attention plus O(b h S) for the scores
+/// and the choice, and moves O(d + d_v) per KV head (slots; compacted:
+/// O(budget (d + d_v)); cache_relative also re-rotates the younger keys,
+/// O(budget d)). A segment of n > 1 tokens under full_then_top_k is causal
+/// attention, O(b h n (S + n)(d + d_v)), then one top-k; the rule's observed
+/// rows add their logits (TOVA 1 row, SnapKV `window`, H2O all n, in blocks
+/// of about 32 MB). State: b h_kv (budget + 1) rows (footprint()), growing
+/// transiently to S + n rows during a prefill; dense keeps every row.
+///
+/// Contract: make_state() checks the dims and every parameter (budget set
+/// and >= 0 unless the rule keeps everything, enum values, even d under
+/// cache_relative, chunk > 0 under chunked, finite scale, per_channel keys
+/// only for q8, per_head only with h == h_kv, the state's bytes <= 2^47) and
+/// throws invalid_argument naming the parameter. forward() checks that the
+/// state was made by a policy with these parameters (fingerprint) and the
+/// call's shapes, strides, data and that `o` aliases no input, before
+/// touching the state. Any split of a stream into calls gives the bits of
+/// one-token calls under prefill_mode::token_by_token; the default prefill
+/// attends a call's tokens in one kernel call and selects once, so its
+/// results depend on where the stream is split (dense: to rounding only).
+/// Results do not depend on the executor or its thread count.
+///
+/// Thread safety: the policy is immutable; one policy may serve many states
+/// on many threads (its workspace is per thread). A state is used by one
+/// thread at a time.
+/// \tparam Rule an eviction_rule (tova_rule, h2o_rule, ...)
+/// \tparam KV the storage type of the cached rows (float, bf16, f16, q8);
+///   q, o and every score stay float
 template <eviction_rule Rule, kv_storage KV>
 struct bounded_cache {
   // ---- Parameters (designated initialisers: tova{.budget = 512}). --------
-  index_t budget = -1;  // rows kept per KV head; must be set (>= 0) unless the rule keeps everything
-  Rule rule{};          // the rule's own parameters (e.g. h2o_rule{.recent = 256})
-  score_aggregation aggregation = score_aggregation::mean_all_heads;
-  current_token current = current_token::evictable;
-  kv_layout layout = kv_layout::slots;
-  position_mode positions = position_mode::absolute;
-  float rope_theta = 10000.0f;  // cache_relative: the RoPE base the caller used
-  prefill_mode prefill = prefill_mode::full_then_top_k;
-  index_t chunk = 0;             // prefill_mode::chunked: tokens per chunk (> 0)
-  std::optional<float> scale{};  // unset: default_scale(d)
-  key_scales keys = key_scales::per_token;  // per_channel: int8 (q8) storage only (kv_cache.hpp)
+  index_t budget = -1;  ///< rows kept per KV head; must be set (>= 0) unless the rule keeps everything
+  Rule rule{};          ///< the rule's own parameters (e.g. h2o_rule{.recent = 256})
+  score_aggregation aggregation = score_aggregation::mean_all_heads;  ///< how head probabilities become row scores
+  current_token current = current_token::evictable;  ///< whether the newest token may leave at once
+  kv_layout layout = kv_layout::slots;  ///< where a new row goes (kv_layout)
+  position_mode positions = position_mode::absolute;  ///< the positions attention sees (position_mode)
+  float rope_theta = 10000.0f;  ///< cache_relative: the RoPE base the caller used
+  prefill_mode prefill = prefill_mode::full_then_top_k;  ///< what a call of n > 1 tokens does
+  index_t chunk = 0;             ///< prefill_mode::chunked: tokens per chunk (> 0)
+  std::optional<float> scale{};  ///< the logit scale; unset: default_scale(d)
+  key_scales keys = key_scales::per_token;  ///< per_channel: int8 (q8) storage only (kv_cache.hpp)
 
-  using state_type = bounded_cache_state<Rule, KV>;
-  using input_type = sequence_input;
+  using state_type = bounded_cache_state<Rule, KV>;  ///< what make_state() returns
+  using input_type = sequence_input;  ///< q, k, v of one forward() call
   using rule_type = Rule;
   using storage_type = KV;
-  static constexpr bool unbounded = requires { Rule::unbounded; };
+  static constexpr bool unbounded = requires { Rule::unbounded; };  ///< the rule keeps every row (dense)
 
+  /// An empty cache for `dims`, its budget + 1 rows per KV head allocated.
+  /// \param dims b, h, h_kv, d, d_v (0: d)
+  /// \return the state, fingerprinted with dims and every parameter
+  /// \throws invalid_argument naming the bad parameter or "dims"
   state_type make_state(const attention_dims& dims) const {
     constexpr const char* where = "bounded_cache::make_state";
     require_dims(dims, where);
@@ -151,9 +224,21 @@ struct bounded_cache {
     return st;
   }
 
+  /// \param d the head dim
+  /// \return the logit scale used: `scale`, or default_scale(d)
   float scale_for(index_t d) const noexcept { return scale ? *scale : default_scale(d); }
 
-  // Attends the n tokens of a segment (any n; prompt or one decode token).
+  /// Attends the n tokens of a segment (any n; prompt or one decode token)
+  /// over the cache and themselves, writes o, appends the tokens' K and V
+  /// (converted to `KV`) and evicts down to the budget. n = 0 does nothing.
+  /// \tparam Arch the SIMD backend (default_arch)
+  /// \param st a state from this policy's make_state()
+  /// \param in q (b, h, n, d), k (b, h_kv, n, d), v (b, h_kv, n, d_v) at
+  ///   positions next_position() .. + n - 1 (rotated by the caller, if RoPE)
+  /// \param o (b, h, n, d_v), disjoint from q, k, v
+  /// \param exec the executor (serial by default)
+  /// \throws invalid_argument when st was made by another configuration or
+  ///   a view's shape, stride or data is wrong; st is then unchanged
   template <arch_tag Arch = default_arch, executor Exec = serial_executor>
   void forward(state_type& st, const sequence_input& in, tensor4_view<float> o, Exec&& exec = {}) const {
     constexpr const char* where = "bounded_cache::forward";
@@ -359,22 +444,22 @@ struct bounded_cache {
   }
 
   // Recomputes, exactly (exact_row.hpp), the overflowed rows among the
-  // attended rows [i0, i0 + r) of one kernel call over the first `keys`
+  // attended rows [i0, i0 + r) of one kernel call over the first `n_keys`
   // cached rows with `mask`: o, lse and logits are that call's views (rows
   // from i0; lse and logits may be empty).
   template <class Mask>
-  void recompute_overflowed(const kv_cache<KV>& st, const workspace& w, index_t i0, index_t r, index_t keys,
+  void recompute_overflowed(const kv_cache<KV>& st, const workspace& w, index_t i0, index_t r, index_t n_keys,
                             Mask mask, float sc, tensor4_view<float> o, lse_view lse,
                             tensor4_view<float> logits) const {
     const index_t d = st.dims().d, g = st.dims().h / st.dims().h_kv;
-    const auto bound = mask.bind(r, keys);
+    const auto bound = mask.bind(r, n_keys);
     for (std::size_t e = 0; e < w.overflowed.size(); ++e) {
       const overflowed_row& row = w.overflowed[e];
       if (row.i < i0 || row.i >= i0 + r) continue;
       const index_t t = row.i - i0, hk = row.h / g, lane = row.b * st.dims().h_kv + hk;
       exact_attention_row(w.q_raw.data() + e * std::size_t(d),
-                          matrix_view<const KV>(st.keys().tokens(0, keys).head(row.b, hk)),
-                          matrix_view<const KV>(st.values().tokens(0, keys).head(row.b, hk)), sc, bound, t,
+                          matrix_view<const KV>(st.keys().tokens(0, n_keys).head(row.b, hk)),
+                          matrix_view<const KV>(st.values().tokens(0, n_keys).head(row.b, hk)), sc, bound, t,
                           &o(row.b, row.h, t, 0), lse.data() ? &lse(row.b, row.h, t) : nullptr,
                           logits.data() ? &logits(row.b, row.h, t, 0) : nullptr, st.key_channel_scales(lane));
     }
@@ -470,13 +555,13 @@ struct bounded_cache {
       recompute_overflowed(st, w, 0, first, s0 + first, causal{}, sc, o.tokens(0, first), lse_slice(lse, 0, first), {});
     const index_t rows_per_block = std::max<index_t>(1, observed_logit_floats / std::max<index_t>(1, b * h * n));
     for (index_t i0 = first; i0 < c; i0 += rows_per_block) {
-      const index_t r = std::min(rows_per_block, c - i0), keys = s0 + i0 + r;
-      w.logits.resize(std::size_t(b * h * r * keys));
-      const auto lg = from_bhnd(w.logits.data(), b, h, r, keys);  // (b, h, r, keys)
-      prefill_attention<Arch, KV>(q.tokens(i0, r), st.keys().tokens(0, keys), st.values().tokens(0, keys),
+      const index_t r = std::min(rows_per_block, c - i0), n_keys = s0 + i0 + r;
+      w.logits.resize(std::size_t(b * h * r * n_keys));
+      const auto lg = from_bhnd(w.logits.data(), b, h, r, n_keys);  // (b, h, r, n_keys)
+      prefill_attention<Arch, KV>(q.tokens(i0, r), st.keys().tokens(0, n_keys), st.values().tokens(0, n_keys),
                                      o.tokens(i0, r), sc, causal{}, lse_slice(lse, i0, r), exec, row_logits{0, lg});
-      recompute_overflowed(st, w, i0, r, keys, causal{}, sc, o.tokens(i0, r), lse_slice(lse, i0, r), lg);
-      w.sel.resize(std::size_t(keys));
+      recompute_overflowed(st, w, i0, r, n_keys, causal{}, sc, o.tokens(i0, r), lse_slice(lse, i0, r), lg);
+      w.sel.resize(std::size_t(n_keys));
       for (index_t bi = 0; bi < b; ++bi)
         for (index_t t = 0; t < r; ++t) {
           const index_t i = i0 + t, nv = s0 + i + 1;

@@ -6,6 +6,9 @@
 // snapshots and restores bit-exactly and reports its footprint in bytes.
 //   in.q (b, h, n, d), in.k (b, h_kv, n, d), in.v (b, h_kv, n, d_v),
 //   out (b, h, n, d_v). GQA: h % h_kv == 0.
+/// \file
+/// The protocol of every sequence policy: attention_dims, sequence_input,
+/// the sequence_policy concept and LONGCTX_ASSERT_SEQUENCE_POLICY.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +28,14 @@ namespace longctx {
 // The shape letters every policy is made from (one struct for all of them).
 // Plain data, outside the ISA-tagged namespace: it crosses translation units
 // built with other flags.
+/// The shape letters every sequence policy's state is made from:
+/// `make_state(attention_dims{.b = 1, .h = 32, .h_kv = 8, .d = 128})`.
+/// Fields: b batch (>= 0), h query heads (>= 1), h_kv KV heads (>= 1, h %
+/// h_kv == 0), d query / key head dim (>= 1; FLASH's s), d_v value head dim
+/// (>= 0, 0 meaning d; FLASH's e). make_state checks them (require_dims) and
+/// every state reports them with d_v resolved (dims()). Plain data, outside
+/// the ISA-tagged namespace: it crosses translation units built with other
+/// flags.
 struct attention_dims {
   std::ptrdiff_t b = 1;     // batch
   std::ptrdiff_t h = 1;     // query heads
@@ -38,8 +49,12 @@ struct attention_dims {
 LONGCTX_NAMESPACE_BEGIN
 
 // d_v with 0 resolved to d.
+/// \param a the dims
+/// \return a.d_v, or a.d when a.d_v is 0
 constexpr index_t value_dim(const attention_dims& a) noexcept { return a.d_v ? a.d_v : a.d; }
 // The dims with d_v resolved: what every state stores and reports.
+/// \param a the dims
+/// \return a with d_v resolved: what every state stores and reports
 constexpr attention_dims resolved(attention_dims a) noexcept {
   a.d_v = value_dim(a);
   return a;
@@ -56,6 +71,10 @@ inline config_fingerprint fingerprint_of(const attention_dims& a) noexcept {
 // The tokens of one forward() call. A method with extra per-token inputs
 // extends this (infini_input, flash_input) with defaulted fields, so
 // `typename P::input_type{q, k, v}` works for every policy.
+/// The tokens of one forward() call of a bounded cache or dense: q (b, h,
+/// n, d), k (b, h_kv, n, d), v (b, h_kv, n, d_v), any strides with a
+/// contiguous last axis. infini_input and flash_input add defaulted fields,
+/// so `typename P::input_type{q, k, v}` works for every policy.
 struct sequence_input {
   tensor4_view<const float> q, k, v;  // (b, h, n, d), (b, h_kv, n, d), (b, h_kv, n, d_v)
 };
@@ -110,10 +129,35 @@ inline void require_like(const char* where, const char* argument, const tensor4_
     return detail::concat("must have the shape of ", ref_name, " ", shape_of(ref), ", got ", shape_of(t));
   });
   require_unit_inner_stride(t, where, argument);
+  // Same extents as an addressable ref say nothing of t's strides.
+  require_data(t, where, argument);
 }
 
 // Every bounded-state attention policy (and the dense baseline) satisfies
 // this; user code written against it swaps methods in one line.
+/// The protocol of every sequence policy: dense, tova, h2o_cache,
+/// window_cache, sinks_cache, snapkv (every bounded_cache), infini
+/// (basic_infini) and flash. P is an aggregate of parameters with
+///   - `state_type`, made by `p.make_state(attention_dims)`, which checks
+///     the dims and every parameter (invalid_argument otherwise);
+///   - `input_type`, constructible from `{q, k, v}`;
+///   - `p.forward(state, in, out)` and `p.forward(state, in, out, exec)`:
+///     attends in.q (b, h, n, d) over the state's stream and its own tokens
+///     (k (b, h_kv, n, d), v (b, h_kv, n, d_v)), any n >= 0 per call, writes
+///     out (b, h, n, d_v) and advances the state;
+///   - on the state: `dims()`, `snapshot()` (a snapshot_bytes), `restore(bytes)`
+///     (untrusted bytes, all-or-nothing) and `footprint()` (bytes held).
+///
+/// What every policy in the library guarantees (tests/policies/protocol.cpp
+/// checks it for every policy, storage type and backend): snapshot, restore
+/// into a fresh state and continue gives the uninterrupted run's bits; 1, 2
+/// or 3 threads give the same bits; a bounded state's footprint() is
+/// constant; a bad call throws invalid_argument naming the argument and
+/// leaves the state unchanged; any split of the stream into calls gives the
+/// same bits for Infini-attention and FLASH, and for the caches under
+/// prefill_mode::token_by_token (their default prefill selects once per
+/// call). A policy object is immutable: one may serve many states on many
+/// threads; a state is used by one thread at a time.
 template <class P>
 concept sequence_policy =
     std::is_aggregate_v<P> &&
@@ -132,6 +176,8 @@ concept sequence_policy =
 
 // The readable form of the check, one line under each policy:
 //   LONGCTX_ASSERT_SEQUENCE_POLICY(tova);
+/// static_assert(sequence_policy<P>) with a one-line message listing what
+/// the protocol needs: `LONGCTX_ASSERT_SEQUENCE_POLICY(my_policy);`.
 #define LONGCTX_ASSERT_SEQUENCE_POLICY(...)                                                                    \
   static_assert(::longctx::sequence_policy<__VA_ARGS__>,                                                       \
                 #__VA_ARGS__ " is not a longctx::sequence_policy: it needs state_type, input_type (from q, k, "  \

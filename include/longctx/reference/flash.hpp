@@ -9,9 +9,7 @@
 #include <cmath>
 #include <vector>
 
-#include <Eigen/Core>
-
-#include "../models/gau.hpp"
+#include "../models/gau.hpp"  // Eigen, through tensor/eigen.hpp
 #include "../policies/flash.hpp"
 
 LONGCTX_NAMESPACE_BEGIN

@@ -3,8 +3,17 @@
 // Both directions are zero-copy; row- and column-major Eigen objects work.
 #pragma once
 
-#include <Eigen/Core>
 #include <type_traits>
+
+#include "../config.hpp"
+
+// Eigen's AVX-512 packet code meets the same GCC 12 false positive as ours
+// (config.hpp, LONGCTX_DIAGNOSTICS_BEGIN): included here, its template
+// bodies carry the silenced state wherever they are instantiated. An Eigen
+// the user includes first keeps the user's own settings.
+LONGCTX_DIAGNOSTICS_BEGIN
+#include <Eigen/Core>
+LONGCTX_DIAGNOSTICS_END
 
 #include "view.hpp"
 
@@ -27,6 +36,13 @@ inline constexpr std::size_t to_extent = Cols == Eigen::Dynamic ? dynamic_extent
 
 // A (rows, cols) view of an Eigen dense object with direct access. Const
 // objects give views of const elements. Keep the Eigen object alive.
+/// A (rows, cols) matrix_view of an Eigen dense object with direct access
+/// (Matrix, Map, Ref, blocks; not expressions), zero-copy, with the
+/// object's strides: a column-major object gives a view whose last axis is
+/// not contiguous, which the entry points reject. A fixed column count
+/// becomes a static extent. O(1).
+/// \param e the Eigen object; keep it alive (and unresized) while the view is used
+/// \return a view of its elements, const for a const object
 template <class E>
   requires detail::eigen_dense<E>
 auto as_view(E& e) {
@@ -40,6 +56,11 @@ auto as_view(E& e) {
 }
 
 // An Eigen::Map (row-major, any strides) over a matrix view.
+/// An Eigen::Map over a matrix view, zero-copy: row-major with the view's
+/// strides (column-major for a single static column, the same memory
+/// order), const for a view of const elements. O(1).
+/// \param v the view; its memory must outlive the map
+/// \return an Eigen::Map with dynamic outer and inner strides
 template <class T, std::size_t Cols>
 auto as_eigen(matrix_view<T, Cols> v) {
   using Scalar = std::remove_const_t<T>;

@@ -15,6 +15,23 @@
 
 LONGCTX_TYPES_BEGIN
 
+/// A non-owning strided view: a pointer, extents (static or dynamic per
+/// axis) and one stride per axis, in elements, after std::mdspan with a
+/// layout_stride mapping (extent(r), stride(r), rank(), operator()).
+/// Trivially copyable and passed by value; `T` may be const. Keep the
+/// memory alive while the view is used. `T` -> `const T` and static ->
+/// dynamic extents convert implicitly, dynamic -> static explicitly
+/// (checked: invalid_argument on a mismatch).
+///
+/// Making a view checks only its sizes (extents: none negative); the API
+/// boundary (attention(), every policy's forward()) checks each view it is
+/// given: a contiguous last
+/// axis (unit_inner_stride()), data behind every element (addressable(),
+/// non-null unless empty) and, for outputs, no overlap with any input.
+/// Element access and row()/head() assert bounds in debug builds only;
+/// rows()/tokens() always check and throw.
+/// \tparam T the element type (float, bf16, f16, q8, possibly const)
+/// \tparam Extents an extents type (extents, dextents)
 template <class T, class Extents>
 class strided_view {
  public:
@@ -30,9 +47,12 @@ class strided_view {
     return Extents::static_extent(r);
   }
 
+  /// An empty view: null data, dynamic extents 0.
   constexpr strided_view() noexcept = default;
 
-  // Contiguous, row-major (last axis fastest).
+  /// Contiguous, row-major (last axis fastest).
+  /// \param data the first element
+  /// \param ext the extents; the strides follow from them
   LONGCTX_INLINE constexpr strided_view(T* data, const Extents& ext) noexcept : data_(data), ext_(ext) {
     index_type s = 1;
     for (rank_type r = rank(); r-- > 0;) {
@@ -41,6 +61,10 @@ class strided_view {
     }
   }
 
+  /// Any strides (in elements; zero and negative allowed).
+  /// \param data the element at index (0, ..., 0)
+  /// \param ext the extents
+  /// \param strides one per axis
   LONGCTX_INLINE constexpr strided_view(T* data, const Extents& ext, const strides_type& strides) noexcept
       : data_(data), ext_(ext), strides_(strides) {}
 
@@ -55,22 +79,31 @@ class strided_view {
     for (rank_type r = 0; r < rank(); ++r) strides_[r] = other.stride(r);
   }
 
+  /// \return the element at index (0, ..., 0) (null for a default view)
   LONGCTX_INLINE constexpr T* data() const noexcept { return data_; }
+  /// \return the extents
   LONGCTX_INLINE constexpr const Extents& extents() const noexcept { return ext_; }
+  /// \param r the axis, in [0, rank())
+  /// \return the size of axis `r`
   LONGCTX_INLINE constexpr index_type extent(rank_type r) const noexcept { return ext_.extent(r); }
+  /// \param r the axis, in [0, rank())
+  /// \return the stride of axis `r`, in elements
   LONGCTX_INLINE constexpr index_type stride(rank_type r) const noexcept { return strides_[r]; }
+  /// \return every axis's stride
   LONGCTX_INLINE constexpr const strides_type& strides() const noexcept { return strides_; }
-  // The element count; saturates at the largest index_type when the product
-  // overflows (a view the API-boundary checks reject: addressable()).
+  /// The element count; saturates at the largest index_type when the product
+  /// overflows (a view the API-boundary checks reject: addressable()).
+  /// \return the product of the extents
   LONGCTX_INLINE constexpr index_type size() const noexcept {
     index_type n = 1;
     for (rank_type r = 0; r < rank(); ++r)
       if (__builtin_mul_overflow(n, ext_.extent(r), &n)) return std::numeric_limits<index_type>::max();
     return n;
   }
-  // True when the element count and every offset the view reaches (the sum
-  // of (extent - 1) |stride|) fit index_type, so no index arithmetic on it
-  // overflows. An empty view reaches nothing.
+  /// Whether the element count and every offset the view reaches (the sum
+  /// of (extent - 1) |stride|) fit index_type, so no index arithmetic on it
+  /// overflows. An empty view reaches nothing. O(rank).
+  /// \return false also for a negative extent
   LONGCTX_INLINE constexpr bool addressable() const noexcept {
     index_type n = 1, reach = 0;
     for (rank_type r = 0; r < rank(); ++r)
@@ -87,13 +120,20 @@ class strided_view {
     }
     return true;
   }
+  /// \return whether some extent is 0
   LONGCTX_INLINE constexpr bool empty() const noexcept { return size() == 0; }
-  // True when the last axis is contiguous (kernels require it; checked at the
-  // API boundary, see require_unit_inner_stride).
+  /// Whether the last axis is contiguous (kernels require it; checked at the
+  /// API boundary, see require_unit_inner_stride). An axis of 0 or 1
+  /// elements counts as contiguous whatever its stride.
+  /// \return stride(rank() - 1) == 1, or a last extent <= 1
   LONGCTX_INLINE constexpr bool unit_inner_stride() const noexcept {
     return rank() == 0 || extent(rank() - 1) <= 1 || strides_[rank() - 1] == 1;
   }
 
+  /// Element access: data()[sum of idx[r] stride(r)]. Bounds are asserted
+  /// in debug builds only.
+  /// \param idx one index per axis
+  /// \return the element
   template <class... I>
     requires(sizeof...(I) == Extents::rank() && (std::is_convertible_v<I, index_type> && ...))
   LONGCTX_INLINE constexpr T& operator()(I... idx) const noexcept {
@@ -108,19 +148,32 @@ class strided_view {
 
   // ---- Slicing (no copies). -------------------------------------------------
 
-  // Rows [first, first + count) of a matrix, or tokens of a (b, h, n, d) tensor.
+  /// Rows [first, first + count) of a matrix, sharing its memory.
+  /// \param first the first row
+  /// \param count the number of rows
+  /// \return a (count, cols) view with this view's strides
+  /// \throws invalid_argument when the range is outside [0, extent(0))
   LONGCTX_INLINE constexpr strided_view rows(index_type first, index_type count) const
     requires(rank() == 2)
   {
     check_range("rows", first, count, extent(0));
     return with_axis(0, first, count);
   }
+  /// Tokens [first, first + count) of a (b, h, n, d) tensor, sharing its
+  /// memory: how a stream is cut into forward() calls.
+  /// \param first the first token
+  /// \param count the number of tokens
+  /// \return a (b, h, count, d) view with this view's strides
+  /// \throws invalid_argument when the range is outside [0, extent(2))
   LONGCTX_INLINE constexpr strided_view tokens(index_type first, index_type count) const
     requires(rank() == 4)
   {
     check_range("tokens", first, count, extent(2));
     return with_axis(2, first, count);
   }
+  /// Row `i` of a matrix (bounds asserted in debug builds only).
+  /// \param i the row
+  /// \return a vector view of its extent(1) elements
   LONGCTX_INLINE constexpr auto row(index_type i) const
     requires(rank() == 2)
   {
@@ -128,7 +181,11 @@ class strided_view {
     using E = longctx::extents<index_type, Extents::static_extent(1)>;
     return strided_view<T, E>(data_ + i * strides_[0], E(extent(1)), {strides_[1]});
   }
-  // The (n, d) matrix of batch `b`, head `h` of a (b, h, n, d) tensor.
+  /// The (n, d) matrix of batch `b`, head `h` of a (b, h, n, d) tensor
+  /// (bounds asserted in debug builds only).
+  /// \param b the batch index
+  /// \param h the head index
+  /// \return a matrix view with the tensor's static head dim, if any
   LONGCTX_INLINE constexpr auto head(index_type b, index_type h) const
     requires(rank() == 4)
   {
@@ -164,19 +221,30 @@ class strided_view {
   strides_type strides_{};
 };
 
-// (n) vector, (rows, cols) matrix with static or dynamic column count, and
-// the 4-d attention tensor whose *logical* axes are always (b, h, n, d).
+/// An (n) vector, `N` static or dynamic.
 template <class T, std::size_t N = dynamic_extent>
 using vector_view = strided_view<T, extents<index_t, N>>;
+/// A (rows, cols) matrix with a dynamic row count and a static or dynamic
+/// column count (`matrix_view<const float, 128>`).
 template <class T, std::size_t Cols = dynamic_extent>
 using matrix_view = strided_view<T, extents<index_t, dynamic_extent, Cols>>;
+/// The attention tensor: logical axes always (b, h, n, d), whatever the
+/// memory layout (from_bhnd(), from_bnhd(), or any strides), the head dim
+/// `D` static or dynamic.
 template <class T, std::size_t D = dynamic_extent>
 using tensor4_view =
     strided_view<T, extents<index_t, dynamic_extent, dynamic_extent, dynamic_extent, D>>;
 
 // ---- Construction from user memory. ----------------------------------------
 
-// Contiguous (rows, cols), row stride `ld` (defaults to cols).
+/// A (rows, cols) row-major matrix view of user memory.
+/// \param data the first element
+/// \param rows the row count
+/// \param cols the column count (must equal `Cols` when that is static)
+/// \param ld the row stride in elements; negative (the default): cols
+/// \return the view; nothing is copied
+/// \throws invalid_argument when 0 <= ld < cols, a size is negative or
+///   cols differs from a static `Cols`
 template <std::size_t Cols = dynamic_extent, class T>
 LONGCTX_INLINE constexpr matrix_view<T, Cols> make_matrix(T* data, index_t rows, index_t cols, index_t ld = -1) {
   using E = typename matrix_view<T, Cols>::extents_type;
@@ -184,20 +252,42 @@ LONGCTX_INLINE constexpr matrix_view<T, Cols> make_matrix(T* data, index_t rows,
   return matrix_view<T, Cols>(data, E(rows, cols), {ld < 0 ? cols : ld, 1});
 }
 
+/// A contiguous (n) vector view of user memory.
+/// \param data the first element
+/// \param n the element count
+/// \return the view
+/// \throws invalid_argument when n is negative or differs from a static `N`
 template <std::size_t N = dynamic_extent, class T>
 LONGCTX_INLINE constexpr vector_view<T, N> make_vector(T* data, index_t n) {
   return vector_view<T, N>(data, typename vector_view<T, N>::extents_type(n));
 }
 
-// Memory laid out (batch, head, seq, dim): the usual "BHSD" layout.
+/// A (b, h, n, d) view of contiguous memory laid out (batch, head, seq,
+/// dim), the usual "BHSD" layout: strides (h n d, n d, d, 1).
+/// \param data the first element
+/// \param b batch
+/// \param h heads
+/// \param n tokens
+/// \param d head dim (must equal `D` when that is static)
+/// \return the view; nothing is copied
+/// \throws invalid_argument when a size is negative or d differs from `D`
 template <std::size_t D = dynamic_extent, class T>
 LONGCTX_INLINE constexpr tensor4_view<T, D> from_bhnd(T* data, index_t b, index_t h, index_t n, index_t d) {
   using E = typename tensor4_view<T, D>::extents_type;
   return tensor4_view<T, D>(data, E(b, h, n, d), {h * n * d, n * d, d, 1});
 }
 
-// Memory laid out (batch, seq, head, dim) ("BSHD", what a fused QKV projection
-// produces); the view still has logical axes (b, h, n, d), only strides differ.
+/// A (b, h, n, d) view of contiguous memory laid out (batch, seq, head,
+/// dim) ("BSHD", what a fused QKV projection produces): the view still has
+/// logical axes (b, h, n, d), only the strides differ: (n h d, d, h d, 1).
+/// Note the argument order, which follows the memory: b, n, h, d.
+/// \param data the first element
+/// \param b batch
+/// \param n tokens
+/// \param h heads
+/// \param d head dim (must equal `D` when that is static)
+/// \return the view; nothing is copied
+/// \throws invalid_argument when a size is negative or d differs from `D`
 template <std::size_t D = dynamic_extent, class T>
 LONGCTX_INLINE constexpr tensor4_view<T, D> from_bnhd(T* data, index_t b, index_t n, index_t h, index_t d) {
   using E = typename tensor4_view<T, D>::extents_type;
@@ -227,8 +317,12 @@ LONGCTX_INLINE shape_of_t<View::rank()> shape_of(const View& v) noexcept {
 
 template <class View>
 LONGCTX_INLINE void require_unit_inner_stride(const View& v, const char* where, const char* argument) {
+  // The usual way to get here is as_view() of Eigen's default, column-major
+  // matrix (tensor/eigen.hpp), so the message says how to fix that.
   require(v.unit_inner_stride(), where, argument, "the last axis must be contiguous (stride 1), got stride ",
-          v.stride(View::rank() - 1));
+          v.stride(View::rank() - 1), " in shape ", shape_of(v),
+          "; a column-major matrix (Eigen's default) gives such a view: store it row-major "
+          "(Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>) or copy it into one");
 }
 
 template <class View>

@@ -1,0 +1,37 @@
+# Compiles a consumer file without ISA flags (x86-64 baseline): the headers
+# must print their scalar-backend notice, stay silent when scalar is chosen
+# with LONGCTX_FORCE_ARCH=scalar, and fail under LONGCTX_REQUIRE_SIMD.
+# Usage: cmake -DCXX=.. -DINCLUDE_DIR=.. -P scalar_notice.cmake
+set(source "${CMAKE_CURRENT_BINARY_DIR}/longctx_scalar_notice.cpp")
+file(WRITE "${source}" "#include <longctx/attention.hpp>\nint main() { return 0; }\n")
+function(compile out_rc out_text)
+  execute_process(COMMAND "${CXX}" -std=c++20 -fsyntax-only "-I${INCLUDE_DIR}" ${ARGN} "${source}"
+    RESULT_VARIABLE rc OUTPUT_VARIABLE text ERROR_VARIABLE text)
+  set(${out_rc} ${rc} PARENT_SCOPE)
+  set(${out_text} "${text}" PARENT_SCOPE)
+endfunction()
+set(notice "the scalar backend \\(the slowest\\) is the default")
+set(failed "")
+
+compile(rc text -march=x86-64)
+if(NOT rc EQUAL 0 OR NOT text MATCHES "${notice}")
+  list(APPEND failed "no flags: expected the notice and success, got rc ${rc}:\n${text}")
+endif()
+compile(rc text -march=x86-64 -DLONGCTX_FORCE_ARCH=scalar)
+if(NOT rc EQUAL 0 OR text MATCHES "${notice}")
+  list(APPEND failed "LONGCTX_FORCE_ARCH=scalar: expected silence, got rc ${rc}:\n${text}")
+endif()
+compile(rc text -march=x86-64 -DLONGCTX_REQUIRE_SIMD)
+if(rc EQUAL 0 OR NOT text MATCHES "LONGCTX_REQUIRE_SIMD is set")
+  list(APPEND failed "LONGCTX_REQUIRE_SIMD: expected an error naming it, got rc ${rc}:\n${text}")
+endif()
+compile(rc text -mavx2 -mfma -mf16c -DLONGCTX_REQUIRE_SIMD)
+if(NOT rc EQUAL 0 OR text MATCHES "${notice}")
+  list(APPEND failed "-mavx2 -mfma: expected silence, got rc ${rc}:\n${text}")
+endif()
+file(REMOVE "${source}")
+if(failed)
+  list(JOIN failed "\n" failed)
+  message(FATAL_ERROR "${failed}")
+endif()
+message(STATUS "scalar notice: shown without flags, silent when forced or with AVX2, an error under LONGCTX_REQUIRE_SIMD")
