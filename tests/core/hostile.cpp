@@ -406,6 +406,14 @@ TEST_CASE("hostile: configurations too large to allocate are invalid_argument, n
   rmt p{.memory = 0, .segment_budget = 64};
   p.positions = {rmt_position_mode::offset, std::numeric_limits<index_t>::max() - 3};
   REQUIRE_THROWS_WITH(p.make_state(bb, no_mem), Contains("'positions'"));
+  p.positions = {rmt_position_mode::content_offset, std::numeric_limits<index_t>::max() - 3};
+  REQUIRE_THROWS_WITH(p.make_state(bb, no_mem), Contains("'positions'") && Contains("offset"));
+  p.positions = {rmt_position_mode::content_offset, 10000, -1};
+  REQUIRE_THROWS_WITH(p.make_state(bb, no_mem), Contains("'positions'") && Contains("memory_position"));
+  p.positions = {rmt_position_mode(7), 0};
+  REQUIRE_THROWS_WITH(p.make_state(bb, no_mem), Contains("'positions'") && Contains("mode 7"));
+  p.positions = {rmt_position_mode::content_offset, 10000, 0};  // the port's setting
+  CHECK_NOTHROW(p.make_state(bb, no_mem));
 }
 
 TEST_CASE("hostile: two states on two threads share one backbone; its FLOP count adds up", "[core][hostile]") {

@@ -340,7 +340,7 @@ void read_gau(reader& r, bool raw, gau_case& c) {
   L.norm = c0 & 1 ? gau_norm::layer_norm : gau_norm::scale_norm;
   L.attention = c0 & 2 ? gau_attention::flash_quad : gau_attention::mixed_chunk;
   L.mixed.mode = c0 & 4 ? flash_mode::non_causal : flash_mode::causal;
-  L.mixed.norm = flash_norm((c0 >> 3) % 3);
+  L.mixed.norm = flash_norm((c0 >> 3) % 4);
   constexpr float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const float scales[4] = {0.5f, 0.125f, 2.0f, raw ? (c4 & 0x40 ? inf : nan) : 1.0f};
   if (c0 & 0x20) L.mixed.scale = scales[(c1 >> 4) & 3];
@@ -406,7 +406,7 @@ void gau_bad(const gau_case& c, gau::state_type& st, const op& o, Exec&& exec) {
         sib.attention = gau_attention::mixed_chunk;
         sib.mixed.mode = L.mixed.mode == flash_mode::causal ? flash_mode::non_causal : flash_mode::causal;
         break;
-      case 5: sib.attention = gau_attention::mixed_chunk, sib.mixed.norm = flash_norm((int(L.mixed.norm) + 1 + sub % 2) % 3); break;
+      case 5: sib.attention = gau_attention::mixed_chunk, sib.mixed.norm = flash_norm((int(L.mixed.norm) + 1 + sub % 3) % 4); break;
       case 6:  // FLASH-Quad takes no chunk bias
         sib.attention = gau_attention::flash_quad;
         sib.mixed.bias = cview(c.quad_bias.data(), std::max<index_t>(L.mixed.chunk, 1), std::max<index_t>(L.mixed.chunk, 1));
@@ -561,7 +561,8 @@ void read_rmt(reader& r, bool raw, rmt_case& c) {
   rmt& p = c.p;
   p.layout = r0 & 1 ? rmt_layout::encoder : rmt_layout::decoder;
   p.convention = rmt_convention((r0 >> 1) % 3);
-  p.positions.mode = rmt_position_mode((r0 >> 3) % 3);
+  p.positions.mode = rmt_position_mode((r0 >> 3) % 4);
+  p.positions.memory_position = index_t((r0 >> 5) % 3) * 5;  // content_offset: 0, 5 or 10
   const index_t offsets[8] = {0, 1, 7, 50, index_t(1) << 20, index_t(1) << 40,
                               raw ? rmt::max_offset + 1 : rmt::max_offset, raw ? -1 : 3};
   p.positions.offset = offsets[r0 >> 5];
@@ -662,7 +663,7 @@ void rmt_bad(const rmt_case& c, backbone& bb, rmt_st& st, const op& o) {
       case 1: q.segment_budget += 1; break;
       case 2: q.layout = p.layout == rmt_layout::decoder ? rmt_layout::encoder : rmt_layout::decoder; break;
       case 3: q.convention = rmt_convention((int(p.convention) + 1) % 3); break;
-      case 4: q.positions.mode = rmt_position_mode((int(p.positions.mode) + 1) % 3); break;
+      case 4: q.positions.mode = rmt_position_mode((int(p.positions.mode) + 1) % 4); break;
       case 5: q.positions.offset += 1; break;
     }
     scratch s(2, w);
@@ -679,7 +680,7 @@ void rmt_bad(const rmt_case& c, backbone& bb, rmt_st& st, const op& o) {
   } else if (o.a == shape_bad_kinds + 2) {
     rmt q = p;
     if (o.b & 1) q.convention = rmt_convention((int(p.convention) + 1) % 3);
-    else q.positions.mode = rmt_position_mode((int(p.positions.mode) + 1) % 3);
+    else q.positions.mode = rmt_position_mode((int(p.positions.mode) + 1) % 4);
     if (q.positions.offset < 0 || q.positions.offset > rmt::max_offset) q.positions.offset = 0;  // raw: keep q valid
     const rmt_st other = q.make_state(bb, cview(mem.data(), p.memory, w));
     ok = rejected([&] { st.restore(other.snapshot()); });

@@ -393,7 +393,7 @@ void tweak(P& p, const options& o, std::vector<float>& bias) {
     }
   } else if constexpr (is_flash<P>) {
     p.chunk = index_t(1 + o.o1 % 8);
-    p.norm = static_cast<flash_norm>((o.o1 >> 3) % 3);
+    p.norm = static_cast<flash_norm>((o.o1 >> 3) % 4);
     if (const float sc = scales[o.o2 % 4]; sc != 0.0f) p.scale = sc;
     if ((o.o2 >> 2) & 1) {
       bias.resize(std::size_t(p.chunk * p.chunk));

@@ -95,6 +95,43 @@ TEST_CASE("rmt masks equal hand-written bitmaps of each convention", "[rmt][kern
   require_bitmap(with(rmt_convention::causal, rmt_xl::hidden_from_memory),
                  {"001000000", "001100000", "111110000", "111111000", "111111100", "001111110", "001111111"});
 
+  // Every combination of convention, XL size (0, 2), xl_visibility and
+  // read_sees_xl, each against its hand-written bitmap. Without an XL cache
+  // the two flags change nothing; read_sees_xl changes isolated_read alone.
+  struct expected {
+    rmt_convention conv;
+    rmt_xl vis;
+    bool read_xl;
+    std::vector<std::string> bits;  // X X R R S S S W W
+  };
+  const std::string S0 = "111110000", S1 = "111111000", S2 = "111111100";
+  const std::vector<expected> table = {
+      {rmt_convention::causal, rmt_xl::hidden_from_memory, false, {"001000000", "001100000", S0, S1, S2, "001111110", "001111111"}},
+      {rmt_convention::causal, rmt_xl::hidden_from_memory, true, {"001000000", "001100000", S0, S1, S2, "001111110", "001111111"}},
+      {rmt_convention::causal, rmt_xl::visible_to_memory, false, {"111000000", "111100000", S0, S1, S2, "111111110", "111111111"}},
+      {rmt_convention::causal, rmt_xl::visible_to_memory, true, {"111000000", "111100000", S0, S1, S2, "111111110", "111111111"}},
+      {rmt_convention::block_visible, rmt_xl::hidden_from_memory, false, {"001100000", "001100000", S0, S1, S2, "001111111", "001111111"}},
+      {rmt_convention::block_visible, rmt_xl::hidden_from_memory, true, {"001100000", "001100000", S0, S1, S2, "001111111", "001111111"}},
+      {rmt_convention::block_visible, rmt_xl::visible_to_memory, false, {"111100000", "111100000", S0, S1, S2, "111111111", "111111111"}},
+      {rmt_convention::block_visible, rmt_xl::visible_to_memory, true, {"111100000", "111100000", S0, S1, S2, "111111111", "111111111"}},
+      {rmt_convention::isolated_read, rmt_xl::hidden_from_memory, false, {"001100000", "001100000", S0, S1, S2, "001111111", "001111111"}},
+      {rmt_convention::isolated_read, rmt_xl::hidden_from_memory, true, {"001100000", "001100000", S0, S1, S2, "001111111", "001111111"}},
+      {rmt_convention::isolated_read, rmt_xl::visible_to_memory, false, {"001100000", "001100000", S0, S1, S2, "111111111", "111111111"}},
+      {rmt_convention::isolated_read, rmt_xl::visible_to_memory, true, {"111100000", "111100000", S0, S1, S2, "111111111", "111111111"}},
+  };
+  for (const expected& e : table) {
+    INFO("conv " << int(e.conv) << " xl_visibility " << int(e.vis) << " read_sees_xl " << e.read_xl);
+    rmt_decoder_mask d{.memory = 2, .segment = 3, .xl = 2, .convention = e.conv, .xl_visibility = e.vis,
+                       .read_sees_xl = e.read_xl};
+    require_bitmap(d.bind(7, 9), e.bits);
+    for (index_t q = 0; q < 7; ++q)  // the oracle the random sweeps use agrees
+      for (index_t j = 0; j < 9; ++j)
+        REQUIRE(reference::rmt_decoder_visible(e.conv, e.vis, 2, 2, 3, 2 + q, j, e.read_xl) ==
+                (e.bits[std::size_t(q)][std::size_t(j)] == '1'));
+    d.xl = 0;  // no XL cache: the convention's own bitmap, whatever the flags
+    require_bitmap(d.bind(7, 7), e.conv == rmt_convention::causal ? causal_bits : block_bits);
+  }
+
   // Streaming binds: the read block alone, a growing segment, then the write rows.
   require_bitmap(rmt_decoder_mask{.memory = 2, .segment = 0}.bind(2, 2), {"11", "11"});
   require_bitmap(rmt_decoder_mask{.memory = 2, .segment = 2}.bind(1, 4), {"1111"});
@@ -119,15 +156,16 @@ TEST_CASE("rmt masks: random layouts against the block oracle; tiles exact", "[r
     const index_t n_q = test::uniform_int(g, 0, 2) ? n_kv - X : test::uniform_int(g, 1, int(n_kv - X));
     const auto conv = rmt_convention(test::uniform_int(g, 0, 2));
     const auto xv = rmt_xl(test::uniform_int(g, 0, 1));
+    const bool rx = test::uniform_int(g, 0, 1) == 1;
     const rmt_decoder_mask d{.memory = m, .segment = (w == m && test::uniform_int(g, 0, 1)) ? -1 : s, .xl = X,
-                             .convention = conv, .xl_visibility = xv};
+                             .convention = conv, .xl_visibility = xv, .read_sees_xl = rx};
     INFO("seed " << seed << " m " << m << " s " << s << " xl " << X << " w " << w << " n_q " << n_q << " conv "
-                 << int(conv) << " xl_vis " << int(xv));
+                 << int(conv) << " xl_vis " << int(xv) << " read_sees_xl " << rx);
     const auto b = d.bind(n_q, n_kv);
     index_t wrong = 0, first = -1;
     for (index_t i = 0; i < n_q; ++i)
       for (index_t j = 0; j < n_kv; ++j)
-        if (b.visible(i, j) != reference::rmt_decoder_visible(conv, xv, X, m, s, n_kv - n_q + i, j)) {
+        if (b.visible(i, j) != reference::rmt_decoder_visible(conv, xv, X, m, s, n_kv - n_q + i, j, rx)) {
           if (wrong++ == 0) first = i * n_kv + j;
         }
     INFO("first wrong (row, key) = (" << first / std::max<index_t>(1, n_kv) << ", " << first % std::max<index_t>(1, n_kv) << ")");
@@ -167,7 +205,8 @@ TEMPLATE_LIST_TEST_CASE("attention with rmt masks against the double oracle", "[
     const index_t n_q = test::uniform_int(g, 0, 2) ? n_kv - (encoder ? 0 : X) : test::uniform_int(g, 1, int(s));
     const index_t d = std::vector<index_t>{1, 8, 17, 64}[std::size_t(test::uniform_int(g, 0, 3))];
     const rmt_decoder_mask dm{.memory = m, .xl = X, .convention = rmt_convention(test::uniform_int(g, 0, 2)),
-                              .xl_visibility = rmt_xl(test::uniform_int(g, 0, 1))};
+                              .xl_visibility = rmt_xl(test::uniform_int(g, 0, 1)),
+                              .read_sees_xl = test::uniform_int(g, 0, 1) == 1};
     const rmt_encoder_mask em{.memory = m};
     INFO("arch " << TestType::name << " seed " << seed << " m " << m << " s " << s << " xl " << X << " n_q " << n_q
                  << " d " << d << (encoder ? " encoder" : " decoder"));
@@ -184,7 +223,7 @@ TEMPLATE_LIST_TEST_CASE("attention with rmt masks against the double oracle", "[
     const auto ref = encoder ? reference::attention_head(mq, mk, mv, double(scale), em)
                              : reference::attention_head(mq, mk, mv, double(scale), [&](index_t i, index_t j) {
                                  return reference::rmt_decoder_visible(dm.convention, dm.xl_visibility, X, m, s,
-                                                                       n_kv - n_q + i, j);
+                                                                       n_kv - n_q + i, j, dm.read_sees_xl);
                                });
     double max_logit = 0;
     for (double x : ref.logits)
@@ -214,6 +253,48 @@ TEST_CASE("rmt position ids", "[rmt][kernels]") {
     CHECK(off(rmt_block::segment, k, m, s) == k);
     CHECK(seq(rmt_block::segment, k, 0, s) == k);  // m = 0: the backbone's own positions
   }
+  // content_offset (the port: memory at 0, content at 10000 + c), here with
+  // the memory at 7: every memory row at 7, token c at 10000 + c.
+  const rmt_positions port{.mode = rmt_position_mode::content_offset, .offset = 10000, .memory_position = 7};
+  std::vector<index_t> read, segment, write;
+  for (index_t k = 0; k < m; ++k) read.push_back(port(rmt_block::read, k, m, s));
+  for (index_t k = 0; k < s; ++k) segment.push_back(port(rmt_block::segment, k, m, s));
+  for (index_t k = 0; k < m; ++k) write.push_back(port(rmt_block::write, k, m, s));
+  CHECK(read == std::vector<index_t>{7, 7, 7});
+  CHECK(segment == std::vector<index_t>{10000, 10001, 10002, 10003});
+  CHECK(write == std::vector<index_t>{7, 7, 7});
+  CHECK(port(rmt_block::segment, 2, 0, s) == 10002);  // m = 0: the content still starts at the offset
+}
+
+TEST_CASE("rmt position ids: content_offset puts memory and content about `offset` apart for RoPE",
+          "[rmt][kernels]") {
+  // RoPE scores depend on the position difference only: with content_offset
+  // a memory row and content token c are 10000 + c - p_mem apart, so the
+  // score is that of a pair that far apart, and not the zero mode's (c apart).
+  const index_t d = 16, m = 2, s = 5;
+  test::rng_t g(test::seed_for(701, 0));
+  const std::vector<float> q = test::random_floats(g, d), k = test::random_floats(g, d);
+  const auto score = [&](index_t pq, index_t pk) {
+    std::vector<float> a = q, b = k;
+    rope_rotate(make_matrix(a.data(), 1, d), pq);
+    rope_rotate(make_matrix(b.data(), 1, d), pk);
+    double dot = 0;
+    for (index_t i = 0; i < d; ++i) dot += double(a[std::size_t(i)]) * double(b[std::size_t(i)]);
+    return dot;
+  };
+  const rmt_positions port{.mode = rmt_position_mode::content_offset, .offset = 10000, .memory_position = 3};
+  const rmt_positions zero{rmt_position_mode::zero};
+  double moved = 0;
+  for (index_t c = 0; c < s; ++c) {
+    const index_t pm = port(rmt_block::read, 0, m, s), pc = port(rmt_block::segment, c, m, s);
+    REQUIRE(pc - pm == 10000 + c - 3);
+    // Same distance, same score (float RoPE at positions ~1e4: ~1e-4 relative).
+    REQUIRE(std::abs(score(pm, pc) - score(0, pc - pm)) <= 1e-3 * (1 + std::abs(score(0, pc - pm))));
+    const index_t zm = zero(rmt_block::read, 0, m, s), zc = zero(rmt_block::segment, c, m, s);
+    REQUIRE(zc - zm == c);
+    moved = std::max(moved, std::abs(score(pm, pc) - score(zm, zc)));
+  }
+  CHECK(moved > 0.1);  // the memory-content scores change with the mode
 }
 
 TEST_CASE("rmt masks reject layouts that do not fit", "[rmt][kernels]") {

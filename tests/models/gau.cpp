@@ -54,9 +54,17 @@ TEMPLATE_LIST_TEST_CASE("gau: layer forward against the Eigen double oracle", "[
                  << (nm == gau_norm::layer_norm) << " quad " << (at == gau_attention::flash_quad) << " causal "
                  << causal);
     const gau_weights w = random_weights(g, dm, e, s, nm);
+    // FLASH-Quad's relative-position bias, half the time: (n_max, n_max)
+    // with n_max >= n, of which the call uses the top-left (n, n).
+    const index_t n_max = n + test::uniform_int(g, 0, 5);
+    const std::vector<float> qb = test::random_floats(g, std::size_t(n_max * n_max), -0.3f, 0.3f);
+    const bool with_bias = at == gau_attention::flash_quad && test::uniform_int(g, 0, 1) == 1;
+    INFO("quad_bias " << with_bias << " n_max " << n_max);
     const gau layer{.norm = nm,
                     .attention = at,
-                    .mixed = flash{.chunk = C, .mode = causal ? flash_mode::causal : flash_mode::non_causal}};
+                    .mixed = flash{.chunk = C, .mode = causal ? flash_mode::causal : flash_mode::non_causal},
+                    .quad_bias = with_bias ? make_matrix<dynamic_extent, const float>(qb.data(), n_max, n_max)
+                                           : matrix_view<const float>{}};
     std::vector<float> x = test::random_floats(g, std::size_t(n * dm)), y(std::size_t(n * dm));
     auto st = layer.make_state(w);
     layer.forward<Arch>(st, make_matrix<dynamic_extent, const float>(x.data(), n, dm), make_matrix(y.data(), n, dm),
@@ -113,4 +121,53 @@ TEMPLATE_LIST_TEST_CASE("gau: token-by-token streaming agrees with the whole seq
   CHECK_THROWS_AS(quad.forward<Arch>(st, make_matrix<dynamic_extent, const float>(x.data(), 1, dm),
                                      make_matrix(y.data(), 1, dm)),
                   invalid_argument);
+}
+
+TEMPLATE_LIST_TEST_CASE("gau: FLASH-Quad's relative-position bias enters as relu(Q K^T / n + B)^2, checked",
+                        "[gau]", compiled_archs) {
+  using Arch = TestType;
+  test::rng_t g(test::seed_for(207, 0));
+  const index_t dm = 16, e = 32, s = 8, n = 40;
+  const gau_weights w = random_weights(g, dm, e, s, gau_norm::scale_norm);
+  std::vector<float> x = test::random_floats(g, std::size_t(n * dm)), y(std::size_t(n * dm)), y0(y.size());
+  const auto xv = make_matrix<dynamic_extent, const float>(x.data(), n, dm);
+  // A bias large enough to change every row: the biased output differs from
+  // the unbiased one and matches the oracle (the sweep above covers shapes).
+  const std::vector<float> qb = test::random_floats(g, std::size_t(n * n), 0.5f, 1.0f);
+  const auto bv = make_matrix<dynamic_extent, const float>(qb.data(), n, n);
+  for (const bool causal : {true, false}) {
+    CAPTURE(causal);
+    const flash_mode mode = causal ? flash_mode::causal : flash_mode::non_causal;
+    const gau plain{.attention = gau_attention::flash_quad, .mixed = {.mode = mode}};
+    const gau biased{.attention = gau_attention::flash_quad, .mixed = {.mode = mode}, .quad_bias = bv};
+    auto s0 = plain.make_state(w);
+    plain.forward<Arch>(s0, xv, make_matrix(y0.data(), n, dm));
+    auto s1 = biased.make_state(w);
+    biased.forward<Arch>(s1, xv, make_matrix(y.data(), n, dm));
+    const matrix_d want = reference::gau_forward(biased, w, reference::to_double(xv));
+    double err = 0, moved = 0, mag = 0;
+    for (index_t i = 0; i < n; ++i)
+      for (index_t c = 0; c < dm; ++c) {
+        const std::size_t k = std::size_t(i * dm + c);
+        err = std::max(err, std::abs(want(i, c) - double(y[k])));
+        moved = std::max(moved, std::abs(double(y[k]) - double(y0[k])));
+        mag = std::max(mag, std::abs(want(i, c) - double(x[k])));
+      }
+    INFO("error " << err << " bias effect " << moved << " max |Y - X| " << mag);
+    REQUIRE(err <= 2e-4 * (mag + 1e-3));
+    REQUIRE(moved > 100 * err);
+  }
+  // Too small a bias, or one given to mixed-chunk attention, is rejected
+  // before the whole-sequence state closes.
+  const gau small{.attention = gau_attention::flash_quad,
+                  .quad_bias = make_matrix<dynamic_extent, const float>(qb.data(), n - 1, n - 1)};
+  auto st = small.make_state(w);
+  REQUIRE_THROWS_WITH(small.forward<Arch>(st, xv, make_matrix(y.data(), n, dm)),
+                      Catch::Contains("'quad_bias'") && Catch::Contains("(40, 40)"));
+  const gau quad{.attention = gau_attention::flash_quad};
+  quad.forward<Arch>(st, xv, make_matrix(y.data(), n, dm));  // still fresh
+  const gau wrong{.quad_bias = bv};
+  auto sm = wrong.make_state(w);
+  REQUIRE_THROWS_WITH(wrong.forward<Arch>(sm, xv, make_matrix(y.data(), n, dm)),
+                      Catch::Contains("'quad_bias'") && Catch::Contains("mixed.bias"));
 }

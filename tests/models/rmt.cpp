@@ -58,7 +58,7 @@ TEMPLATE_LIST_TEST_CASE("rmt: random shapes against the double oracle", "[rmt][p
     p.memory = test::uniform_int(g, 0, 5);
     p.segment_budget = p.memory * (p.layout == rmt_layout::decoder ? 2 : 1) + test::uniform_int(g, 1, 70);
     p.convention = rmt_convention(test::uniform_int(g, 0, 2));
-    p.positions = {rmt_position_mode(test::uniform_int(g, 0, 2)), test::uniform_int(g, 0, 50)};
+    p.positions = {rmt_position_mode(test::uniform_int(g, 0, 3)), test::uniform_int(g, 0, 50), test::uniform_int(g, 0, 9)};
     const index_t n = test::uniform_int(g, 1, int(3 * p.content() + 5));
     INFO("arch " << TestType::name << " seed " << seed << " width " << width << " heads " << heads << " layers "
                  << layers << " m " << p.memory << " L " << p.segment_budget << " n " << n << " layout "

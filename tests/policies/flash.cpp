@@ -51,7 +51,10 @@ struct inputs {
 tensor4_view<float> out1(float* p, index_t n, index_t e) { return from_bhnd(p, 1, 1, n, e); }
 
 const char* norm_name(flash_norm f) {
-  return f == flash_norm::chunk_mean ? "chunk_mean" : f == flash_norm::chunk_sum ? "chunk_sum" : "none";
+  return f == flash_norm::chunk_mean ? "chunk_mean"
+         : f == flash_norm::chunk_sum ? "chunk_sum"
+         : f == flash_norm::token_count ? "token_count"
+                                         : "none";
 }
 
 // Quadratic part: see tests/kernels/chunk_attention.cpp. Linear part: S sums
@@ -79,8 +82,8 @@ TEMPLATE_LIST_TEST_CASE("flash: random shapes against the literal O(n^2) oracle"
     const index_t s = std::vector<index_t>{1, 3, 8, 17, 32, 64}[std::size_t(test::uniform_int(g, 0, 5))];
     const index_t e = std::vector<index_t>{1, 5, 16, 33, 130, 200}[std::size_t(test::uniform_int(g, 0, 5))];
     const bool causal = test::uniform_int(g, 0, 2) > 0, with_bias = test::uniform_int(g, 0, 1) == 1;
-    const flash_norm fn = std::vector<flash_norm>{flash_norm::chunk_mean, flash_norm::chunk_sum,
-                                                  flash_norm::none}[std::size_t(test::uniform_int(g, 0, 2))];
+    const flash_norm fn = std::vector<flash_norm>{flash_norm::chunk_mean, flash_norm::chunk_sum, flash_norm::none,
+                                                  flash_norm::token_count}[std::size_t(test::uniform_int(g, 0, 3))];
     INFO("seed " << seed << " n " << n << " C " << C << " s " << s << " e " << e << " causal " << causal << " norm "
                  << norm_name(fn) << " bias " << with_bias);
     const inputs in(g, n, s, e);
@@ -194,7 +197,7 @@ TEMPLATE_LIST_TEST_CASE("flash: causal n <= C is the quadratic part alone (zero 
     const index_t s = test::uniform_int(g, 1, 70), e = test::uniform_int(g, 1, 100);
     INFO("seed " << seed << " n " << n << " C " << C << " s " << s << " e " << e);
     const inputs in(g, n, s, e);
-    for (flash_norm fn : {flash_norm::chunk_mean, flash_norm::chunk_sum, flash_norm::none}) {
+    for (flash_norm fn : {flash_norm::chunk_mean, flash_norm::chunk_sum, flash_norm::none, flash_norm::token_count}) {
       const flash pol{.chunk = C, .norm = fn};
       std::vector<float> out(std::size_t(n * e)), quad(std::size_t(n * e));
       auto st = pol.make_state(in.dims());
@@ -216,8 +219,8 @@ TEMPLATE_LIST_TEST_CASE("flash: streaming in any segmentation equals one call, b
     const index_t C = std::vector<index_t>{1, 5, 16, 37, 64}[std::size_t(test::uniform_int(g, 0, 4))];
     const index_t n = test::uniform_int(g, 1, 300), s = test::uniform_int(g, 1, 40);
     const index_t e = std::vector<index_t>{3, 16, 130, 257}[std::size_t(test::uniform_int(g, 0, 3))];
-    const flash_norm fn = std::vector<flash_norm>{flash_norm::chunk_mean, flash_norm::chunk_sum,
-                                                  flash_norm::none}[std::size_t(cs % 3)];
+    const flash_norm fn = std::vector<flash_norm>{flash_norm::chunk_mean, flash_norm::chunk_sum, flash_norm::none,
+                                                  flash_norm::token_count}[std::size_t(cs % 4)];
     INFO("seed " << seed << " n " << n << " C " << C << " s " << s << " e " << e << " norm " << norm_name(fn));
     const inputs in(g, n, s, e);
     std::vector<float> bias = test::random_floats(g, std::size_t(C * C), -0.2f, 0.2f);
@@ -250,7 +253,7 @@ TEMPLATE_LIST_TEST_CASE("flash: the normalisations differ by their divisors only
   const inputs in(g, n, s, e);
   std::vector<float> quad(std::size_t(n * e));
   std::vector<std::vector<float>> lin;
-  for (flash_norm fn : {flash_norm::chunk_mean, flash_norm::chunk_sum, flash_norm::none}) {
+  for (flash_norm fn : {flash_norm::chunk_mean, flash_norm::chunk_sum, flash_norm::none, flash_norm::token_count}) {
     const flash pol{.chunk = C, .norm = fn};
     std::vector<float> out(std::size_t(n * e));
     auto st = pol.make_state(in.dims());
@@ -278,6 +281,31 @@ TEMPLATE_LIST_TEST_CASE("flash: the normalisations differ by their divisors only
         REQUIRE(std::abs(double(lin[0][k]) * C * gch - none) <= tol);
       }
     }
+  // Causal: only whole chunks are visible, so token_count is chunk_mean.
+  REQUIRE(lin[3] == lin[0]);
+}
+
+TEMPLATE_LIST_TEST_CASE("flash: non-causal token_count divides the linear part by the true n, chunk_mean by C x G",
+                        "[flash]", compiled_archs) {
+  using Arch = TestType;
+  // Scale 0 and no bias make the quadratic part relu(0)^2 = 0: the output is
+  // the linear part alone, Q_lin S / divisor with S over all n tokens.
+  for (const index_t n : {index_t(90), index_t(96), index_t(7)}) {
+    CAPTURE(n);
+    test::rng_t g(test::seed_for(216, std::uint64_t(n)));
+    const index_t C = 16, s = 8, e = 24, G = (n + C - 1) / C;
+    const inputs in(g, n, s, e);
+    std::vector<float> mean(std::size_t(n * e)), count(mean.size());
+    for (auto [fn, out] : {std::pair{flash_norm::chunk_mean, &mean}, std::pair{flash_norm::token_count, &count}}) {
+      const flash pol{.chunk = C, .mode = flash_mode::non_causal, .norm = fn, .scale = 0.0f};
+      auto st = pol.make_state(in.dims());
+      pol.forward<Arch>(st, in.all(), out1(out->data(), n, e));
+    }
+    const double ratio = double(C * G) / double(n);  // 1 when the last chunk is whole
+    for (std::size_t k = 0; k < mean.size(); ++k)
+      REQUIRE(std::abs(double(count[k]) - double(mean[k]) * ratio) <= 1e-5 * (1 + std::abs(double(count[k]))));
+    if (n % C == 0) REQUIRE(count == mean);
+  }
 }
 
 TEST_CASE("flash: argument checks", "[flash]") {
@@ -362,8 +390,8 @@ std::vector<float> head_copy(const tensor4_view<T>& t, index_t bi, index_t hi) {
 
 flash random_flash(test::rng_t& g, index_t C, bool causal, std::vector<float>& bias) {
   bias = test::random_floats(g, std::size_t(C * C), -0.2f, 0.2f);
-  const flash_norm fn = std::vector<flash_norm>{flash_norm::chunk_mean, flash_norm::chunk_sum,
-                                                flash_norm::none}[std::size_t(test::uniform_int(g, 0, 2))];
+  const flash_norm fn = std::vector<flash_norm>{flash_norm::chunk_mean, flash_norm::chunk_sum, flash_norm::none,
+                                                flash_norm::token_count}[std::size_t(test::uniform_int(g, 0, 3))];
   return flash{.chunk = C,
                .mode = causal ? flash_mode::causal : flash_mode::non_causal,
                .norm = fn,

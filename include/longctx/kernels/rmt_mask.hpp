@@ -27,7 +27,8 @@ LONGCTX_UNTAGGED_END
 
 /// Whether memory rows see the Transformer-XL cache keys in front of the packed
 /// segment (the authors' code hides them by default). isolated_read's read block
-/// never sees them: it sees only itself. (The rmt driver keeps no XL cache.)
+/// sees only itself unless rmt_decoder_mask::read_sees_xl. (The rmt driver
+/// keeps no XL cache.)
 LONGCTX_UNTAGGED_BEGIN
 enum class rmt_xl : std::uint32_t { hidden_from_memory = 0, visible_to_memory = 1 };
 LONGCTX_UNTAGGED_END
@@ -87,12 +88,18 @@ struct rmt_decoder_mask {
   index_t xl = 0;  ///< Transformer-XL cache keys in front
   rmt_convention convention = rmt_convention::block_visible;  ///< the memory blocks' visibility
   rmt_xl xl_visibility = rmt_xl::hidden_from_memory;  ///< whether memory rows see the XL keys
+  /// isolated_read only: its read block also sees the XL keys when memory
+  /// rows do (xl_visibility = visible_to_memory), as in the port that uses
+  /// this convention with an XL cache. Default false: the read block sees
+  /// only itself. No effect on the other conventions.
+  bool read_sees_xl = false;
 
   struct bound : detail::interval_rows_mask<bound> {
     index_t n_kv, off;           // query i is packed key position i + off
     index_t xl, m, s, w;         // block sizes on the key axis
     rmt_convention conv;
     rmt_xl xl_vis;
+    bool read_xl;
 
     // Calls f once per block run of query rows [i0, i1) (at most three).
     template <class F>
@@ -104,7 +111,7 @@ struct rmt_decoder_mask {
       if (const index_t a = std::max(p0, r0), b = std::min(p1, s0); a < b) {
         if (conv == rmt_convention::causal) f(detail::rmt_run{a - off, b - off, mem_lo, a + 1, b});
         else
-          f(detail::rmt_run{a - off, b - off, conv == rmt_convention::isolated_read ? r0 : mem_lo, s0, s0});
+          f(detail::rmt_run{a - off, b - off, conv == rmt_convention::isolated_read && !read_xl ? r0 : mem_lo, s0, s0});
       }
       // Segment rows: causal, and see every key before them (XL cache included).
       if (const index_t a = std::max(p0, s0), b = std::min(p1, w0); a < b)
@@ -126,7 +133,7 @@ struct rmt_decoder_mask {
             " does not hold xl ", xl, " + read ", memory, " + segment ", s, " + write (0..", memory, ")");
     require(n_q >= 0 && n_q <= n_kv - xl, "rmt_decoder_mask::bind", "q", "n_q ", n_q,
             " exceeds the packed rows ", n_kv - xl, " (queries are never XL cache rows)");
-    return {{}, n_kv, n_kv - n_q, xl, memory, s, w, convention, xl_visibility};
+    return {{}, n_kv, n_kv - n_q, xl, memory, s, w, convention, xl_visibility, read_sees_xl};
   }
 };
 
@@ -154,10 +161,14 @@ struct rmt_encoder_mask {
 /// The position ids the RMT driver gives packed rows:
 ///   sequential: the packed row index (read 0..m-1, segment m.., write after it);
 ///   zero:       memory rows at 0, segment token c at c;
-///   offset:     memory row k (read and write alike) at offset + k, segment token c at c.
-/// With m = 0 all three give the segment 0..s-1, i.e. the backbone alone.
+///   offset:     memory row k (read and write alike) at offset + k, segment token c at c;
+///   content_offset: every memory row at memory_position, segment token c at
+///               offset + c (a popular port: memory at 0, content at 10000 + c,
+///               so RoPE sees memory and content about `offset` apart).
+/// With m = 0 the first three give the segment 0..s-1, i.e. the backbone
+/// alone; content_offset gives offset..offset+s-1.
 LONGCTX_UNTAGGED_BEGIN
-enum class rmt_position_mode : std::uint32_t { sequential = 0, zero = 1, offset = 2 };
+enum class rmt_position_mode : std::uint32_t { sequential = 0, zero = 1, offset = 2, content_offset = 3 };
 /// The three blocks of a packed RMT segment.
 enum class rmt_block { read, segment, write };
 LONGCTX_UNTAGGED_END
@@ -165,7 +176,10 @@ LONGCTX_UNTAGGED_END
 /// A position-id rule (rmt::positions).
 struct rmt_positions {
   rmt_position_mode mode = rmt_position_mode::sequential;  ///< the rule
-  index_t offset = 0;  ///< rmt_position_mode::offset: the first memory row's position
+  /// offset: the first memory row's position; content_offset: the first
+  /// segment token's position
+  index_t offset = 0;
+  index_t memory_position = 0;  ///< content_offset: the position of every memory row
 
   /// Position of row `k` of `block` (the encoder's memory is a read block).
   /// \param block the block the row is in
@@ -175,10 +189,13 @@ struct rmt_positions {
   /// \return the position id
   constexpr index_t operator()(rmt_block block, index_t k, index_t m, index_t s) const noexcept {
     switch (block) {
-      case rmt_block::segment: return mode == rmt_position_mode::sequential ? m + k : k;
+      case rmt_block::segment:
+        if (mode == rmt_position_mode::content_offset) return offset + k;
+        return mode == rmt_position_mode::sequential ? m + k : k;
       case rmt_block::read:
       case rmt_block::write:
         if (mode == rmt_position_mode::zero) return 0;
+        if (mode == rmt_position_mode::content_offset) return memory_position;
         if (mode == rmt_position_mode::offset) return offset + k;
         return block == rmt_block::read ? k : m + s + k;
     }

@@ -34,7 +34,7 @@ LONGCTX_UNTAGGED_END
 LONGCTX_UNTAGGED_BEGIN
 enum class gau_attention {
   mixed_chunk,  ///< FLASH: the `flash` policy (policies/flash.hpp), b = h = h_kv = 1
-  flash_quad,   ///< FLASH-Quad: one chunk = the whole call, scale 1/n, no linear part
+  flash_quad,   ///< FLASH-Quad: one chunk = the whole call, scale 1/n, no linear part, bias quad_bias
 };
 LONGCTX_UNTAGGED_END
 
@@ -85,7 +85,8 @@ tensor4_view<T> single_head(matrix_view<T> m) {
 /// Contract: make_state() and forward() check the weights' shapes,
 /// norm_epsilon > 0 and a finite rope_base > 0; forward() also checks x, y
 /// ((n, d_model), contiguous rows; y is x or disjoint from it), the state,
-/// and for flash_quad no chunk bias and a finite quad_scale, all before
+/// and for flash_quad no chunk bias, a finite quad_scale and a quad_bias of
+/// at least (n, n) (mixed_chunk: no quad_bias), all before
 /// changing the state; errors throw invalid_argument. Thread safety: the
 /// layer and its weights are read-only and may serve many states on many
 /// threads; a state is used by one thread at a time.
@@ -94,6 +95,11 @@ struct gau {
   gau_attention attention = gau_attention::mixed_chunk;  ///< FLASH or FLASH-Quad
   flash mixed{};                       ///< mixed_chunk: chunk, mode, normalisation, bias
   std::optional<float> quad_scale{};   ///< flash_quad: logit scale; default 1/n
+  /// flash_quad: the relative-position bias B of relu(Q K^T / n + B)^2,
+  /// (n_max, n_max) over positions 0..n_max-1 of the sequence; a call of n
+  /// rows uses its top-left (n, n) block (entry (i, j): query i, key j).
+  /// Empty (data null): no bias. The layer keeps the view, not the values.
+  matrix_view<const float> quad_bias{};
   float norm_epsilon = 1e-5f;  ///< the norm's epsilon, > 0
   double rope_base = 10000.0;  ///< RoPE base, finite and > 0
 
@@ -174,10 +180,18 @@ struct gau {
       require(st.pos_ == 0, where, "state", "flash_quad / non-causal attention needs the whole sequence in one "
               "call on a fresh state; this one is at position ", st.pos_);
     if (attention == gau_attention::flash_quad) {
-      require(mixed.bias.data() == nullptr, where, "mixed.bias", "flash_quad takes no (C, C) chunk bias");
+      require(mixed.bias.data() == nullptr, where, "mixed.bias",
+              "flash_quad takes no (C, C) chunk bias; its bias is quad_bias, (n_max, n_max)");
       require(!quad_scale || std::isfinite(*quad_scale), where, "quad_scale", "must be finite, got ",
               quad_scale.value_or(0.0f));
+      if (quad_bias.data()) {
+        require(quad_bias.extent(0) >= n && quad_bias.extent(1) >= n, where, "quad_bias",
+                "must cover the call's (n, n) = (", n, ", ", n, ") query-key pairs, got ", shape_of(quad_bias));
+        require_views(where, "quad_bias", quad_bias);
+      }
     } else {
+      require(quad_bias.data() == nullptr, where, "quad_bias",
+              "is FLASH-Quad's bias; mixed_chunk attention takes mixed.bias (C, C)");
       mixed.check_state_usable(st.attn_, where);  // what the attention would reject of its state
     }
     // Every check passed: from here the call completes. (A whole-sequence
@@ -240,7 +254,9 @@ struct gau {
         const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
         float* scratch = buf.grow(pack + chunk_rows_scratch<Arch>(keys, e));
         const chunk_operands ops = prepare_chunk<Arch>(view_of(st.q_[1]).rows(0, keys), v.rows(0, keys), scratch);
-        chunk_attention_rows<Arch, false>(view_of(st.q_[0]).rows(r0, nr), ops, a.rows(r0, nr), sc, {},
+        // The bias rows of this block; the kernel reads columns [0, keys).
+        const matrix_view<const float> bias = quad_bias.data() ? quad_bias.rows(r0, nr) : matrix_view<const float>{};
+        chunk_attention_rows<Arch, false>(view_of(st.q_[0]).rows(r0, nr), ops, a.rows(r0, nr), sc, bias,
                                           chunk_mask{causal, r0}, scratch + pack);
       });
     }

@@ -103,9 +103,15 @@ struct rmt {
     require(content() >= 1, where, "memory", memory, " memory tokens leave no content in a segment budget of ",
             segment_budget, " rows (", layout == rmt_layout::decoder ? "decoder: 2m" : "encoder: m",
             " + content <= L)");
-    if (positions.mode == rmt_position_mode::offset)
+    require(positions.mode == rmt_position_mode::sequential || positions.mode == rmt_position_mode::zero ||
+                positions.mode == rmt_position_mode::offset || positions.mode == rmt_position_mode::content_offset,
+            where, "positions", "mode ", std::uint32_t(positions.mode), " is not an rmt_position_mode");
+    if (positions.mode == rmt_position_mode::offset || positions.mode == rmt_position_mode::content_offset)
       require(positions.offset >= 0 && positions.offset <= max_offset, where, "positions",
               "offset must be in [0, 2^52], got ", positions.offset);
+    if (positions.mode == rmt_position_mode::content_offset)
+      require(positions.memory_position >= 0 && positions.memory_position <= max_offset, where, "positions",
+              "memory_position must be in [0, 2^52], got ", positions.memory_position);
   }
 
   /// A state over `backbone` (kept by reference: it must outlive the state)
@@ -146,7 +152,7 @@ struct rmt {
 };
 
 inline bool operator==(const rmt_positions& a, const rmt_positions& b) noexcept {
-  return a.mode == b.mode && a.offset == b.offset;
+  return a.mode == b.mode && a.offset == b.offset && a.memory_position == b.memory_position;
 }
 
 /// The state of an rmt stream over backbone B: the (m, width) memory, the
@@ -232,7 +238,7 @@ class rmt_state {
     config_fingerprint f;
     f.add(std::int64_t(p_.memory)).add(std::int64_t(width_)).add(std::int64_t(p_.segment_budget));
     f.add(std::int64_t(p_.positions.offset)).add(std::uint32_t(p_.layout)).add(std::uint32_t(p_.convention));
-    f.add(std::uint32_t(p_.positions.mode));
+    f.add(std::uint32_t(p_.positions.mode)).add(std::int64_t(p_.positions.memory_position));
     return f.value();
   }
 

@@ -36,6 +36,11 @@ enum class flash_norm {
   chunk_mean,  ///< / (C * visible chunks), no visible chunk gives 0: the paper's pseudocode (default)
   chunk_sum,   ///< / C, a plain sum over visible chunks (a popular port)
   none,        ///< no division: the paper's equations
+  /// / the number of tokens folded into S: non-causal, the true sequence
+  /// length n (a partial last chunk counts its real rows: the port that
+  /// divides by n); causal, C * visible chunks (only whole chunks are ever
+  /// visible), so the same divisor as chunk_mean, bit for bit.
+  token_count,
 };
 LONGCTX_UNTAGGED_END
 
@@ -274,11 +279,13 @@ struct flash {
 
   /// The linear part's normalisation for a chunk that sees `visible` chunks.
   /// \param visible chunks folded into the S it reads
+  /// \param tokens the tokens those chunks hold (the last may be partial)
   /// \return the divisor rule of `norm`
-  retrieval_norm linear_norm(index_t visible) const noexcept {
+  retrieval_norm linear_norm(index_t visible, index_t tokens) const noexcept {
     switch (norm) {
       case flash_norm::chunk_mean: return {normaliser::block_mean, 1e-6f, double(chunk) * double(visible)};
       case flash_norm::chunk_sum: return {normaliser::block_mean, 1e-6f, double(chunk)};
+      case flash_norm::token_count: return {normaliser::block_mean, 1e-6f, double(tokens)};
       case flash_norm::none: break;
     }
     return {normaliser::none, 1e-6f, 1.0};
@@ -407,12 +414,12 @@ struct flash {
             pc.buffered ? make_matrix<dynamic_extent, const float>(st.kl(lane), rows, s) : kl_in.rows(pc.t0, rows);
         const matrix_view<const float> v =
             pc.buffered ? make_matrix<dynamic_extent, const float>(st.v(lane), rows, e) : v_in.rows(pc.t0, rows);
-        linear_update<Arch, float>(mem, feature_map::identity, update_rule::linear, linear_norm(0), kl,
+        linear_update<Arch, float>(mem, feature_map::identity, update_rule::linear, linear_norm(0, 0), kl,
                                    detail::columns(v, c0, w), scratch);
       };
-      const auto retrieve = [&](const detail::flash_piece& pc, index_t visible) {
+      const auto retrieve = [&](const detail::flash_piece& pc, index_t visible, index_t tokens) {
         for (index_t hi = hk * group; hi < (hk + 1) * group; ++hi)
-          linear_retrieve<Arch, float>(mem, feature_map::identity, linear_norm(visible),
+          linear_retrieve<Arch, float>(mem, feature_map::identity, linear_norm(visible, tokens),
                                        matrix_view<const float>(q_lin.head(bi, hi)).rows(pc.t0, pc.len),
                                        detail::columns(matrix_view<float>(out.head(bi, hi)).rows(pc.t0, pc.len), c0, w),
                                        add, scratch);
@@ -420,12 +427,12 @@ struct flash {
       if (causal) {
         for (const auto& pc : pieces) {
           // Chunk 0 reads an all-zero S: its linear term is exactly 0, skipped.
-          if (pc.g > 0) retrieve(pc, pc.g);
+          if (pc.g > 0) retrieve(pc, pc.g, pc.g * chunk);
           if (pc.completes) fold(pc);
         }
       } else {
         for (const auto& pc : pieces) fold(pc);
-        for (const auto& pc : pieces) retrieve(pc, total_chunks);
+        for (const auto& pc : pieces) retrieve(pc, total_chunks, n);
       }
     });
 

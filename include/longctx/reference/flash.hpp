@@ -63,10 +63,12 @@ inline chunk_result chunk_attention(const matrix_d& q, const matrix_d& k, const 
 }
 
 // The divisor of row i's linear term, 0 meaning "the term is 0".
-inline double flash_divisor(const flash_params& p, index_t chunk_i, index_t chunks) {
+// n: the sequence's tokens.
+inline double flash_divisor(const flash_params& p, index_t chunk_i, index_t chunks, index_t n) {
   switch (p.norm) {
     case flash_norm::chunk_mean: return double(p.chunk) * double(p.causal ? chunk_i : chunks);
     case flash_norm::chunk_sum: return double(p.chunk);
+    case flash_norm::token_count: return p.causal ? double(p.chunk) * double(chunk_i) : double(n);
     case flash_norm::none: break;
   }
   return 1.0;
@@ -78,7 +80,7 @@ inline flash_result mixed_chunk_attention(const matrix_d& qq, const matrix_d& kq
   const index_t chunks = (n + C - 1) / C;
   flash_result r{matrix_d::Zero(n, e), matrix_d::Zero(n, e), matrix_d::Zero(n, e)};
   for (index_t i = 0; i < n; ++i) {
-    const double div = flash_divisor(p, i / C, chunks);
+    const double div = flash_divisor(p, i / C, chunks, n);
     for (index_t j = 0; j < n; ++j) {
       const bool quad = i / C == j / C && (!p.causal || j <= i);
       const bool lin = p.causal ? j / C < i / C : true;
@@ -156,6 +158,10 @@ inline matrix_d gau_forward(const gau& layer, const gau_weights& w, const matrix
     p.chunk = std::max<index_t>(n, 1);
     p.scale = layer.quad_scale ? double(*layer.quad_scale) : 1.0 / double(n);
     p.norm = flash_norm::none;
+    if (layer.quad_bias.data()) {  // the top-left (n, n) block
+      bias = to_double(layer.quad_bias).topLeftCorner(n, n);
+      p.bias = &bias;
+    }
     matrix_d zero = matrix_d::Zero(n, s);  // no linear part: Q_lin = 0
     const matrix_d a = mixed_chunk_attention(q[0], q[1], zero, zero, v, p).o;
     return x + (h.leftCols(e).array() * a.array()).matrix() * w.w_o.cast<double>();

@@ -16,14 +16,15 @@ namespace reference {
 
 // Keys [xl (X); read (m); segment (s); write (w)]; query = packed key position q >= X.
 inline bool rmt_decoder_visible(rmt_convention conv, rmt_xl xl_vis, index_t X, index_t m, index_t s, index_t q,
-                                index_t j) {
+                                index_t j, bool read_sees_xl = false) {
   enum kind { xl, read, seg, write };
   auto block = [&](index_t p) { return p < X ? xl : p < X + m ? read : p < X + m + s ? seg : write; };
   const kind bq = block(q), bj = block(j);
   const bool mem_sees_xl = xl_vis == rmt_xl::visible_to_memory;
   if (bq == seg) return j <= q;  // every convention: the segment is causal over everything before it
-  // Memory rows see the XL cache only if asked, and the port's read block never.
-  if (bj == xl) return mem_sees_xl && !(conv == rmt_convention::isolated_read && bq == read);
+  // Memory rows see the XL cache only if asked, and the port's read block
+  // only if asked again (read_sees_xl).
+  if (bj == xl) return mem_sees_xl && !(conv == rmt_convention::isolated_read && bq == read && !read_sees_xl);
   switch (conv) {
     case rmt_convention::causal: return j <= q;
     case rmt_convention::block_visible: return bq == read ? bj == read : true;
