@@ -581,6 +581,11 @@ void read_rmt(reader& r, bool raw, rmt_case& c) {
   c.cfg = {.width = heads * dh + (raw && (r3 & 0x80) ? 1 : 0), .heads = heads, .layers = 1 + (r2 / 20) % 2,
            .hidden = hidden[(r2 / 40) % 4], .seed = std::uint64_t(r3 & 0x3f)};
   if (c.cfg.width == 0) c.cfg.width = 1;
+  if (p.layout == rmt_layout::decoder && (r3 & 0x40)) {  // a Transformer-XL cache
+    p.xl = raw && (r2 & 1) ? -1 : 1 + r2 % 9;
+    p.xl_visibility = rmt_xl((r2 >> 6) & 1);
+    p.read_sees_xl = (r1 & 1) != 0;
+  }
 }
 
 struct rmt_result {
@@ -658,13 +663,14 @@ void rmt_bad(const rmt_case& c, backbone& bb, rmt_st& st, const op& o) {
     if (!ok && (o.a == 5 || o.a == 6)) fail("rmt::forward accepted an output that overlaps its input");
   } else if (o.a == shape_bad_kinds) {
     rmt q = p;
-    switch (o.b % 6) {
+    switch (o.b % 7) {
       case 0: q.memory += 1; break;
       case 1: q.segment_budget += 1; break;
       case 2: q.layout = p.layout == rmt_layout::decoder ? rmt_layout::encoder : rmt_layout::decoder; break;
       case 3: q.convention = rmt_convention((int(p.convention) + 1) % 3); break;
       case 4: q.positions.mode = rmt_position_mode((int(p.positions.mode) + 1) % 4); break;
       case 5: q.positions.offset += 1; break;
+      case 6: q.xl += 1; break;
     }
     scratch s(2, w);
     if (o.b & 0x80) ok = rejected([&] { q.flush(st); });

@@ -59,10 +59,18 @@ TEMPLATE_LIST_TEST_CASE("rmt: random shapes against the double oracle", "[rmt][p
     p.segment_budget = p.memory * (p.layout == rmt_layout::decoder ? 2 : 1) + test::uniform_int(g, 1, 70);
     p.convention = rmt_convention(test::uniform_int(g, 0, 2));
     p.positions = {rmt_position_mode(test::uniform_int(g, 0, 3)), test::uniform_int(g, 0, 50), test::uniform_int(g, 0, 9)};
+    // A Transformer-XL cache in half the decoder cases, shorter or longer
+    // than a segment (then it spans several), with every visibility.
+    if (p.layout == rmt_layout::decoder && test::uniform_int(g, 0, 1)) {
+      p.xl = test::uniform_int(g, 1, int(2 * p.content() + 3));
+      p.xl_visibility = rmt_xl(test::uniform_int(g, 0, 1));
+      p.read_sees_xl = test::uniform_int(g, 0, 1) == 1;
+    }
     const index_t n = test::uniform_int(g, 1, int(3 * p.content() + 5));
     INFO("arch " << TestType::name << " seed " << seed << " width " << width << " heads " << heads << " layers "
                  << layers << " m " << p.memory << " L " << p.segment_budget << " n " << n << " layout "
-                 << int(p.layout) << " conv " << int(p.convention) << " pos " << int(p.positions.mode));
+                 << int(p.layout) << " conv " << int(p.convention) << " pos " << int(p.positions.mode) << " xl "
+                 << p.xl << " xl_vis " << int(p.xl_visibility) << " read_sees_xl " << p.read_sees_xl);
     rmt_reference_backbone<TestType> bb({.width = width, .heads = heads, .layers = layers, .seed = seed});
     rows mem0(g, p.memory, width), in(g, n, width), out(n, width, 7.0f);
     auto st = p.make_state(bb, mem0.cview());
@@ -161,6 +169,77 @@ TEMPLATE_LIST_TEST_CASE("rmt token-by-token equals whole segments", "[rmt][polic
   }
 }
 
+TEMPLATE_LIST_TEST_CASE("rmt with an XL cache: token-by-token equals whole segments, xl = 0 is the plain driver",
+                        "[rmt][policies]", compiled_archs) {
+  for (int conv = 0; conv < 3; ++conv) {
+    test::rng_t g(test::seed_for(708, std::uint64_t(conv)));
+    const index_t width = 32, m = 3, L = 41, c = L - 2 * m, n = 4 * c + 9;
+    rmt_reference_backbone<TestType> bb({.width = width, .heads = 2, .layers = 2, .seed = 4});
+    for (const index_t xl : {index_t(7), c, index_t(2 * c + 5)}) {
+      const rmt p{.memory = m, .segment_budget = L, .convention = rmt_convention(conv), .xl = xl,
+                  .xl_visibility = rmt_xl::visible_to_memory, .read_sees_xl = conv == 2};
+      INFO("convention " << conv << " xl " << xl);
+      rows mem0(g, m, width), in(g, n, width), whole(n, width), tok(n, width);
+      auto a = p.make_state(bb, mem0.cview());
+      auto b = p.make_state(bb, mem0.cview());
+      p.forward(a, in.cview(), whole.view());
+      for (index_t i = 0; i < n; ++i) p.forward(b, in.cview().rows(i, 1), tok.view().rows(i, 1));
+      p.flush(a);
+      p.flush(b);
+      CHECK(a.xl_rows() == std::min(xl, n));
+      CHECK(b.xl_rows() == a.xl_rows());
+      REQUIRE(max_diff(whole.data, tok.data, whole.data.size()) <= 1e-5);
+      REQUIRE(max_diff(a.memory().data(), b.memory().data(), std::size_t(m * width)) <= 1e-5);
+      // The footprint counts the XL rows (constant once the cache is full).
+      CHECK(a.xl_bytes() == std::size_t(a.xl_rows()) * 2 * 2 * std::size_t(width) * sizeof(float));
+      CHECK(a.footprint() >= a.memory_bytes() + a.xl_bytes());
+    }
+  }
+  // xl = 0 stated explicitly is the default driver, bit for bit.
+  test::rng_t g(test::seed_for(708, 9));
+  rmt_reference_backbone<TestType> bb({.width = 16, .heads = 2, .layers = 2});
+  rows mem0(g, 2, 16), in(g, 100, 16), o1(100, 16), o2(100, 16);
+  const rmt plain{.memory = 2, .segment_budget = 20};
+  const rmt zero{.memory = 2, .segment_budget = 20, .xl = 0, .xl_visibility = rmt_xl::hidden_from_memory};
+  auto s1 = plain.make_state(bb, mem0.cview());
+  auto s2 = zero.make_state(bb, mem0.cview());
+  plain.forward(s1, in.cview(), o1.view());
+  zero.forward(s2, in.cview(), o2.view());
+  REQUIRE(o1.data == o2.data);
+  CHECK(s2.xl_bytes() == 0);
+}
+
+TEST_CASE("rmt with an XL cache: the cache changes the outputs; snapshot/restore carries it", "[rmt][policies]") {
+  test::rng_t g(test::seed_for(709, 0));
+  const index_t width = 16, m = 2, L = 24, c = L - 2 * m, n = 5 * c;
+  rmt_reference_backbone<> bb({.width = width, .heads = 2, .layers = 2, .seed = 2});
+  const rmt p{.memory = m, .segment_budget = L, .xl = 12};
+  rows mem0(g, m, width), in(g, n, width), o1(n, width), o2(n, width), o0(n, width);
+  // Without the cache, segment 2 onwards differ (segment 1 has no XL rows).
+  auto s0 = rmt{.memory = m, .segment_budget = L}.make_state(bb, mem0.cview());
+  rmt{.memory = m, .segment_budget = L}.forward(s0, in.cview(), o0.view());
+  auto a = p.make_state(bb, mem0.cview());
+  p.forward(a, in.cview().rows(0, 2 * c), o1.view().rows(0, 2 * c));
+  REQUIRE(std::equal(o0.data.begin(), o0.data.begin() + c * width, o1.data.begin()));
+  REQUIRE(max_diff(o0.data.data() + c * width, std::vector<double>(o1.data.begin() + c * width, o1.data.begin() + 2 * c * width),
+                   std::size_t(c * width)) > 1e-3);
+  const auto snap = a.snapshot();
+  CHECK(snap.size() > a.memory_bytes() + a.xl_bytes());
+  p.forward(a, in.cview().rows(2 * c, n - 2 * c), o1.view().rows(2 * c, n - 2 * c));
+  rows other(g, m, width);
+  auto b = p.make_state(bb, other.cview());
+  b.restore(snap);
+  CHECK(b.xl_rows() == 12);
+  p.forward(b, in.cview().rows(2 * c, n - 2 * c), o2.view().rows(2 * c, n - 2 * c));
+  REQUIRE(std::equal(o1.data.begin() + 2 * c * width, o1.data.end(), o2.data.begin() + 2 * c * width));
+  // A snapshot without the XL rows (another xl) or with a damaged count is refused.
+  auto q = rmt{.memory = m, .segment_budget = L, .xl = 11}.make_state(bb, mem0.cview());
+  CHECK_THROWS_AS(q.restore(snap), invalid_argument);
+  auto cut = snap;
+  cut.resize(cut.size() - 40);
+  CHECK_THROWS_AS(b.restore(cut), invalid_argument);
+}
+
 TEST_CASE("rmt memory stays constant-size over thousands of segments", "[rmt][policies]") {
   test::rng_t g(test::seed_for(704, 0));
   const index_t width = 8, m = 2, L = 8, c = L - 2 * m, segments = 3000;
@@ -250,6 +329,12 @@ TEST_CASE("rmt rejects bad configurations", "[rmt][policies]") {
   // A state used with another policy.
   CHECK_THROWS_AS((rmt{.memory = 4, .segment_budget = 21}.forward(st, in.cview(), out.view())), invalid_argument);
   CHECK_THROWS_AS(rmt_reference_backbone<>({.width = 10, .heads = 3}), invalid_argument);
+  // An XL cache: decoder only, within bounds, a known visibility.
+  CHECK_THROWS_WITH((rmt{.memory = 4, .segment_budget = 20, .layout = rmt_layout::encoder, .xl = 4}.make_state(bb, mem.cview())),
+                    Catch::Contains("'xl'") && Catch::Contains("decoder"));
+  CHECK_THROWS_WITH((rmt{.memory = 4, .segment_budget = 20, .xl = -1}.make_state(bb, mem.cview())), Catch::Contains("'xl'"));
+  CHECK_THROWS_WITH((rmt{.memory = 4, .segment_budget = 20, .xl = 4, .xl_visibility = rmt_xl(5)}.make_state(bb, mem.cview())),
+                    Catch::Contains("'xl_visibility'"));
   // Zero-length input is a no-op.
   CHECK_NOTHROW(p.forward(st, in.cview().rows(0, 0), out.view().rows(0, 0)));
   CHECK(st.segments() == 0);

@@ -27,8 +27,8 @@ LONGCTX_UNTAGGED_END
 
 /// Whether memory rows see the Transformer-XL cache keys in front of the packed
 /// segment (the authors' code hides them by default). isolated_read's read block
-/// sees only itself unless rmt_decoder_mask::read_sees_xl. (The rmt driver
-/// keeps no XL cache.)
+/// sees only itself unless rmt_decoder_mask::read_sees_xl. The rmt driver
+/// carries an XL cache with rmt::xl > 0.
 LONGCTX_UNTAGGED_BEGIN
 enum class rmt_xl : std::uint32_t { hidden_from_memory = 0, visible_to_memory = 1 };
 LONGCTX_UNTAGGED_END

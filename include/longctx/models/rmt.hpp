@@ -40,6 +40,22 @@ concept rmt_backbone = requires(B& b, const B& cb, typename B::cache_type& c, ma
   b.forward(c, x, pos, em, y);
 };
 
+/// A backbone whose cache can carry a Transformer-XL cache across segments
+/// (rmt::xl > 0): cached_rows(), row_bytes() (one row over all layers),
+/// retain(rows) (keep the listed cached rows, in order, at the front; drop
+/// the rest), save(snapshot_writer&) and load(snapshot_reader&) (all or
+/// nothing, untrusted bytes). rmt_reference_backbone is one.
+template <class B>
+concept rmt_xl_backbone =
+    rmt_backbone<B> && requires(typename B::cache_type& c, const typename B::cache_type& cc,
+                                std::span<const index_t> rows, snapshot_writer& w, snapshot_reader& r) {
+      { cc.cached_rows() } -> std::convertible_to<index_t>;
+      { cc.row_bytes() } -> std::convertible_to<std::size_t>;
+      c.retain(rows);
+      cc.save(w);
+      c.load(r);
+    };
+
 /// decoder: [read; segment; write], causal family, token-by-token streaming.
 /// encoder: [memory; segment], bidirectional: a segment's outputs need all of
 /// it, so each forward() call is cut into whole segments (the last partial).
@@ -63,12 +79,18 @@ class rmt_state;
 /// so linear in the stream length; the recurrent state is m x width floats.
 /// Decoder streaming (any split, token by token) gives the outputs of whole
 /// segments to rounding; a segment's write rows run when its last token
-/// arrives or at flush(). Not implemented: a Transformer-XL cache in the
-/// driver (the mask supports one), the port's null key and learned write
-/// constant.
+/// arrives or at flush(). With xl > 0 (decoder, an rmt_xl_backbone) every
+/// segment also attends a Transformer-XL cache: the last xl content rows
+/// before it, as each layer saw them when they were computed (their keys
+/// and values in the backbone's cache, kept across segments), in front of
+/// the packed rows, visible to the segment and, as xl_visibility and
+/// read_sees_xl say, to the memory rows; cost per segment grows by xl keys
+/// per query, and the state by xl row_bytes(). Not implemented: the port's
+/// null key and learned write constant.
 ///
 /// Contract: make_state() validates the parameters (segment_budget in [1,
-/// 2^40], memory in [0, L], at least one content token, offset in [0, 2^52])
+/// 2^40], memory in [0, L], at least one content token, offset in [0, 2^52],
+/// xl in [0, 2^40] and only for the decoder with an rmt_xl_backbone)
 /// and the initial memory's shape; forward() and flush() check that the
 /// state was made by an rmt with the same parameters. Errors throw
 /// invalid_argument. Thread safety: the policy is a value; a state and its
@@ -82,6 +104,12 @@ struct rmt {
   /// no XL cache it equals the port's isolated_read (memory blocks see each other).
   rmt_convention convention = rmt_convention::block_visible;
   rmt_positions positions = {};  ///< the position ids of memory and segment rows
+  /// Transformer-XL cache: the last `xl` content rows before each segment
+  /// (from as many earlier segments as it takes), per layer; decoder only.
+  /// 0 (default): none, the driver as without the option, bit for bit.
+  index_t xl = 0;
+  rmt_xl xl_visibility = rmt_xl::hidden_from_memory;  ///< whether memory rows see the XL cache
+  bool read_sees_xl = false;  ///< isolated_read: the read block sees it too (rmt_decoder_mask)
 
   /// The state for backbone type B.
   template <rmt_backbone B>
@@ -112,6 +140,11 @@ struct rmt {
     if (positions.mode == rmt_position_mode::content_offset)
       require(positions.memory_position >= 0 && positions.memory_position <= max_offset, where, "positions",
               "memory_position must be in [0, 2^52], got ", positions.memory_position);
+    require(xl >= 0 && xl <= max_segment_budget, where, "xl", "must be in [0, 2^40], got ", xl);
+    require(xl == 0 || layout == rmt_layout::decoder, where, "xl",
+            "a Transformer-XL cache needs the decoder layout (the encoder's segments are bidirectional)");
+    require(xl_visibility == rmt_xl::hidden_from_memory || xl_visibility == rmt_xl::visible_to_memory, where,
+            "xl_visibility", "value ", std::uint32_t(xl_visibility), " is not an rmt_xl");
   }
 
   /// A state over `backbone` (kept by reference: it must outlive the state)
@@ -166,6 +199,10 @@ class rmt_state {
   rmt_state(const rmt& p, B& backbone, matrix_view<const float> initial_memory)
       : p_(p), bb_(&backbone), width_(backbone.width()), cache_(backbone.make_cache()) {
     p_.validate("rmt::make_state");
+    if constexpr (!rmt_xl_backbone<B>)
+      require(p_.xl == 0, "rmt::make_state", "xl",
+              "a Transformer-XL cache needs a backbone whose cache can keep rows across segments "
+              "(rmt_xl_backbone: cached_rows, row_bytes, retain, save, load)");
     require(initial_memory.extent(0) == p_.memory && initial_memory.extent(1) == width_, "rmt::make_state",
             "initial_memory", "must be (m, width) = (", p_.memory, ", ", width_, "), got ",
             shape_of(initial_memory));
@@ -182,11 +219,20 @@ class rmt_state {
   matrix_view<const float> memory() const noexcept { return make_matrix(memory_.data(), p_.memory, width_); }
   /// \return m width sizeof(float): the recurrent state's bytes
   std::size_t memory_bytes() const noexcept { return memory_.size() * sizeof(float); }
-  /// Bytes of the recurrent state (the memory) plus the driver's packing
-  /// buffers; the backbone's own per-segment cache is the backbone's.
+  /// \return XL cache rows held (at most xl; 0 before the first segment)
+  index_t xl_rows() const noexcept { return xl_rows_; }
+  /// \return the XL cache's bytes: xl_rows() of the backbone's row_bytes()
+  std::size_t xl_bytes() const noexcept {
+    if constexpr (rmt_xl_backbone<B>) return std::size_t(xl_rows_) * cache_.row_bytes();
+    return 0;
+  }
+  /// Bytes of the recurrent state (the memory and the XL cache) plus the
+  /// driver's packing buffers; the rest of the backbone's per-segment cache
+  /// is the backbone's.
   /// \return the bytes
   std::size_t footprint() const noexcept {
-    return memory_bytes() + (packed_.size() + packed_out_.size()) * sizeof(float) + pos_.size() * sizeof(index_t);
+    return memory_bytes() + xl_bytes() + (packed_.size() + packed_out_.size()) * sizeof(float) +
+           pos_.size() * sizeof(index_t) + keep_.size() * sizeof(index_t);
   }
   /// \return the backbone's width
   index_t width() const noexcept { return width_; }
@@ -197,9 +243,10 @@ class rmt_state {
 
   // ---- Snapshot / restore of the recurrent state (the memory). --------------
   /// Taken at a segment boundary (pending() == 0; flush() first otherwise):
-  /// there the memory is the whole state. One longctx snapshot (kind "rmt",
-  /// the policy and width as fingerprint, CRC-32C): segments seen, then the
-  /// (m, width) memory.
+  /// there the memory and the XL cache are the whole state. One longctx
+  /// snapshot (kind "rmt", the policy and width as fingerprint, CRC-32C):
+  /// segments seen, the (m, width) memory, then (xl > 0) the XL cache as
+  /// the backbone's cache saves it.
   /// \return the bytes
   /// \throws invalid_argument when tokens of a segment are pending
   snapshot_bytes snapshot() const {
@@ -208,12 +255,15 @@ class rmt_state {
     snapshot_writer w("rmt", fingerprint());
     w.put(segments_);
     w.put_array(memory_.data(), memory_.size());
+    if constexpr (rmt_xl_backbone<B>)
+      if (p_.xl > 0) cache_.save(w);  // at a boundary the cache holds exactly the XL rows
     return std::move(w).finish();
   }
 
   /// Continues from a snapshot() of a state with the same parameters and
-  /// width: memory and segment count restored, no segment pending, the
-  /// backbone cache cleared. Leaves the state unchanged on any error.
+  /// width: memory, XL cache and segment count restored, no segment pending,
+  /// the rest of the backbone cache cleared. Leaves the state unchanged on
+  /// any error.
   /// \param in the bytes (untrusted: envelope, size and finite memory checked)
   /// \throws invalid_argument naming the argument "bytes" and the field
   void restore(std::span<const std::byte> in) {
@@ -221,13 +271,22 @@ class rmt_state {
     const auto segs = r.get<std::uint64_t>("segments");
     std::vector<float> mem(memory_.size());
     r.get_array(mem.data(), mem.size(), "memory");
-    r.finish();
     r.check(std::all_of(mem.begin(), mem.end(), [](float x) { return std::isfinite(x); }), "memory",
             "a non-finite memory value");
+    typename B::cache_type cache = bb_->make_cache();
+    index_t xl_rows = 0;
+    if constexpr (rmt_xl_backbone<B>)
+      if (p_.xl > 0) {
+        cache.load(r);
+        xl_rows = cache.cached_rows();
+        r.check(xl_rows <= p_.xl, "xl rows", [&] { return detail::concat(xl_rows, " rows, xl is ", p_.xl); });
+      }
+    r.finish();
     memory_.swap(mem);
     segments_ = segs;
     filled_ = 0;
-    cache_.clear();
+    cache_ = std::move(cache);
+    xl_rows_ = xl_rows;
   }
 
  private:
@@ -239,18 +298,41 @@ class rmt_state {
     f.add(std::int64_t(p_.memory)).add(std::int64_t(width_)).add(std::int64_t(p_.segment_budget));
     f.add(std::int64_t(p_.positions.offset)).add(std::uint32_t(p_.layout)).add(std::uint32_t(p_.convention));
     f.add(std::uint32_t(p_.positions.mode)).add(std::int64_t(p_.positions.memory_position));
+    f.add(std::int64_t(p_.xl)).add(std::uint32_t(p_.xl_visibility)).add(std::uint8_t(p_.read_sees_xl));
     return f.value();
   }
 
   void check_policy(const rmt& p, const char* where) const {
     require(p.memory == p_.memory && p.segment_budget == p_.segment_budget && p.layout == p_.layout &&
-                p.convention == p_.convention && p.positions == p_.positions,
+                p.convention == p_.convention && p.positions == p_.positions && p.xl == p_.xl &&
+                p.xl_visibility == p_.xl_visibility && p.read_sees_xl == p_.read_sees_xl,
             where, "state", "was made by a different rmt policy (m ", p_.memory, ", L ", p_.segment_budget,
             ") than this one (m ", p.memory, ", L ", p.segment_budget, ")");
   }
 
   rmt_decoder_mask decoder_mask(index_t segment_rows) const noexcept {
-    return {.memory = p_.memory, .segment = segment_rows, .xl = 0, .convention = p_.convention};
+    return {.memory = p_.memory, .segment = segment_rows, .xl = xl_rows_, .convention = p_.convention,
+            .xl_visibility = p_.xl_visibility, .read_sees_xl = p_.read_sees_xl};
+  }
+  // A segment starts from an empty cache, or (xl > 0) from the XL rows the
+  // last one left in it.
+  void begin_cache() noexcept {
+    if (p_.xl == 0) cache_.clear();
+  }
+  // A decoder segment of s content rows is done: the cache is [X; m read;
+  // s segment; w write]; keep the last xl of [X; segment] as the next XL.
+  void end_segment_cache(index_t s) {
+    if constexpr (rmt_xl_backbone<B>) {
+      if (p_.xl == 0) return;
+      const index_t m = p_.memory, from_seg = std::min(p_.xl, s), from_old = std::min(p_.xl - from_seg, xl_rows_);
+      keep_.clear();
+      for (index_t r = xl_rows_ - from_old; r < xl_rows_; ++r) keep_.push_back(r);
+      for (index_t r = xl_rows_ + m + s - from_seg; r < xl_rows_ + m + s; ++r) keep_.push_back(r);
+      cache_.retain(keep_);
+      xl_rows_ = from_old + from_seg;
+    } else {
+      static_cast<void>(s);
+    }
   }
   void positions(rmt_block block, index_t first, index_t count, index_t s) {
     pos_.resize(std::size_t(count));
@@ -302,10 +384,11 @@ class rmt_state {
           pos_[std::size_t(m + c + k)] = p_.positions(rmt_block::write, k, m, c);
         }
         for (index_t k = 0; k < c; ++k) pos_[std::size_t(m + k)] = p_.positions(rmt_block::segment, k, m, c);
-        cache_.clear();
+        begin_cache();
         bb_->forward(cache_, packed, pos_, decoder_mask(-1), y);
         copy_rows(y.rows(m, c), out.rows(i, c));
         copy_rows(y.rows(m + c, m), make_matrix(memory_.data(), m, width_));
+        end_segment_cache(c);
         ++segments_;
         i += c;
         continue;
@@ -326,7 +409,7 @@ class rmt_state {
 
   // Read rows go through every layer first: later rows need their keys.
   void begin_segment() {
-    cache_.clear();
+    begin_cache();
     const index_t m = p_.memory;
     if (m == 0) return;
     positions(rmt_block::read, 0, m, 0);
@@ -341,6 +424,7 @@ class rmt_state {
       bb_->forward(cache_, memory(), pos_, decoder_mask(filled_), y);
       copy_rows(y, make_matrix(memory_.data(), m, width_));
     }
+    end_segment_cache(filled_);
     filled_ = 0;
     ++segments_;
   }
@@ -356,6 +440,8 @@ class rmt_state {
   typename B::cache_type cache_;
   std::vector<float> memory_;       // (m, width)
   std::vector<float> packed_, packed_out_;
+  index_t xl_rows_ = 0;        // XL cache rows at the front of cache_ (xl > 0)
+  std::vector<index_t> keep_;  // end_segment_cache's row list
   std::vector<index_t> pos_;
   index_t filled_ = 0;
   std::uint64_t segments_ = 0;

@@ -5,9 +5,11 @@
 // weights. A per-segment KV cache makes row-by-row calls equal one whole call.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -59,11 +61,65 @@ class rmt_reference_backbone {
     Eigen::RowVectorXf b2; // (width)
   };
 
-  // Keys and values of every row fed since the last clear(), per layer.
+  // Keys and values of every row fed since the last clear(), per layer: the
+  // layer's view of each row's hidden state, which is what a Transformer-XL
+  // cache carries (rmt::xl; the rmt_xl_backbone operations below).
   struct cache_type {
     std::vector<std::vector<float>> k, v;  // per layer: (capacity, width)
     index_t rows = 0;
+    index_t width = 0;
     void clear() noexcept { rows = 0; }
+    /// \return rows cached
+    index_t cached_rows() const noexcept { return rows; }
+    /// \return bytes one cached row takes over all layers (its K and V)
+    std::size_t row_bytes() const noexcept { return 2 * k.size() * std::size_t(width) * sizeof(float); }
+    /// Keeps the listed rows (increasing, each < cached_rows()), in order,
+    /// at the front of every layer; drops the others.
+    /// \param keep the rows to keep
+    void retain(std::span<const index_t> keep) noexcept {
+      const std::size_t w = std::size_t(width);
+      for (std::size_t l = 0; l < k.size(); ++l)
+        for (std::size_t t = 0; t < keep.size(); ++t) {  // keep[t] >= t: moves go towards the front
+          const std::size_t from = std::size_t(keep[t]) * w, to = t * w;
+          if (from == to) continue;
+          std::memmove(k[l].data() + to, k[l].data() + from, w * sizeof(float));
+          std::memmove(v[l].data() + to, v[l].data() + from, w * sizeof(float));
+        }
+      rows = index_t(keep.size());
+    }
+    /// Writes the cached rows (count, then each layer's K and V rows).
+    /// \param out the snapshot being written
+    void save(snapshot_writer& out) const {
+      out.put(std::int64_t(rows));
+      for (std::size_t l = 0; l < k.size(); ++l) {
+        out.put_array(k[l].data(), std::size_t(rows * width));
+        out.put_array(v[l].data(), std::size_t(rows * width));
+      }
+    }
+    /// Reads what save() wrote, all or nothing: the count checked against
+    /// the bytes left before anything is allocated, every value finite.
+    /// \param in the snapshot being read
+    /// \throws invalid_argument naming the field when the bytes are wrong
+    void load(snapshot_reader& in) {
+      const auto n = in.get<std::int64_t>("xl rows");
+      in.check(n >= 0 && row_bytes() > 0 && std::uint64_t(n) <= in.remaining() / row_bytes(), "xl rows",
+               [&] { return detail::concat(n, " rows of ", row_bytes(), " bytes, ", in.remaining(), " left"); });
+      std::vector<std::vector<float>> nk(k.size()), nv(v.size());
+      const std::size_t count = std::size_t(n) * std::size_t(width);
+      for (std::size_t l = 0; l < k.size(); ++l) {
+        nk[l].resize(count);
+        nv[l].resize(count);
+        in.get_array(nk[l].data(), count, "xl keys");
+        in.get_array(nv[l].data(), count, "xl values");
+        const auto finite = [](const std::vector<float>& x) {
+          return std::all_of(x.begin(), x.end(), [](float y) { return std::isfinite(y); });
+        };
+        in.check(finite(nk[l]) && finite(nv[l]), "xl keys", "a non-finite cached key or value");
+      }
+      k.swap(nk);
+      v.swap(nv);
+      rows = index_t(n);
+    }
   };
 
   /// Draws the weights.
@@ -114,7 +170,8 @@ class rmt_reference_backbone {
   const std::vector<layer>& layers() const noexcept { return layers_; }
   /// \return an empty cache with one K and one V buffer per layer
   cache_type make_cache() const {
-    return {std::vector<std::vector<float>>(layers_.size()), std::vector<std::vector<float>>(layers_.size()), 0};
+    return {std::vector<std::vector<float>>(layers_.size()), std::vector<std::vector<float>>(layers_.size()), 0,
+            cfg_.width};
   }
 
   // FLOPs counted by forward() so far: 2 per multiply-add of every projection
@@ -154,7 +211,7 @@ class rmt_reference_backbone {
             "must both be (n, ", w, "), got x ", shape_of(x), ", y ", shape_of(y));
     require(index_t(pos.size()) == n, "rmt_reference_backbone::forward", "pos", pos.size(),
             " positions for ", n, " rows");
-    require(cache.k.size() == layers_.size(), "rmt_reference_backbone::forward", "cache",
+    require(cache.k.size() == layers_.size() && cache.width == w, "rmt_reference_backbone::forward", "cache",
             "was not made by this backbone");
     require_unit_inner_stride(x, "rmt_reference_backbone::forward", "x");
     require_unit_inner_stride(y, "rmt_reference_backbone::forward", "y");

@@ -33,19 +33,27 @@ inline bool rmt_decoder_visible(rmt_convention conv, rmt_xl xl_vis, index_t X, i
   return false;
 }
 
-// The example backbone on a whole packed sequence x (n, width) in double;
-// visible(i, j) over its rows.
+// The example backbone on a whole packed sequence x (n, width) in double,
+// after X Transformer-XL rows given as the hidden state entering each layer
+// (xl_in[l], (X, width); empty: X = 0): queries are the n packed rows, keys
+// [XL; packed]; visible(i, j) for packed row i and key j in [0, X + n). If
+// states is non-null it receives, per layer, the (n, width) hidden state
+// entering that layer of the packed rows (what a later XL cache holds).
 template <arch_tag Arch, class Visible>
 std::vector<double> rmt_backbone_forward(const rmt_reference_backbone<Arch>& bb, const std::vector<double>& x,
-                                         const std::vector<index_t>& pos, Visible&& visible) {
+                                         const std::vector<index_t>& pos, Visible&& visible,
+                                         const std::vector<std::vector<double>>& xl_in = {},
+                                         std::vector<std::vector<double>>* states = nullptr) {
   const index_t w = bb.width(), n = index_t(pos.size()), heads = bb.config().heads, dh = w / heads,
                 hd = bb.config().hidden;
+  const index_t X = xl_in.empty() ? 0 : index_t(xl_in[0].size()) / w;
   std::vector<double> h(x);
   for (index_t i = 0; i < n; ++i)
     for (index_t c = 0; c < w; ++c) h[std::size_t(i * w + c)] += double(bb.position_embedding(pos[std::size_t(i)], c));
   auto layer_norm = [&](const std::vector<double>& in) {
+    const index_t rows = index_t(in.size()) / w;
     std::vector<double> out(in.size());
-    for (index_t i = 0; i < n; ++i) {
+    for (index_t i = 0; i < rows; ++i) {
       double mean = 0, var = 0;
       for (index_t c = 0; c < w; ++c) mean += in[std::size_t(i * w + c)];
       mean /= double(w);
@@ -56,24 +64,29 @@ std::vector<double> rmt_backbone_forward(const rmt_reference_backbone<Arch>& bb,
     }
     return out;
   };
-  auto matmul = [&](const std::vector<double>& a, index_t k, const auto& W) {  // (n, k) x (k, cols)
-    const index_t cols = W.cols();
-    std::vector<double> out(std::size_t(n * cols), 0.0);
-    for (index_t i = 0; i < n; ++i)
+  auto matmul = [&](const std::vector<double>& a, index_t k, const auto& W) {  // (rows, k) x (k, cols)
+    const index_t cols = W.cols(), rows = index_t(a.size()) / k;
+    std::vector<double> out(std::size_t(rows * cols), 0.0);
+    for (index_t i = 0; i < rows; ++i)
       for (index_t p = 0; p < k; ++p)
         for (index_t c = 0; c < cols; ++c) out[std::size_t(i * cols + c)] += a[std::size_t(i * k + p)] * double(W(p, c));
     return out;
   };
+  if (states) states->clear();
+  std::size_t l = 0;
   for (const auto& L : bb.layers()) {
-    const auto a = layer_norm(h);
-    const auto qkv = matmul(a, w, L.wqkv);
+    if (states) states->push_back(h);
+    std::vector<double> all = X ? xl_in[l] : std::vector<double>{};  // [XL; packed] entering layer l
+    all.insert(all.end(), h.begin(), h.end());
+    const auto qkv = matmul(layer_norm(all), w, L.wqkv);  // (X + n, 3 w)
     std::vector<double> o(std::size_t(n * w), 0.0);
     for (index_t hh = 0; hh < heads; ++hh) {
-      auto col = [&](index_t part) {  // (n, dh) view of q, k or v for head hh
+      auto col = [&](index_t part, index_t r0, index_t rows) {  // (rows, dh) of q, k or v for head hh
         using E = matrix_view<const double>::extents_type;
-        return matrix_view<const double>(qkv.data() + part * w + hh * dh, E(n, dh), {3 * w, 1});
+        return matrix_view<const double>(qkv.data() + r0 * 3 * w + part * w + hh * dh, E(rows, dh), {3 * w, 1});
       };
-      const auto r = attention_head(col(0), col(1), col(2), 1.0 / std::sqrt(double(dh)), visible);
+      const auto r = attention_head(col(0, X, n), col(1, 0, X + n), col(2, 0, X + n), 1.0 / std::sqrt(double(dh)),
+                                    visible);
       for (index_t i = 0; i < n; ++i)
         for (index_t c = 0; c < dh; ++c) o[std::size_t(i * w + hh * dh + c)] = r.o[std::size_t(i * dh + c)];
     }
@@ -88,6 +101,7 @@ std::vector<double> rmt_backbone_forward(const rmt_reference_backbone<Arch>& bb,
     const auto mlp = matmul(t, hd, L.w2);
     for (index_t i = 0; i < n; ++i)
       for (index_t c = 0; c < w; ++c) h[std::size_t(i * w + c)] += mlp[std::size_t(i * w + c)] + double(L.b2(c));
+    ++l;
   }
   return layer_norm(h);
 }
@@ -106,6 +120,9 @@ rmt_result rmt_run(const rmt& p, const rmt_reference_backbone<Arch>& bb, const s
   const bool dec = p.layout == rmt_layout::decoder;
   rmt_result r{std::vector<double>(in.size()), {}};
   std::vector<double> mem = initial_memory;
+  // The XL cache (p.xl > 0): per layer, the hidden state entering it of the
+  // last xl content rows so far, in temporal order.
+  std::vector<std::vector<double>> xl_state(p.xl > 0 ? bb.layers().size() : 0);
   for (index_t i0 = 0; i0 < n; i0 += c) {
     const index_t s = std::min(c, n - i0);
     std::vector<double> x;
@@ -118,9 +135,20 @@ rmt_result rmt_run(const rmt& p, const rmt_reference_backbone<Arch>& bb, const s
       x.insert(x.end(), mem.begin(), mem.end());
       for (index_t k = 0; k < m; ++k) pos.push_back(p.positions(rmt_block::write, k, m, s));
     }
-    const auto y = rmt_backbone_forward(bb, x, pos, [&](index_t i, index_t j) {
-      return dec ? rmt_decoder_visible(p.convention, rmt_xl::hidden_from_memory, 0, m, s, i, j) : true;
-    });
+    const index_t X = xl_state.empty() ? 0 : index_t(xl_state[0].size()) / w;
+    std::vector<std::vector<double>> states;
+    const auto y = rmt_backbone_forward(
+        bb, x, pos,
+        [&](index_t i, index_t j) {
+          return dec ? rmt_decoder_visible(p.convention, p.xl_visibility, X, m, s, X + i, j, p.read_sees_xl) : true;
+        },
+        X ? xl_state : std::vector<std::vector<double>>{}, p.xl > 0 ? &states : nullptr);
+    for (std::size_t l = 0; l < xl_state.size(); ++l) {  // append the content rows, keep the last xl
+      auto& z = xl_state[l];
+      z.insert(z.end(), states[l].begin() + m * w, states[l].begin() + (m + s) * w);
+      const index_t rows = index_t(z.size()) / w;
+      if (rows > p.xl) z.erase(z.begin(), z.begin() + (rows - p.xl) * w);
+    }
     std::copy(y.begin() + m * w, y.begin() + (m + s) * w, r.out.begin() + i0 * w);
     const index_t mem_row = dec ? m + s : 0;
     mem.assign(y.begin() + mem_row * w, y.begin() + (mem_row + m) * w);
