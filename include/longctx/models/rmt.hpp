@@ -293,21 +293,21 @@ class rmt_state {
   friend struct rmt;
 
   // Everything a memory's meaning depends on: the policy and the width.
-  std::uint64_t fingerprint() const noexcept {
+  std::uint64_t fingerprint() const noexcept { return fingerprint_of(p_); }
+  // Every parameter of p, with this state's width: one list of the fields,
+  // for snapshots and for the policy a call comes with.
+  std::uint64_t fingerprint_of(const rmt& p) const noexcept {
     config_fingerprint f;
-    f.add(std::int64_t(p_.memory)).add(std::int64_t(width_)).add(std::int64_t(p_.segment_budget));
-    f.add(std::int64_t(p_.positions.offset)).add(std::uint32_t(p_.layout)).add(std::uint32_t(p_.convention));
-    f.add(std::uint32_t(p_.positions.mode)).add(std::int64_t(p_.positions.memory_position));
-    f.add(std::int64_t(p_.xl)).add(std::uint32_t(p_.xl_visibility)).add(std::uint8_t(p_.read_sees_xl));
+    f.add(std::int64_t(p.memory)).add(std::int64_t(width_)).add(std::int64_t(p.segment_budget));
+    f.add(std::int64_t(p.positions.offset)).add(std::uint32_t(p.layout)).add(std::uint32_t(p.convention));
+    f.add(std::uint32_t(p.positions.mode)).add(std::int64_t(p.positions.memory_position));
+    f.add(std::int64_t(p.xl)).add(std::uint32_t(p.xl_visibility)).add(std::uint8_t(p.read_sees_xl));
     return f.value();
   }
 
   void check_policy(const rmt& p, const char* where) const {
-    require(p.memory == p_.memory && p.segment_budget == p_.segment_budget && p.layout == p_.layout &&
-                p.convention == p_.convention && p.positions == p_.positions && p.xl == p_.xl &&
-                p.xl_visibility == p_.xl_visibility && p.read_sees_xl == p_.read_sees_xl,
-            where, "state", "was made by a different rmt policy (m ", p_.memory, ", L ", p_.segment_budget,
-            ") than this one (m ", p.memory, ", L ", p.segment_budget, ")");
+    require(fingerprint_of(p) == fingerprint(), where, "state", "was made by a different rmt policy (m ", p_.memory,
+            ", L ", p_.segment_budget, ") than this one (m ", p.memory, ", L ", p.segment_budget, ")");
   }
 
   rmt_decoder_mask decoder_mask(index_t segment_rows) const noexcept {
