@@ -48,6 +48,20 @@
 #else
 #define LONGCTX_HAS_F16C 0
 #endif
+// 16-bit compute (kernels/compute.hpp): AVX512_BF16's vdpbf16ps on the
+// AVX-512 backend, and AMX-BF16 tiles (which also need AVX512_BF16 for the
+// conversions around them: every CPU with AMX has it). Flags only: whether
+// the running CPU has them is asked at run time (cpu_has_amx_bf16()).
+#if LONGCTX_HAS_AVX512 && defined(__AVX512BF16__)
+#define LONGCTX_HAS_AVX512_BF16 1
+#else
+#define LONGCTX_HAS_AVX512_BF16 0
+#endif
+#if LONGCTX_HAS_AVX512_BF16 && defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__linux__)
+#define LONGCTX_HAS_AMX 1
+#else
+#define LONGCTX_HAS_AMX 0
+#endif
 #if defined(__ARM_NEON) && defined(__aarch64__)
 #define LONGCTX_HAS_NEON 1
 #else

@@ -23,6 +23,14 @@ class invalid_argument : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
 };
+/// Thrown when the machine cannot run what was asked, although the
+/// arguments are valid: an engine compiled in whose instructions the CPU
+/// lacks, or an OS that refuses the AMX tile-data permission. what() names
+/// the function, the cause and the way out.
+class unsupported : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 }  // namespace longctx
 
 LONGCTX_NAMESPACE_BEGIN

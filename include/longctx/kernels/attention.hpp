@@ -20,6 +20,7 @@
 
 #include "../runtime/executor.hpp"
 #include "../runtime/scratch.hpp"
+#include "compute.hpp"
 #include "split_kv_decode.hpp"
 #include "tiled_attention.hpp"
 
@@ -86,39 +87,42 @@ void dispatch_head_dims(index_t d, index_t d_v, F&& f) {
 
 }  // namespace detail
 
-// Tiled prefill, unchecked: the caller (attention() in longctx/attention.hpp,
-// or a policy after its own checks) guarantees the contract above, and for
-// `rows`: 0 <= first, first + w <= n_q, logits (b, h, w, n_kv) with a unit
-// inner stride. Only the query blocks that hold rows of [first, first + w)
-// write logits; the others pay one null test.
-template <arch_tag Arch, kv_storage KV, mask_descriptor Mask, executor Exec>
-void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, tensor4_view<const KV> v,
-                       tensor4_view<float> o, float scale, const Mask& mask, lse_view lse,
-                       Exec&& exec, row_logits rows = {}) {
+// Tiled prefill by GEMM engine E, unchecked: the caller (attention() in
+// longctx/attention.hpp, or a policy after its own checks) guarantees the
+// contract above, and for `rows`: 0 <= first, first + w <= n_q, logits (b,
+// h, w, n_kv) with a unit inner stride. Only the query blocks that hold rows
+// of [first, first + w) write logits; the others pay one null test.
+template <gemm_engine E, kv_storage KV, mask_descriptor Mask, executor Exec>
+void prefill_attention_with(tensor4_view<const float> q, tensor4_view<const KV> k, tensor4_view<const KV> v,
+                            tensor4_view<float> o, float scale, const Mask& mask, lse_view lse, Exec&& exec,
+                            row_logits rows = {}) {
+  using Arch = typename E::arch;
+  using T = typename E::operand;
   const auto a = detail::shape_of_call(q, k, v);
   if (a.b * a.h * a.n_q == 0) return;
-  constexpr index_t BQ = attention_blocking<Arch>::block_q;
+  constexpr index_t BQ = E::block_q, BKV = E::block_kv;
   const index_t q_blocks = (a.n_q + BQ - 1) / BQ;
   const auto bound = mask.bind(a.n_q, a.n_kv);
-  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
   const index_t kv_tiles = (a.n_kv + BKV - 1) / BKV;
+  E::prepare();  // throws where the engine cannot run here (AMX: no OS permission)
   // K^T packed once per KV head and call, in parallel, then read by every
   // query block of every query head of the group. V likewise, unless the
   // micro-kernel can read it in place: float rows of whole vectors at
   // vector-aligned addresses (split rows cost up to 20% here). The scratch
   // (per calling thread, kept for the next call) is as large as K, or K + V.
-  const bool direct_v = detail::readable_in_place<Arch>(v);
-  const index_t kt_head = packed_kt_floats<Arch>(a.n_kv, a.d);
-  const index_t v_head = direct_v ? 0 : packed_v_floats<Arch>(a.n_kv, a.d_v);
-  float* kt = detail::thread_scratch<detail::caller_tag>(a.b * a.h_kv * (kt_head + v_head));
-  float* vp = kt + a.b * a.h_kv * kt_head;
-  const index_t ldv = direct_v ? v.stride(2) : round_up(a.d_v, Arch::width);
+  const bool direct_v = E::reads_v_in_place && detail::readable_in_place<Arch>(v);
+  const index_t kt_head = packed_kt_elems<E>(a.n_kv, a.d);
+  const index_t v_head = direct_v ? 0 : packed_v_elems<E>(a.n_kv, a.d_v);
+  T* kt = detail::thread_scratch<detail::caller_tag, T>(a.b * a.h_kv * (kt_head + v_head));
+  T* vp = kt + a.b * a.h_kv * kt_head;
+  const index_t ldv = direct_v ? v.stride(2) : E::v_ld(a.d_v);
+  const index_t v_tile_stride = direct_v ? BKV * v.stride(2) : E::v_tile(a.d_v);
   detail::dispatch_head_dims(a.d, a.d_v, [&]<std::size_t D, std::size_t DV>() {
     exec.parallel_for(a.b * a.h_kv * kv_tiles, [&](index_t task) {
       const index_t bk = task / kv_tiles, bi = bk / a.h_kv, hk = bk % a.h_kv;
-      pack_kt_tile<Arch, KV>(matrix_view<const KV, D>(k.head(bi, hk)), task % kv_tiles, kt + bk * kt_head);
+      pack_kt_tile<E, KV>(matrix_view<const KV, D>(k.head(bi, hk)), task % kv_tiles, kt + bk * kt_head);
       if (!direct_v)
-        pack_v_tile<Arch, KV>(matrix_view<const KV, DV>(v.head(bi, hk)), task % kv_tiles, vp + bk * v_head);
+        pack_v_tile<E, KV>(matrix_view<const KV, DV>(v.head(bi, hk)), task % kv_tiles, vp + bk * v_head);
     });
     exec.parallel_for(a.b * a.h * q_blocks, [&](index_t task) {
       const index_t blk = task % q_blocks, bh = task / q_blocks;
@@ -133,15 +137,15 @@ void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, te
         return;
       }
       const index_t bk = bi * a.h_kv + hk;
-      const float* v_rows = vp + bk * v_head;
-      if constexpr (kv_storage_traits<KV>::gemm_operand)
+      const T* v_rows = vp + bk * v_head;
+      if constexpr (E::reads_v_in_place && kv_storage_traits<KV>::gemm_operand)
         if (direct_v) v_rows = &v(bi, hk, 0, 0);
       const matrix_view<float> lg =
           rows.logits.data() ? matrix_view<float>(rows.logits.head(bi, hi)) : matrix_view<float>{};
-      std::uint64_t flagged = tiled_attention_block<Arch>(
-          matrix_view<const float, D>(q.head(bi, hi)), kt + bk * kt_head, v_rows, ldv, a.n_kv,
+      std::uint64_t flagged = tiled_attention_block<E>(
+          matrix_view<const float, D>(q.head(bi, hi)), kt + bk * kt_head, v_rows, v_tile_stride, ldv, a.n_kv,
           matrix_view<float, DV>(o.head(bi, hi)), lse_row, lse.data() ? lse.stride(2) : 0, scale, bound, i0, i1,
-          detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<Arch>(a.d, a.d_v)), lg, rows.first);
+          detail::thread_scratch<detail::task_tag>(tiled_attention_scratch<E>(a.d, a.d_v)), lg, rows.first);
       for (; flagged; flagged &= flagged - 1) {  // rows of extreme magnitude (exact_row.hpp)
         const index_t i = i0 + std::countr_zero(flagged);
         const bool has_logits = lg.data() && i >= rows.first && i < rows.first + lg.extent(0);
@@ -152,6 +156,19 @@ void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, te
       }
     });
   });
+}
+
+// Tiled prefill, unchecked (as prefill_attention_with), by the engine
+// `compute` selects for Arch (compute.hpp: bf16_engine_for; f32 where Arch
+// has no 16-bit engine).
+template <arch_tag Arch, kv_storage KV, mask_descriptor Mask, executor Exec>
+void prefill_attention(tensor4_view<const float> q, tensor4_view<const KV> k, tensor4_view<const KV> v,
+                       tensor4_view<float> o, float scale, const Mask& mask, lse_view lse,
+                       Exec&& exec, row_logits rows = {}, compute_precision compute = compute_precision::f32) {
+  if constexpr (has_bf16_engine<Arch>)
+    if (compute == compute_precision::bf16)
+      return prefill_attention_with<bf16_engine_for<Arch>, KV>(q, k, v, o, scale, mask, lse, exec, rows);
+  prefill_attention_with<f32_engine<Arch>, KV>(q, k, v, o, scale, mask, lse, exec, rows);
 }
 
 // Split-KV decode for a few query rows (typically n_q = 1) per head over a

@@ -14,60 +14,60 @@
 #include "kv_storage.hpp"
 #include "pack.hpp"
 #include "mask.hpp"
+#include "gemm_engine.hpp"
 #include "micro_gemm.hpp"
 #include "tiling.hpp"
 #include "online_softmax.hpp"
+#include "../runtime/scratch.hpp"
 #include "../tensor/view.hpp"
 
 LONGCTX_NAMESPACE_BEGIN
 
-// Floats of scratch tiled_attention_block needs.
-template <arch_tag Arch>
+// Floats of scratch tiled_attention_block<E> needs: S, the accumulator,
+// the rescale factors, and the engine's own (packed Q, bf16 P).
+template <gemm_engine E>
 constexpr index_t tiled_attention_scratch(index_t d, index_t d_v) noexcept {
-  constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
-  const index_t dvp = round_up(d_v, Arch::width);
-  return BQ * d + BQ * BKV + BQ * dvp + BQ;
+  constexpr index_t BQ = E::block_q, BKV = E::block_kv;
+  const index_t q_floats = round_up(BQ * E::q_ld(d) * index_t(sizeof(typename E::operand)), cache_line) / 4;
+  return q_floats + BQ * BKV + BQ * E::acc_ld(d_v) + round_up(BQ, 16) + E::scratch_floats(d, d_v);
 }
 
-// K^T packed per key tile: tile t is a (d, block_kv) row-major block holding
-// keys [t block_kv, (t + 1) block_kv) as columns, zero-padded. Packed once per
-// KV head and call, then read by every query block (and every query head of a
-// GQA group): the transpose is paid once, not once per query block.
-template <arch_tag Arch>
-constexpr index_t packed_kt_floats(index_t n_kv, index_t d) noexcept {
-  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
-  return (n_kv + BKV - 1) / BKV * d * BKV;
+// K^T packed per key tile in the engine's layout (f32: tile t is a (d,
+// block_kv) row-major block holding keys [t block_kv, (t + 1) block_kv) as
+// columns, zero-padded). Packed once per KV head and call, then read by
+// every query block (and every query head of a GQA group): the transpose is
+// paid once, not once per query block.
+template <gemm_engine E>
+constexpr index_t packed_kt_elems(index_t n_kv, index_t d) noexcept {
+  return (n_kv + E::block_kv - 1) / E::block_kv * E::kt_tile(d);
 }
 
 // V packed likewise, when it cannot be read in place (see attention()):
-// (n_kv rounded up to block_kv, d_v rounded up to W) row-major, zero-padded,
-// converted to float, in aligned memory.
-template <arch_tag Arch>
-constexpr index_t packed_v_floats(index_t n_kv, index_t d_v) noexcept {
-  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
-  return (n_kv + BKV - 1) / BKV * BKV * round_up(d_v, Arch::width);
+// tile t at t v_tile(d_v), in the engine's layout (f32: (n_kv rounded up to
+// block_kv, d_v rounded up to W) row-major, zero-padded, converted to float).
+template <gemm_engine E>
+constexpr index_t packed_v_elems(index_t n_kv, index_t d_v) noexcept {
+  return (n_kv + E::block_kv - 1) / E::block_kv * E::v_tile(d_v);
 }
 
-// Packs key tile `tile` of k (n_kv, d) into kt_tiles (see packed_kt_floats).
-template <arch_tag Arch, class KV, std::size_t D>
-void pack_kt_tile(matrix_view<const KV, D> k, index_t tile, float* kt_tiles) noexcept {
-  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
-  const index_t d = k.extent(1), j0 = tile * BKV, nk = std::min(BKV, k.extent(0) - j0);
-  detail::pack_kt(k.data() + j0 * k.stride(0), k.stride(0), d, nk, BKV, kt_tiles + tile * d * BKV, BKV);
+// Packs key tile `tile` of k (n_kv, d) into kt_tiles (see packed_kt_elems).
+template <gemm_engine E, class KV, std::size_t D>
+void pack_kt_tile(matrix_view<const KV, D> k, index_t tile, typename E::operand* kt_tiles) noexcept {
+  const index_t d = k.extent(1), j0 = tile * E::block_kv, nk = std::min(E::block_kv, k.extent(0) - j0);
+  E::template pack_k<KV>(k.data() + j0 * k.stride(0), k.stride(0), d, nk, kt_tiles + tile * E::kt_tile(d));
 }
 
-// Packs value tile `tile` of v (n_kv, d_v) into v_tiles (see packed_v_floats).
-template <arch_tag Arch, class KV, std::size_t DV>
-void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noexcept {
-  constexpr index_t BKV = attention_blocking<Arch>::block_kv;
-  const index_t d_v = v.extent(1), dvp = round_up(d_v, Arch::width);
-  const index_t j0 = tile * BKV, nk = std::min(BKV, v.extent(0) - j0);
-  detail::pack_v<Arch>(v.data() + j0 * v.stride(0), v.stride(0), d_v, dvp, nk, BKV, v_tiles + j0 * dvp);
+// Packs value tile `tile` of v (n_kv, d_v) into v_tiles (see packed_v_elems).
+template <gemm_engine E, class KV, std::size_t DV>
+void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, typename E::operand* v_tiles) noexcept {
+  const index_t d_v = v.extent(1), j0 = tile * E::block_kv, nk = std::min(E::block_kv, v.extent(0) - j0);
+  E::template pack_v<KV>(v.data() + j0 * v.stride(0), v.stride(0), d_v, nk, v_tiles + tile * E::v_tile(d_v));
 }
 
-// Rows [i0, i1) (at most block_q) of one head. q (n_q, d), kt: the head's
-// packed K^T (pack_kt_tile, n_kv keys), vp: its V with row stride ldv, either
-// packed (pack_v_tile, ldv = d_v rounded up to W) or the caller's float rows
+// Rows [i0, i1) (at most block_q) of one head, by engine E. q (n_q, d), kt:
+// the head's packed K^T (pack_kt_tile, n_kv keys), vp: its V, tile t at vp +
+// t v_tile_stride with row stride ldv, either packed (pack_v_tile: v_tile,
+// v_ld) or, for an engine that reads_v_in_place, the caller's float rows
 // when they are whole, aligned vectors; o (n_q, d_v); lse: n_q
 // floats with stride lse_stride, or null. Inner strides must be 1 (checked
 // by the caller). scratch: tiled_attention_scratch floats.
@@ -77,34 +77,33 @@ void pack_v_tile(matrix_view<const KV, DV> v, index_t tile, float* v_tiles) noex
 // before exp), -inf for keys of skipped tiles and outside keys_for_rows.
 // Returns the rows (bit r: row i0 + r) that needs_exact_row flags: the
 // caller recomputes them with exact_attention_row (exact_row.hpp).
-template <arch_tag Arch, class BoundMask, std::size_t D, std::size_t DV>
-std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const float* kt, const float* vp, index_t ldv, index_t n_kv,
+template <gemm_engine E, class BoundMask, std::size_t D, std::size_t DV>
+std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const typename E::operand* kt,
+                                    const typename E::operand* vp, index_t v_tile_stride, index_t ldv, index_t n_kv,
                            matrix_view<float, DV> o, float* lse,
                            index_t lse_stride, float scale, const BoundMask& mask, index_t i0,
                            index_t i1, float* scratch, matrix_view<float> logits = {},
                            index_t logits_first = 0) noexcept {
+  using Arch = typename E::arch;
   using V = vec<float, Arch>;
+  using T = typename E::operand;
   constexpr index_t W = V::width;
-  constexpr index_t BQ = attention_blocking<Arch>::block_q, BKV = attention_blocking<Arch>::block_kv;
+  constexpr index_t BQ = E::block_q, BKV = E::block_kv;
   const index_t d = q.extent(1), d_v = o.extent(1);
-  const index_t dvp = round_up(d_v, W);
+  const index_t dvp = E::acc_ld(d_v);
   const index_t nb = i1 - i0;
   LONGCTX_ASSERT(nb > 0 && nb <= BQ);
   static_assert(BQ <= 64, "the flagged rows are returned as a 64-bit mask");
-  float* qs = scratch;
-  float* s = qs + BQ * d;
+  T* qs = reinterpret_cast<T*>(scratch);
+  float* s = scratch + round_up(BQ * E::q_ld(d) * index_t(sizeof(T)), cache_line) / 4;
   float* acc = s + BQ * BKV;
   float* alpha = acc + BQ * dvp;
+  float* engine_scratch = alpha + round_up(BQ, 16);
   std::array<softmax_state, BQ> st{};
 
-  const V vscale = V::broadcast(scale);
-  for (index_t r = 0; r < nb; ++r) {
-    const float* qr = q.data() + (i0 + r) * q.stride(0);
-    float* dst = qs + r * d;
-    index_t p = 0;
-    for (; p + W <= d; p += W) (V::load(qr + p) * vscale).store(dst + p);
-    if (p < d) (V::load_partial(qr + p, int(d - p)) * vscale).store_partial(dst + p, int(d - p));
-  }
+  E::begin();  // the engine's per-task state (AMX: the tile configuration)
+  for (index_t r = 0; r < nb; ++r) E::load_q(q.data() + (i0 + r) * q.stride(0), d, scale, qs + r * E::q_ld(d));
+  std::fill(qs + nb * E::q_ld(d), qs + BQ * E::q_ld(d), T{});  // rows a tile engine reads past nb
   std::memset(acc, 0, sizeof(float) * std::size_t(nb * dvp));
 
   // Logit rows [l0, l1) of this block (relative to i0): lg is null when
@@ -129,7 +128,7 @@ std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const float* 
     if (kind == tile_kind::empty) continue;
     const index_t nk = j1 - j0, nkp = round_up(nk, W);
 
-    block_gemm<Arch, false>(nb, nkp, d, qs, d, kt + (j0 / BKV) * d * BKV, BKV, s, BKV);
+    E::qk(nb, nk, d, qs, kt + (j0 / BKV) * E::kt_tile(d), s);
     std::uint64_t overflowed = 0;  // rows with a -inf logit before the mask (exact_row.hpp)
     for (index_t r = 0; r < nb; ++r)
       if (has_neg_inf<Arch>(s + r * BKV, nk)) overflowed |= std::uint64_t(1) << r;
@@ -146,10 +145,10 @@ std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const float* 
       alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
       if (overflowed >> r & 1) poison_row(st[std::size_t(r)]);
     }
-    // P's padding columns are 0: k = nk reads no padding row.
-    block_gemm<Arch, true>(nb, dvp, nk, s, BKV, vp + j0 * ldv, ldv, acc, dvp, alpha);
+    E::pv(nb, nk, d_v, s, vp + (j0 / BKV) * v_tile_stride, ldv, acc, alpha, engine_scratch);
   }
   if (lg) hide(n_kv);  // skipped tiles at the end, and keys past keys_for_rows
+  E::end();
 
   std::uint64_t flagged = 0;
   for (index_t r = 0; r < nb; ++r) {

@@ -1,0 +1,147 @@
+// The AVX512_BF16 engine: Q K^T and P V with bf16 operands and fp32
+// accumulation by vdpbf16ps (16 lanes, one bf16 pair each: 64 FLOPs per
+// instruction against the fp32 FMA's 32), in the fp32 engine's register
+// blocking (6 rows x 4 vectors of accumulators), on the VNNI layouts of
+// bf16_pack.hpp. Compiled with AVX512_BF16 (LONGCTX_HAS_AVX512_BF16).
+// Where it pays is a fact of the CPU, not of the ISA: vdpbf16ps runs at
+// twice the fp32 FMA rate on AMD Zen 4 and Zen 5 and below it on Intel's
+// AMX CPUs, which take the AMX engine instead (compute.hpp).
+#pragma once
+
+#include "../config.hpp"
+
+#if LONGCTX_HAS_AVX512_BF16
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "bf16_pack.hpp"
+#include "gemm_engine.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+namespace detail {
+
+// C (MR x NV*16) (=|+= diag(rs) C +) A B over kw pair steps: A rows of
+// 32-bit bf16 pairs (row stride lda words), B rows of NV*16 words (stride
+// ldb words), C fp32 (stride ldc floats).
+template <int MR, int NV, bool Acc>
+inline void dot_micro(index_t kw, const std::uint32_t* a, index_t lda, const std::uint32_t* b, index_t ldb, float* c,
+                      index_t ldc, const float* rs) noexcept {
+  __m512 acc[MR][NV];
+  LONGCTX_UNROLL for (int r = 0; r < MR; ++r) {
+    if constexpr (Acc) {
+      const __m512 s = _mm512_set1_ps(rs[r]);
+      LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_mul_ps(_mm512_loadu_ps(c + r * ldc + v * 16), s);
+    } else {
+      LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+    }
+  }
+  for (index_t p = 0; p < kw; ++p) {
+    __m512i bv[NV];
+    LONGCTX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + p * ldb + v * 16);
+    LONGCTX_UNROLL for (int r = 0; r < MR; ++r) {
+      std::uint32_t w;
+      std::memcpy(&w, a + r * lda + p, sizeof w);
+      const __m512i ar = _mm512_set1_epi32(int(w));
+      LONGCTX_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)ar, (__m512bh)bv[v]);
+    }
+  }
+  LONGCTX_UNROLL for (int r = 0; r < MR; ++r)
+    LONGCTX_UNROLL for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + r * ldc + v * 16, acc[r][v]);
+}
+
+template <int MR, int NV, bool Acc>
+inline void dot_rows(int rows, index_t kw, const std::uint32_t* a, index_t lda, const std::uint32_t* b, index_t ldb,
+                     float* c, index_t ldc, const float* rs) noexcept {
+  if constexpr (MR > 0) {
+    if (rows == MR) return dot_micro<MR, NV, Acc>(kw, a, lda, b, ldb, c, ldc, rs);
+    return dot_rows<MR - 1, NV, Acc>(rows, kw, a, lda, b, ldb, c, ldc, rs);
+  }
+}
+template <int MR, int NV, bool Acc>
+inline void dot_tail(int rows, int nvec, index_t kw, const std::uint32_t* a, index_t lda, const std::uint32_t* b,
+                     index_t ldb, float* c, index_t ldc, const float* rs) noexcept {
+  if constexpr (NV > 0) {
+    if (nvec == NV) return dot_rows<MR, NV, Acc>(rows, kw, a, lda, b, ldb, c, ldc, rs);
+    return dot_tail<MR, NV - 1, Acc>(rows, nvec, kw, a, lda, b, ldb, c, ldc, rs);
+  }
+}
+
+// C (m x n) (=|+=) A (m x 2 kw) B (2 kw x n), n a multiple of 16: the
+// micro-kernel swept over the tile, tails by smaller instances.
+template <bool Acc>
+inline void dot_block(index_t m, index_t n, index_t kw, const bf16* a, index_t lda, const bf16* b, index_t ldb,
+                      float* c, index_t ldc, const float* rs = nullptr) noexcept {
+  constexpr int MR = 6, NR = 4;
+  // bf16 buffers read as 32-bit words: the scratch is raw memory written
+  // through memcpy (bf16_pack.hpp) and read here by vector loads, which may alias.
+  const auto* aw = reinterpret_cast<const std::uint32_t*>(static_cast<const void*>(a));
+  const auto* bw = reinterpret_cast<const std::uint32_t*>(static_cast<const void*>(b));
+  lda /= 2, ldb /= 2;
+  for (index_t j = 0; j < n; j += NR * 16) {
+    const int nvec = int(std::min<index_t>(NR, (n - j) / 16));
+    for (index_t i = 0; i < m; i += MR) {
+      const int rows = int(std::min<index_t>(MR, m - i));
+      if (rows == MR && nvec == NR)
+        dot_micro<MR, NR, Acc>(kw, aw + i * lda, lda, bw + j, ldb, c + i * ldc + j, ldc, rs ? rs + i : nullptr);
+      else
+        dot_tail<MR, NR, Acc>(rows, nvec, kw, aw + i * lda, lda, bw + j, ldb, c + i * ldc + j, ldc,
+                              rs ? rs + i : nullptr);
+    }
+  }
+}
+
+}  // namespace detail
+
+/// The AVX512_BF16 engine (kernels/gemm_engine.hpp): bf16 Q, K^T (VNNI
+/// pairs), P and V (VNNI pairs), fp32 accumulation by vdpbf16ps. Q is
+/// scaled in fp32 and rounded once; P is rounded once per tile after the
+/// fp32 softmax. vdpbf16ps treats bf16 subnormal inputs as zero.
+struct bf16_dot_engine {
+  using arch = avx512;
+  using operand = bf16;
+  static constexpr const char* name = "avx512-bf16";
+  static constexpr index_t block_q = 48;
+  static constexpr index_t block_kv = 128;
+  static constexpr bool reads_v_in_place = false;
+
+  static constexpr index_t q_ld(index_t d) noexcept { return round_up(d, 2); }
+  static constexpr index_t kt_tile(index_t d) noexcept { return round_up(d, 2) * block_kv; }
+  static constexpr index_t v_ld(index_t d_v) noexcept { return round_up(d_v, 16); }
+  static constexpr index_t v_tile(index_t d_v) noexcept { return block_kv * v_ld(d_v); }
+  static constexpr index_t acc_ld(index_t d_v) noexcept { return round_up(d_v, 16); }
+  static constexpr index_t scratch_floats(index_t, index_t) noexcept { return block_q * block_kv / 2; }
+
+  static void prepare() {}
+  static void begin() noexcept {}
+  static void end() noexcept {}
+
+  template <class KV>
+  static void pack_k(const KV* k, index_t ldk, index_t d, index_t nk, bf16* tile) noexcept {
+    detail::pack_kt_vnni<avx512>(k, ldk, d, q_ld(d), nk, block_kv, tile);
+  }
+  template <class KV>
+  static void pack_v(const KV* v, index_t ldv, index_t d_v, index_t nk, bf16* tile) noexcept {
+    detail::pack_v_vnni<avx512>(v, ldv, d_v, v_ld(d_v), nk, block_kv, tile);
+  }
+  static void load_q(const float* q, index_t d, float scale, bf16* dst) noexcept {
+    detail::scaled_row_to_bf16<avx512>(q, d, scale, q_ld(d), dst);
+  }
+  static void qk(index_t nb, index_t nk, index_t d, const bf16* q, const bf16* kt, float* s) noexcept {
+    detail::dot_block<false>(nb, round_up(nk, 16), q_ld(d) / 2, q, q_ld(d), kt, 2 * block_kv, s, block_kv);
+  }
+  static void pv(index_t nb, index_t nk, index_t d_v, float* p, const bf16* v, index_t, float* acc,
+                 const float* alpha, float* scratch) noexcept {
+    bf16* p16 = reinterpret_cast<bf16*>(scratch);
+    const index_t kp = round_up(nk, 2);
+    detail::probabilities_to_bf16<avx512>(p, block_kv, nb, nb, nk, kp, p16, block_kv);
+    detail::dot_block<true>(nb, acc_ld(d_v), kp / 2, p16, block_kv, v, 2 * v_ld(d_v), acc, acc_ld(d_v), alpha);
+  }
+};
+
+LONGCTX_NAMESPACE_END
+
+#endif  // LONGCTX_HAS_AVX512_BF16

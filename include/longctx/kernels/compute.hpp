@@ -1,0 +1,70 @@
+// Which GEMM engine a kernel uses: fp32 always, unless the caller asks for
+// bf16 compute (compute_precision::bf16, never implied by the storage type:
+// bf16 compute rounds Q and the softmax weights P to bf16 as well, a
+// precision change the caller chooses). Then the best 16-bit engine the
+// compile flags provide for the backend:
+//   AMX-BF16 (LONGCTX_HAS_AMX)            amx_engine<avx512, true>;
+//   else AVX512_BF16 (LONGCTX_HAS_AVX512_BF16)  bf16_dot_engine;
+//   else none: fp32, bit for bit the f32 results (active_engine says so).
+// The ranking is a traits fact, not a CPU-model test: every Intel CPU with
+// AVX512_BF16 since Sapphire Rapids has AMX (where vdpbf16ps runs below the
+// fp32 FMA rate, so AMX must win), and AMD's (Zen 4, Zen 5) have no AMX and
+// run vdpbf16ps at twice the fp32 rate.
+#pragma once
+
+#include <cstdint>
+
+#include "amx_engine.hpp"
+#include "bf16_dot_engine.hpp"
+#include "gemm_engine.hpp"
+
+LONGCTX_NAMESPACE_BEGIN
+
+/// The arithmetic of the attention products (Q K^T and P V). f32: fp32
+/// operands (bf16, f16 and int8 K/V widened exactly). bf16: bf16 operands,
+/// fp32 accumulation and softmax, on the AMX or AVX512_BF16 engine
+/// (kernels/compute.hpp); Q (times the scale) and P are rounded to bf16,
+/// and so are f32 K/V (bf16 K/V are used as stored). Where no 16-bit engine
+/// is compiled for the backend, bf16 computes in f32 (active_engine()).
+enum class compute_precision : std::uint8_t {
+  f32,   ///< fp32 products (the default)
+  bf16,  ///< bf16 operands, fp32 accumulation
+};
+
+namespace detail {
+template <arch_tag Arch>
+struct bf16_engine_of {
+  using type = void;
+};
+#if LONGCTX_HAS_AMX
+template <>
+struct bf16_engine_of<avx512> {
+  using type = amx_engine<avx512, true>;
+};
+#elif LONGCTX_HAS_AVX512_BF16
+template <>
+struct bf16_engine_of<avx512> {
+  using type = bf16_dot_engine;
+};
+#endif
+}  // namespace detail
+
+/// The 16-bit engine compute_precision::bf16 selects on backend Arch
+/// (void: none compiled).
+template <arch_tag Arch>
+using bf16_engine_for = typename detail::bf16_engine_of<Arch>::type;
+
+/// Whether backend Arch has a 16-bit engine in this build.
+template <arch_tag Arch>
+inline constexpr bool has_bf16_engine = !std::is_void_v<bf16_engine_for<Arch>>;
+
+/// The engine a kernel on backend Arch runs for `compute`: "f32",
+/// "avx512-bf16" or "amx-bf16" (benchmark labels, examples, logs).
+template <arch_tag Arch = default_arch>
+constexpr const char* active_engine(compute_precision compute) noexcept {
+  if constexpr (has_bf16_engine<Arch>)
+    if (compute == compute_precision::bf16) return bf16_engine_for<Arch>::name;
+  return f32_engine<Arch>::name;
+}
+
+LONGCTX_NAMESPACE_END
