@@ -91,6 +91,35 @@ void BM_prefill_kv(benchmark::State& st) {
   bench::label(st, (std::string("causal kv ") + kv_storage_traits<KV>::name).c_str());
 }
 
+// Prefill by the engine `compute` selects (kernels/compute.hpp), K/V stored
+// as KV: "peak" is the fraction of that engine's peak measured in this
+// binary (fp32 FMA, vdpbf16ps or AMX tiles). The bf16 rows are those an
+// inference engine with a bf16 cache runs; f32 inputs with bf16 compute
+// pay one conversion of K and V per call (in the packing).
+template <index_t D, bool Causal, compute_precision C, class KV>
+void BM_prefill_compute(benchmark::State& st) {
+  const index_t n = st.range(0);
+  const int threads = int(st.range(1));
+  const auto q = bench::random_floats(std::size_t(H * n * D), 1);
+  const auto k = random_stored<KV>(n, D, 2), v = random_stored<KV>(n, D, 3);
+  std::vector<float> o(std::size_t(H * n * D));
+  thread_pool pool{std::size_t(threads)};
+  const float scale = 1.0f / std::sqrt(float(D));
+  const auto out = from_bhnd<D>(o.data(), 1, H, n, D);
+  for (auto _ : st) {
+    if constexpr (Causal)
+      attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), stored_view(k, n), stored_view(v, n), out, scale,
+                                  causal{}, {}, pool, {}, C);
+    else
+      attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), stored_view(k, n), stored_view(v, n), out, scale,
+                                  no_mask{}, {}, pool, {}, C);
+    benchmark::DoNotOptimize(o.data());
+  }
+  const char* engine = active_engine(C);
+  bench::set_flops(st, attention_flops(n, n, D, Causal), threads, engine);
+  bench::label(st, (std::string(Causal ? "causal " : "full ") + engine + " kv " + kv_storage_traits<KV>::name).c_str());
+}
+
 // The Eigen version a user would write: per head S = Q K^T * scale, masked
 // row softmax, O = P V; heads spread over the same pool.
 template <index_t D, bool Causal>
@@ -211,6 +240,14 @@ BENCHMARK(BM_prefill_kv<float>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<bf16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<f16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<q8>)->Apply(prefill_kv_args);
+// Per engine: fp32 and, where the build has one, the 16-bit engine, on bf16
+// K/V (the cache an engine keeps) and on f32 K/V (one conversion per call).
+BENCHMARK(BM_prefill_compute<128, true, compute_precision::bf16, bf16>)->Apply(prefill_args);
+BENCHMARK(BM_prefill_compute<128, false, compute_precision::bf16, bf16>)->Apply(prefill_args);
+BENCHMARK(BM_prefill_compute<64, true, compute_precision::bf16, bf16>)->Apply(prefill_args);
+BENCHMARK(BM_prefill_compute<64, false, compute_precision::bf16, bf16>)->Apply(prefill_args);
+BENCHMARK(BM_prefill_compute<128, true, compute_precision::bf16, float>)->Apply(prefill_kv_args);
+BENCHMARK(BM_prefill_compute<128, true, compute_precision::f32, bf16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_read)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode<float>)->Apply(decode_args);
 BENCHMARK(BM_decode<bf16>)->Apply(decode_args);

@@ -18,6 +18,10 @@ function(longctx_isa_flags out_var)
       set(flags -mavx2 -mfma -mf16c)
     elseif(LONGCTX_ISA STREQUAL "avx512")
       set(flags -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c)
+    elseif(LONGCTX_ISA STREQUAL "amx")
+      # AVX-512 plus both 16-bit engines (kernels/compute.hpp): compiles the
+      # AMX engine on any x86-64 machine.
+      set(flags -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c -mavx512bf16 -mamx-tile -mamx-bf16)
     endif()
   endif()
   set(${out_var} ${flags} PARENT_SCOPE)

@@ -30,9 +30,11 @@ inline bool is_plain_counter(std::string_view name) {
 
 // `flops` per iteration (useful work: causal counts only visible products).
 // "peak" is the fraction of the measured FMA peak of `threads` threads.
-inline void set_flops(benchmark::State& st, double flops, int threads = 1) {
+// With `engine` (a GEMM engine's name, kernels/compute.hpp): of that
+// engine's peak (bf16 dot product, AMX tiles), measured likewise.
+inline void set_flops(benchmark::State& st, double flops, int threads = 1, const char* engine = "f32") {
   st.counters["FLOP/s"] = Counter(flops, Counter::kIsIterationInvariantRate, Counter::kIs1000);
-  const double peak = fma_peak(threads);
+  const double peak = engine_peak(engine, threads);
   st.counters["peak"] = Counter(peak > 0 ? flops / peak : 0.0, Counter::kIsIterationInvariantRate);
 }
 

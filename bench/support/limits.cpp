@@ -25,6 +25,12 @@ machine_limits measure() {
   for (int t : {1, 2}) {
     m.fma_flops[t] = longctx::fma_peak(pool, t);
     m.read_bytes[t] = longctx::read_bandwidth(pool, t, a);
+#if LONGCTX_HAS_AVX512_BF16
+    m.dot_flops[t] = longctx::bf16_dot_peak(pool, t);
+#endif
+#if LONGCTX_HAS_AMX
+    m.amx_flops[t] = longctx::amx_peak(pool, t);
+#endif
   }
   m.measured = true;
   return m;
@@ -37,6 +43,12 @@ const machine_limits& limits() {
   return m;
 }
 double fma_peak(int threads) { return limits().fma_flops[std::clamp(threads, 1, 2)]; }
+double engine_peak(const char* engine, int threads) {
+  const int t = std::clamp(threads, 1, 2);
+  if (std::strcmp(engine, "avx512-bf16") == 0) return limits().dot_flops[t];
+  if (std::strcmp(engine, "amx-bf16") == 0) return limits().amx_flops[t];
+  return limits().fma_flops[t];
+}
 double read_bandwidth(int threads) { return limits().read_bytes[std::clamp(threads, 1, 2)]; }
 
 }  // namespace longctx::bench

@@ -3,6 +3,10 @@
 // the pool size the benchmarks use:
 //   fma_flops(t)  fp32 FMA peak of t threads: 16 independent vec<float>
 //                 FMA chains per thread (the default backend's width);
+//   bf16_dot_flops(t), amx_flops(t)  the same for vdpbf16ps chains and
+//                 for tdpbf16ps on four tiles (kernels/machine_limits.hpp),
+//                 where the build has the instructions (0 otherwise, or
+//                 when the CPU or the OS refuses AMX);
 //   read_bytes(t) read bandwidth of t threads: a vectorised sum over an
 //                 array of max(1 GiB, 3 x the reported LLC), so a cache that
 //                 reports hundreds of MB cannot hold it; the median of 5
@@ -19,6 +23,8 @@ namespace longctx::bench {
 struct machine_limits {
   double fma_flops[3] = {0, 0, 0};   // by thread count 0 (unused), 1, 2
   double read_bytes[3] = {0, 0, 0};
+  double dot_flops[3] = {0, 0, 0};
+  double amx_flops[3] = {0, 0, 0};
   std::size_t read_array_bytes = 0, llc_bytes = 0;
   bool measured = false;
 };
@@ -28,6 +34,9 @@ const machine_limits& limits();
 
 // The figure for t threads (clamped to 1..2; 0 when not measured).
 double fma_peak(int threads);
+// The peak of the GEMM engine named `engine` (compute.hpp's names: "f32",
+// "avx512-bf16", "amx-bf16"): what its "peak" fraction is taken of.
+double engine_peak(const char* engine, int threads);
 double read_bandwidth(int threads);
 
 }  // namespace longctx::bench

@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
     const std::string n = std::to_string(t);
     benchmark::AddCustomContext("fma_peak_gflops_" + n + "t", std::to_string(m.fma_flops[t] / 1e9));
     benchmark::AddCustomContext("read_gbs_" + n + "t", std::to_string(m.read_bytes[t] / 1e9));
+    if (m.dot_flops[t] > 0) benchmark::AddCustomContext("bf16_dot_peak_gflops_" + n + "t", std::to_string(m.dot_flops[t] / 1e9));
+    if (m.amx_flops[t] > 0) benchmark::AddCustomContext("amx_peak_gflops_" + n + "t", std::to_string(m.amx_flops[t] / 1e9));
   }
   benchmark::AddCustomContext("read_array_mib", std::to_string(m.read_array_bytes >> 20));
   benchmark::AddCustomContext("llc_mib", std::to_string(m.llc_bytes >> 20));

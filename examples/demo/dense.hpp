@@ -15,6 +15,56 @@
 #include <longctx/longctx.hpp>
 #include <longctx/reference.hpp>
 
+// The same prefill with bf16 K/V and bf16 compute, where the build has a
+// 16-bit engine (longctx/kernels/compute.hpp): time against the f32 run,
+// rate against that engine's peak, difference from the f32 output.
+template <class Pool>
+void demo_bf16_prefill(Pool& pool, const std::vector<float>& q, const std::vector<float>& kf,
+                       const std::vector<float>& vf, const std::vector<float>& o32, longctx::index_t n,
+                       double f32_seconds, bool quick) {
+  using longctx::index_t;
+  constexpr index_t H = 8, D = 128;
+  const auto bf16_engine = longctx::compute_precision::bf16;
+  const char* engine = longctx::active_engine(bf16_engine);
+  if constexpr (!longctx::has_bf16_engine<longctx::default_arch>) {
+    std::printf("prefill   bf16 compute: no 16-bit engine in this build (AVX512_BF16 or AMX flags), so it would\n"
+                "          run in f32; see README, 16-bit compute\n");
+    return;
+  } else {
+    std::vector<longctx::bf16> k(kf.size()), v(vf.size());
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = longctx::bf16::from_float(kf[i]), v[i] = longctx::bf16::from_float(vf[i]);
+    std::vector<float> o(o32.size());
+    double best = 1e30;
+    try {
+      for (int rep = 0; rep < (quick ? 1 : 3); ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        longctx::attention<longctx::default_arch, longctx::bf16>(
+            longctx::from_bhnd<128>(q.data(), 1, H, n, D), longctx::from_bhnd<128>(k.data(), 1, H, n, D),
+            longctx::from_bhnd<128>(v.data(), 1, H, n, D), longctx::from_bhnd<128>(o.data(), 1, H, n, D),
+            1.0f / std::sqrt(float(D)), longctx::causal{}, {}, pool, {}, bf16_engine);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+    } catch (const longctx::unsupported& e) {
+      std::printf("prefill   bf16 compute: %s\n", e.what());
+      return;
+    }
+    double diff = 0;
+    for (std::size_t i = 0; i < o.size(); ++i) diff = std::max(diff, double(std::abs(o[i] - o32[i])));
+    const int threads = int(pool.concurrency());
+    double peak = 0;
+#if LONGCTX_HAS_AMX
+    peak = longctx::amx_peak(pool, threads);
+#else
+    peak = longctx::bf16_dot_peak(pool, threads);
+#endif
+    const double flops = 4.0 * H * D * (double(n) * (n + 1) / 2);
+    std::printf("prefill   the same with bf16 K/V and bf16 compute (engine %s): %.1f ms, %.2fx the f32 time,\n"
+                "          %.1f GFLOP/s (%.0f%% of the %.0f GFLOP/s %s peak measured just now); max |o - o_f32| %.1e\n",
+                engine, best * 1e3, best / f32_seconds, flops / best / 1e9, 100 * flops / best / peak, peak / 1e9,
+                engine, diff);
+  }
+}
+
 inline void demo_dense(bool quick) {
   using longctx::index_t;
   std::printf("\n== Exact attention (tiled prefill, split-KV decode) ==\n");
@@ -66,6 +116,7 @@ inline void demo_dense(bool quick) {
                 "          fp32 FMA peak measured just now)\n",
                 long(H), long(D), long(n), pool.concurrency(), best * 1e3, flops / best / 1e9, 100 * flops / best / peak,
                 peak / 1e9);
+    demo_bf16_prefill(pool, q, k, v, o, n, best, quick);
   }
   {  // decode bandwidth per storage type, against a plain read of the same bytes
     const index_t n_kv = quick ? 4096 : 32768;

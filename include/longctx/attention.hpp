@@ -105,12 +105,19 @@ attention_shape check_attention(const char* where, const tensor4_view<const floa
 /// \param exec the executor (serial by default)
 /// \param rows row_logits: the logits of query rows [first, first + w) out;
 ///   default: not requested
+/// \param compute the products' arithmetic: f32 (default) or bf16 (the
+///   AMX or AVX512_BF16 engine where compiled, kernels/compute.hpp; bf16
+///   operands, fp32 accumulation and softmax; active_engine() names the
+///   engine that runs)
 /// \throws invalid_argument naming the argument and the shapes
+/// \throws unsupported when bf16 selects the AMX engine and the CPU or OS
+///   cannot run it
 template <arch_tag Arch = default_arch, kv_storage KV = float, mask_descriptor Mask = no_mask,
           executor Exec = serial_executor>
 void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<const KV>> k,
                std::type_identity_t<tensor4_view<const KV>> v, tensor4_view<float> o, float scale,
-               const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}, row_logits rows = {}) {
+               const Mask& mask = {}, lse_view lse = {}, Exec&& exec = {}, row_logits rows = {},
+               compute_precision compute = compute_precision::f32) {
   const auto a = detail::check_attention("attention", q, k, v, o, scale, mask, lse);
   const tensor4_view<float>& lg = rows.logits;
   // Anything but the default {0, {}} is a request, and checked as one (a
@@ -127,7 +134,9 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
     require_views("attention", "logits", lg);
     require_disjoint("attention", "logits", lg, "q", q, "k", k, "v", v, "o", o);
   }
-  prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, rows);
+  require(compute == compute_precision::f32 || compute == compute_precision::bf16, "attention", "compute",
+          "unknown compute_precision ", int(compute));
+  prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, rows, compute);
 }
 
 // Split-KV decode for a few query rows (typically n_q = 1) per head over a

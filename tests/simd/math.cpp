@@ -89,3 +89,46 @@ TEMPLATE_LIST_TEST_CASE("exp: special values", "[simd]", compiled_archs) {
   // Scalar convenience has the same numerics as the vector path.
   CHECK(exp_scalar(-3.25f) == e(-3.25f));
 }
+
+TEMPLATE_LIST_TEST_CASE("exp2_weight: accuracy over [-126.5, 0], zero or normal below, NaN", "[simd]", compiled_archs) {
+  using V = vec<float, TestType>;
+  constexpr int W = V::width;
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const std::uint32_t stride = static_cast<std::uint32_t>(std::max(1.0, 37 / test::scale()));
+  std::vector<float> xs;
+  for (std::uint32_t u = to_bits(-0.0f); u <= to_bits(-130.0f); u += stride) xs.push_back(from_bits(u));
+  for (float x : {0.0f, -0.0f, -0.5f, -1.0f, -1.5f, -125.5f, -126.0f, -126.25f, -126.5f, -126.75f, -127.0f,
+                  -200.0f, -1e30f, -inf})
+    xs.push_back(x);
+  while (xs.size() % W) xs.push_back(0.0f);
+  std::vector<float> ys(xs.size());
+  for (std::size_t i = 0; i < xs.size(); i += W) exp2_weight(V::load(&xs[i])).store(&ys[i]);
+  double max_ulp = 0;
+  float worst_x = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    INFO("x = " << xs[i] << " -> " << ys[i]);
+    // Never a subnormal: 0 or >= 2^-126.
+    REQUIRE((ys[i] == 0.0f || ys[i] >= std::numeric_limits<float>::min()));
+    REQUIRE(!std::signbit(ys[i]));
+    if (xs[i] < -126.5f) {  // below the clamp: 0 (as 2^-126.5 itself rounds to)
+      REQUIRE(ys[i] == 0.0f);
+      continue;
+    }
+    const double ref = std::exp2(double(xs[i]));
+    if (ys[i] == 0.0f) {  // flushed: only just above the clamp, where the true value is below 2^-126
+      REQUIRE(ref < double(std::numeric_limits<float>::min()));
+      continue;
+    }
+    const double ulp = std::ldexp(1.0, std::max(std::ilogb(ref), -126) - 23);
+    const double e = std::abs(ys[i] - ref) / ulp;
+    if (e > max_ulp) max_ulp = e, worst_x = xs[i];
+  }
+  INFO("arch " << TestType::name << " max ulp " << max_ulp << " at x = " << worst_x);
+  CHECK(max_ulp <= 2.0);
+  float one[W], nan[W];
+  for (int i = 0; i < W; ++i) one[i] = 0.0f, nan[i] = std::numeric_limits<float>::quiet_NaN();
+  exp2_weight(V::load(one)).store(one);
+  exp2_weight(V::load(nan)).store(nan);
+  CHECK(one[0] == 1.0f);  // the row's largest key weighs exactly 1
+  CHECK(std::isnan(nan[0]));
+}

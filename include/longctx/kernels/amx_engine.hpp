@@ -130,14 +130,14 @@ struct amx_engine {
     using V = vec<float, Arch>;
     constexpr index_t W = Arch::width;
     bf16* p16 = reinterpret_cast<bf16*>(scratch);
-    float* pv = scratch + block_q * block_kv / 2;
+    float* prod = scratch + block_q * block_kv / 2;
     const index_t kp = round_up(nk, 32), nbp = round_up(nb, 16), ld = acc_ld(d_v);
     detail::probabilities_to_bf16<Arch>(p, block_kv, nb, nbp, nk, kp, p16, block_kv);
-    detail::amx_gemm<unit>(nbp, ld, kp / 32, p16, block_kv, v, 2 * v_ld(d_v), pv, ld);
+    detail::amx_gemm<unit>(nbp, ld, kp / 32, p16, block_kv, v, 2 * v_ld(d_v), prod, ld);
     for (index_t r = 0; r < nb; ++r) {
       const V a = V::broadcast(alpha[r]);
       float* ar = acc + r * ld;
-      const float* pr = pv + r * ld;
+      const float* pr = prod + r * ld;
       for (index_t c = 0; c < ld; c += W) fma(V::load(ar + c), a, V::load(pr + c)).store(ar + c);
     }
   }

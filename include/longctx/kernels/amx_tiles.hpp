@@ -98,6 +98,44 @@ template <bool Hardware>
 struct amx_unit;
 
 #if LONGCTX_HAS_AMX
+namespace detail {
+// GCC's and clang's tile intrinsics are macros that paste the tile number
+// into the instruction text: it must be a literal, not a template
+// argument, so each tile the engine uses gets its own specialisation.
+template <int T>
+void tile_load(const void*, index_t) noexcept;
+template <int T>
+void tile_zero() noexcept;
+template <int T>
+void tile_store(void*, index_t) noexcept;
+template <int C, int A, int B>
+void tile_dp() noexcept;
+#define LONGCTX_AMX_TILE(N)                                                                             \
+  template <>                                                                                        \
+  inline void tile_load<N>(const void* p, index_t stride) noexcept { _tile_loadd(N, p, stride); }    \
+  template <>                                                                                        \
+  inline void tile_zero<N>() noexcept { _tile_zero(N); }                                             \
+  template <>                                                                                        \
+  inline void tile_store<N>(void* p, index_t stride) noexcept { _tile_stored(N, p, stride); }
+LONGCTX_AMX_TILE(0)
+LONGCTX_AMX_TILE(1)
+LONGCTX_AMX_TILE(2)
+LONGCTX_AMX_TILE(3)
+LONGCTX_AMX_TILE(4)
+LONGCTX_AMX_TILE(5)
+LONGCTX_AMX_TILE(6)
+LONGCTX_AMX_TILE(7)
+#undef LONGCTX_AMX_TILE
+#define LONGCTX_AMX_DP(C, A, B) \
+  template <>                 \
+  inline void tile_dp<C, A, B>() noexcept { _tile_dpbf16ps(C, A, B); }
+LONGCTX_AMX_DP(0, 4, 6)
+LONGCTX_AMX_DP(1, 4, 7)
+LONGCTX_AMX_DP(2, 5, 6)
+LONGCTX_AMX_DP(3, 5, 7)
+#undef LONGCTX_AMX_DP
+}  // namespace detail
+
 template <>
 struct amx_unit<true> {
   static constexpr const char* name = "amx-bf16";
@@ -109,19 +147,19 @@ struct amx_unit<true> {
   static void release() noexcept { _tile_release(); }
   template <int T>
   static void load(const void* p, index_t stride) noexcept {
-    _tile_loadd(T, p, stride);
+    detail::tile_load<T>(p, stride);
   }
   template <int T>
   static void zero() noexcept {
-    _tile_zero(T);
+    detail::tile_zero<T>();
   }
   template <int T>
   static void store(void* p, index_t stride) noexcept {
-    _tile_stored(T, p, stride);
+    detail::tile_store<T>(p, stride);
   }
   template <int C, int A, int B>
   static void dp() noexcept {
-    _tile_dpbf16ps(C, A, B);
+    detail::tile_dp<C, A, B>();
   }
 };
 #endif

@@ -70,6 +70,25 @@ inline void dot_tail(int rows, int nvec, index_t kw, const std::uint32_t* a, ind
   }
 }
 
+// P rows (fp32, stride ldp) to bf16 rows (stride ldo) by vcvtne2ps2bf16,
+// 32 at a time: columns [0, nk) rounded to nearest even (subnormals flush
+// to zero, which a softmax weight below 2^-126 may), then zeros to the next
+// multiple of 32 (at most ldo).
+inline void probabilities_to_bf16_ne(const float* p, index_t ldp, index_t nb, index_t nk, bf16* out,
+                                     index_t ldo) noexcept {
+  for (index_t r = 0; r < nb; ++r) {
+    const float* pr = p + r * ldp;
+    bf16* o = out + r * ldo;
+    for (index_t j = 0; j < nk; j += 32) {
+      const index_t t = nk - j;
+      const __mmask16 lo = t >= 16 ? __mmask16(0xffff) : __mmask16((1u << t) - 1u);
+      const __mmask16 hi = t >= 32 ? __mmask16(0xffff) : t <= 16 ? __mmask16(0) : __mmask16((1u << (t - 16)) - 1u);
+      const __m512 a = _mm512_maskz_loadu_ps(lo, pr + j), b = _mm512_maskz_loadu_ps(hi, pr + j + 16);
+      _mm512_storeu_si512(o + j, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+    }
+  }
+}
+
 // C (m x n) (=|+=) A (m x 2 kw) B (2 kw x n), n a multiple of 16: the
 // micro-kernel swept over the tile, tails by smaller instances.
 template <bool Acc>
@@ -105,7 +124,7 @@ struct bf16_dot_engine {
   using operand = bf16;
   static constexpr const char* name = "avx512-bf16";
   static constexpr index_t block_q = 48;
-  static constexpr index_t block_kv = 128;
+  static constexpr index_t block_kv = 256;
   static constexpr bool reads_v_in_place = false;
 
   static constexpr index_t q_ld(index_t d) noexcept { return round_up(d, 2); }
@@ -137,7 +156,7 @@ struct bf16_dot_engine {
                  const float* alpha, float* scratch) noexcept {
     bf16* p16 = reinterpret_cast<bf16*>(scratch);
     const index_t kp = round_up(nk, 2);
-    detail::probabilities_to_bf16<avx512>(p, block_kv, nb, nb, nk, kp, p16, block_kv);
+    detail::probabilities_to_bf16_ne(p, block_kv, nb, nk, p16, block_kv);
     detail::dot_block<true>(nb, acc_ld(d_v), kp / 2, p16, block_kv, v, 2 * v_ld(d_v), acc, acc_ld(d_v), alpha);
   }
 };

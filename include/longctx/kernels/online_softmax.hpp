@@ -27,7 +27,7 @@ struct softmax_state {
 };
 
 // Fold a block of logits (already scaled, masked entries -inf) into `st`:
-// p[j] = exp(s[j] - m_new) is written over s, and the factor the row's output
+// p[j] = exp(s[j] - m_new) (0 or a normal float: exp2_weight) is written over s, and the factor the row's output
 // accumulator must be multiplied by is returned (exp(m_old - m_new), 1 when
 // nothing is visible yet). s must hold a multiple of W floats (padding -inf).
 template <arch_tag Arch>
@@ -55,10 +55,15 @@ inline float softmax_block(softmax_state& st, float* s, index_t n_padded) noexce
     for (index_t j = 0; j < n_padded; j += W) V::zero().store(s + j);
     return 1.0f;
   }
-  const V mn = V::broadcast(m_new);
+  // exp(s - m) as 2^((s - m) log2 e): s - m is exact when s is near m (the
+  // weights that matter) and rounded once otherwise, as exp's argument was;
+  // one more rounding by log2 e, then exp2_weight (simd/math.hpp), about
+  // half the work of exp: the softmax was 12% (fp32) and 19% (bf16 engine)
+  // of a causal d = 128 prefill.
+  const V mn = V::broadcast(m_new), log2e = V::broadcast(1.44269504088896341f);
   V sum = V::zero();
   for (index_t j = 0; j < n_padded; j += W) {
-    const V p = exp(V::load(s + j) - mn);
+    const V p = exp2_weight((V::load(s + j) - mn) * log2e);
     p.store(s + j);
     sum = sum + p;
   }

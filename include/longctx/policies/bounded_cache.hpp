@@ -201,6 +201,10 @@ struct bounded_cache {
   index_t chunk = 0;             ///< prefill_mode::chunked: tokens per chunk (> 0)
   std::optional<float> scale{};  ///< the logit scale; unset: default_scale(d)
   key_scales keys = key_scales::per_token;  ///< per_channel: int8 (q8) storage only (kv_cache.hpp)
+  /// The prefill products' arithmetic (calls of n > 1 tokens; decode stays
+  /// f32): bf16 runs the AMX or AVX512_BF16 engine (kernels/compute.hpp).
+  /// Not in the fingerprint: it changes rounding, not what a state holds.
+  compute_precision compute = compute_precision::f32;
 
   using state_type = bounded_cache_state<Rule, KV>;  ///< what make_state() returns
   using input_type = sequence_input;  ///< q, k, v of one forward() call
@@ -278,6 +282,8 @@ struct bounded_cache {
     require(p >= 0 && p <= 2, where, "prefill", "unknown prefill_mode ", p);
     require(keep || current == current_token::evictable, where, "current", "unknown current_token value");
     require(layout == kv_layout::slots || layout == kv_layout::compacted, where, "layout", "unknown layout");
+    require(compute == compute_precision::f32 || compute == compute_precision::bf16, where, "compute",
+            "unknown compute_precision ", int(compute));
     require(positions == position_mode::absolute || positions == position_mode::cache_relative, where,
             "positions", "unknown position_mode value");
     require(positions == position_mode::absolute || (std::isfinite(rope_theta) && rope_theta > 0), where,
@@ -550,7 +556,7 @@ struct bounded_cache {
     if (first > 0)
       prefill_attention<Arch, KV>(q.tokens(0, first), st.keys().tokens(0, s0 + first),
                                      st.values().tokens(0, s0 + first), o.tokens(0, first), sc, causal{},
-                                     lse_slice(lse, 0, first), exec, row_logits{});
+                                     lse_slice(lse, 0, first), exec, row_logits{}, compute);
     if (first > 0)
       recompute_overflowed(st, w, 0, first, s0 + first, causal{}, sc, o.tokens(0, first), lse_slice(lse, 0, first), {});
     const index_t rows_per_block = std::max<index_t>(1, observed_logit_floats / std::max<index_t>(1, b * h * n));
@@ -559,7 +565,8 @@ struct bounded_cache {
       w.logits.resize(std::size_t(b * h * r * n_keys));
       const auto lg = from_bhnd(w.logits.data(), b, h, r, n_keys);  // (b, h, r, n_keys)
       prefill_attention<Arch, KV>(q.tokens(i0, r), st.keys().tokens(0, n_keys), st.values().tokens(0, n_keys),
-                                     o.tokens(i0, r), sc, causal{}, lse_slice(lse, i0, r), exec, row_logits{0, lg});
+                                     o.tokens(i0, r), sc, causal{}, lse_slice(lse, i0, r), exec, row_logits{0, lg},
+                                     compute);
       recompute_overflowed(st, w, i0, r, n_keys, causal{}, sc, o.tokens(i0, r), lse_slice(lse, i0, r), lg);
       w.sel.resize(std::size_t(n_keys));
       for (index_t bi = 0; bi < b; ++bi)

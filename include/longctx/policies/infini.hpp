@@ -139,6 +139,9 @@ struct basic_infini {
   update_rule update = update_rule::linear;  ///< linear or whole-segment delta
   feature_map phi = feature_map::elu_plus_one;  ///< the paper's s = ELU + 1
   memory_sharing sharing = memory_sharing::per_kv_head;  ///< which heads own a memory
+  /// The local attention's products: bf16 runs the AMX or AVX512_BF16
+  /// engine (kernels/compute.hpp). Not in the fingerprint (rounding only).
+  compute_precision compute = compute_precision::f32;
   /// Retrieval denominators: an empty memory (z all zero, the first segment)
   /// contributes exactly 0; otherwise |s(q) z| < epsilon is replaced by
   /// epsilon (with the sign of s(q) z). See retrieval_norm.
@@ -458,7 +461,7 @@ struct basic_infini {
       // 1. A_dot: causal softmax attention of the new rows over the segment
       // so far (bottom-right: row i of the piece is token p + i).
       const tensor4_view<float> o = out.tokens(t, len);
-      prefill_attention<Arch, KV>(in.q.tokens(t, len), keys, vals, o, sc, causal{}, lse_view{}, exec);
+      prefill_attention<Arch, KV>(in.q.tokens(t, len), keys, vals, o, sc, causal{}, lse_view{}, exec, {}, compute);
       // 2. A = sigmoid(beta) A_mem + (1 - sigmoid(beta)) A_dot, A_mem from
       // the memory of finished segments only.
       const tensor4_view<const float> qm = q_mem.tokens(t, len);
@@ -533,6 +536,8 @@ struct basic_infini {
     const int u = int(update), f = int(phi), s = int(sharing), m = int(memory);
     require(u >= 0 && u <= 1, where, "update", "unknown update_rule ", u);
     require(f >= 0 && f <= 1, where, "phi", "unknown feature_map ", f);
+    require(compute == compute_precision::f32 || compute == compute_precision::bf16, where, "compute",
+            "unknown compute_precision ", int(compute));
     require(s >= 0 && s <= 1, where, "sharing", "unknown memory_sharing ", s);
     require(m >= 0 && m <= 1, where, "memory", "unknown memory_mode ", m);
     require(std::isfinite(epsilon) && epsilon > 0, where, "epsilon", "must be finite and > 0, got ", epsilon);

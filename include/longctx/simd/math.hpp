@@ -34,6 +34,32 @@ inline vec<float, Arch> exp(vec<float, Arch> x) noexcept {
   return p * pow2i(n1) * pow2i(n - n1);
 }
 
+// exp2_weight: 2^x for softmax weights (x = (logit - max) log2 e <= 0), the
+// cheaper base-2 form of exp: no Cody-Waite split (log2 e is one multiply
+// before the call), one power of two. n = round(x - 1/2), so r = x - n is in
+// [0, 1] and 2^r in [1, 2] (degree-6 polynomial, c0 = 1 exactly so 2^0 = 1:
+// the row's largest key weighs exactly 1; fitted to 2e-9 relative in double,
+// at most 2 ulp in float, tests/simd/math.cpp); x is clamped at -126.5, so
+// n >= -127 and the result is 0 (n = -127, pow2i gives +0) or a normal float
+// >= 2^-126: no subnormal weight ever reaches the sums or the P V product
+// (the largest weight of a row is 1, so a dropped one is below 2^-126 of
+// it). NaN propagates.
+template <arch_tag Arch>
+inline vec<float, Arch> exp2_weight(vec<float, Arch> x) noexcept {
+  using V = vec<float, Arch>;
+  x = max(V::broadcast(-126.5f), x);
+  const V n = round_nearest(x - V::broadcast(0.5f));
+  const V r = x - n;
+  V p = V::broadcast(2.161291486e-4f);
+  p = fma(p, r, V::broadcast(1.246784581e-3f));
+  p = fma(p, r, V::broadcast(9.675451554e-3f));
+  p = fma(p, r, V::broadcast(5.548528209e-2f));
+  p = fma(p, r, V::broadcast(2.402293086e-1f));
+  p = fma(p, r, V::broadcast(6.931470633e-1f));
+  p = fma(p, r, V::broadcast(1.0f));
+  return p * pow2i(n);
+}
+
 // Scalar convenience with the same numerics as the vector path.
 inline float exp_scalar(float x) noexcept { return exp(vec<float, scalar>::broadcast(x)).v; }
 
