@@ -115,7 +115,7 @@ double check_engine(problem& s) {
   for (std::size_t i = 0; i < s.k.size(); ++i) kr[i] = round_bf16(kv_storage_traits<KV>::to_float(ks[i]));
   for (std::size_t i = 0; i < s.v.size(); ++i) vr[i] = round_bf16(kv_storage_traits<KV>::to_float(vs[i]));
   for (float& x : qr) x = round_bf16(x * s.scale);  // the engine's Q: scaled in float, rounded once
-  using E4 = tensor4_view<const KV>::extents_type;
+  using E4 = typename tensor4_view<const KV>::extents_type;
   const auto kv_view = [&](std::vector<KV>& x, index_t dim) {
     const index_t n = s.n_kv, hk = s.h_kv;
     return s.bnhd ? tensor4_view<const KV>(x.data(), E4(s.b, hk, n, dim), {n * hk * dim, dim, hk * dim, 1})
