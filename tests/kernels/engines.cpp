@@ -31,6 +31,8 @@
 #include <vector>
 
 #include <longctx/kernels.hpp>
+#include <longctx/policies/infini.hpp>
+#include <longctx/policies/tova.hpp>
 #include <longctx/reference.hpp>
 
 #include "../support/support.hpp"
@@ -320,3 +322,55 @@ TEST_CASE("engines: the AMX engine on the tile unit against the double oracle", 
   invariants<amx_engine<avx512, true>>();
 }
 #endif
+
+// Policies with compute_precision::bf16: the bounded cache's prefill and
+// Infini-attention's local attention run the 16-bit engine (results within
+// the bf16 bound of the f32 policy's); where the engine cannot run (an AMX
+// build on a CPU without AMX), forward throws `unsupported` before the state
+// changes.
+TEST_CASE("engines: policies with bf16 compute, and a refused engine leaves the state unchanged",
+          "[kernels][engines]") {
+  test::rng_t g(test::seed_for(66, 0));
+  const index_t h = 4, h_kv = 2, n = 300, d = 64;
+  const auto q = test::random_floats(g, std::size_t(h * n * d)), k = test::random_floats(g, std::size_t(h_kv * n * d)),
+             v = test::random_floats(g, std::size_t(h_kv * n * d));
+  const sequence_input in{from_bhnd(q.data(), 1, h, n, d), from_bhnd(k.data(), 1, h_kv, n, d),
+                          from_bhnd(v.data(), 1, h_kv, n, d)};
+  std::vector<float> o32(q.size()), o16(q.size(), 5.0f), i32(q.size()), i16(q.size(), 5.0f);
+  const attention_dims dims{1, h, h_kv, d, d};
+  const tova p32{.budget = 512}, p16{.budget = 512, .compute = compute_precision::bf16};
+  const infini m32{.segment = 128}, m16{.segment = 128, .compute = compute_precision::bf16};
+  auto s32 = p32.make_state(dims), s16 = p16.make_state(dims);
+  auto t32 = m32.make_state(dims), t16 = m16.make_state(dims);
+  p32.forward(s32, in, from_bhnd(o32.data(), 1, h, n, d));
+  m32.forward(t32, {in.q, in.k, in.v}, from_bhnd(i32.data(), 1, h, n, d));
+  bool refused = false;
+#if LONGCTX_HAS_AMX
+  refused = !cpu_has_amx_bf16();
+#endif
+  if (refused) {
+    const std::vector<float> before = o16;
+    CHECK_THROWS_AS(p16.forward(s16, in, from_bhnd(o16.data(), 1, h, n, d)), unsupported);
+    CHECK_THROWS_AS(m16.forward(t16, {in.q, in.k, in.v}, from_bhnd(i16.data(), 1, h, n, d)), unsupported);
+    CHECK(s16.size() == 0);
+    CHECK(s16.next_position() == 0);
+    CHECK(t16.tokens_seen() == 0);
+    CHECK(o16 == before);
+    return;
+  }
+  p16.forward(s16, in, from_bhnd(o16.data(), 1, h, n, d));
+  m16.forward(t16, {in.q, in.k, in.v}, from_bhnd(i16.data(), 1, h, n, d));
+  CHECK(s16.size() == s32.size());
+  // q, k in [-1, 1), d = 64, scale 1/8: A <= 8, so the bound is about 0.07 V;
+  // the f32 policy is within fp32 rounding of the exact result.
+  const double tol = std::expm1(4 * u_bf16 * 8.0) + 2 * u_bf16;
+  CHECK(test::max_abs_diff(o16, o32) <= tol);
+  CHECK(test::max_abs_diff(i16, i32) <= tol);
+  if constexpr (has_bf16_engine<default_arch>) {
+    CHECK(o16 != o32);  // the 16-bit engine ran
+    CHECK(i16 != i32);
+  } else {
+    CHECK(o16 == o32);  // no 16-bit engine: bf16 computes in f32
+    CHECK(i16 == i32);
+  }
+}

@@ -58,6 +58,17 @@ using bf16_engine_for = typename detail::bf16_engine_of<Arch>::type;
 template <arch_tag Arch>
 inline constexpr bool has_bf16_engine = !std::is_void_v<bf16_engine_for<Arch>>;
 
+/// Throws now, before anything changes, when `compute` selects an engine
+/// that cannot run on this machine (AMX without the CPU or the OS
+/// permission); a no-op otherwise. Policies call it before they touch a
+/// state, so a refused engine never leaves one half-updated.
+/// \throws unsupported naming the cause
+template <arch_tag Arch = default_arch>
+void require_engine(compute_precision compute) {
+  if constexpr (has_bf16_engine<Arch>)
+    if (compute == compute_precision::bf16) bf16_engine_for<Arch>::prepare();
+}
+
 /// The engine a kernel on backend Arch runs for `compute`: "f32",
 /// "avx512-bf16" or "amx-bf16" (benchmark labels, examples, logs).
 template <arch_tag Arch = default_arch>

@@ -250,6 +250,7 @@ struct bounded_cache {
     require(st.fp_ == fingerprint(dm), where, "state",
             "made by a policy with other parameters (or not made by make_state)");
     require_sequence_call(where, dm, in.q, in.k, in.v, o);
+    require_engine<Arch>(compute);  // an engine that cannot run here throws before the cache changes
     const index_t n = in.q.extent(2);
     if (n == 0) return;
     if (n == 1 || prefill == prefill_mode::token_by_token) {

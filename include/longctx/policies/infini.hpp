@@ -429,6 +429,7 @@ struct basic_infini {
     require_like(where, "q_mem", q_mem, "q", in.q);
     require_like(where, "k_mem", k_mem, "k", in.k);
     require_disjoint(where, "out", out, "q_mem", q_mem, "k_mem", k_mem);
+    require_engine<Arch>(compute);  // an engine that cannot run here throws before the state changes
     if (n == 0) return;
 
     const float sc = effective_scale(d.d);
