@@ -16,13 +16,14 @@
 #include <longctx/kernels.hpp>
 #include <longctx/reference.hpp>
 
+#include "../support/masks.hpp"
 #include "../support/support.hpp"
 
 using namespace longctx;
 
 namespace {
 
-using any_mask = std::variant<no_mask, causal, sliding_window, sinks_window, chunk_local>;
+using test::any_mask;
 
 // Head-major storage for a (b, heads, n, d) tensor in either memory layout,
 // with optional row padding (a non-trivial stride).
@@ -88,16 +89,7 @@ shape random_shape(test::rng_t& g, bool decode) {
   s.pad = test::uniform_int(g, 0, 3) == 0 ? test::uniform_int(g, 1, 5) : 0;
   const float boost = std::vector<float>{1, 1, 3, 10, 30}[std::size_t(test::uniform_int(g, 0, 4))];
   s.scale = boost / std::sqrt(float(s.d));
-  const alignment al = test::uniform_int(g, 0, 3) == 0 ? alignment::top_left : alignment::bottom_right;
-  const index_t w = test::uniform_int(g, 1, 80);
-  switch (test::uniform_int(g, 0, 5)) {
-    case 0: s.mask = no_mask{}; break;
-    case 1:
-    case 2: s.mask = causal{al}; break;
-    case 3: s.mask = sliding_window{w, al}; break;
-    case 4: s.mask = sinks_window{test::uniform_int(g, 0, 6), w, al}; break;
-    default: s.mask = chunk_local{test::uniform_int(g, 1, 70), al}; break;
-  }
+  s.mask = test::random_mask(g);
   return s;
 }
 

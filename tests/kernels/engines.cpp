@@ -35,13 +35,14 @@
 #include <longctx/policies/tova.hpp>
 #include <longctx/reference.hpp>
 
+#include "../support/masks.hpp"
 #include "../support/support.hpp"
 
 using namespace longctx;
 
 namespace {
 
-using any_mask = std::variant<no_mask, causal, sliding_window, sinks_window, chunk_local>;
+using test::any_mask;
 constexpr double u_bf16 = 0x1p-9;
 
 float round_bf16(float x) { return bf16::from_float(x).to_float(); }
@@ -86,16 +87,7 @@ problem random_problem(test::rng_t& g) {
   s.bnhd = test::uniform_int(g, 0, 1);
   const float boost = std::vector<float>{1, 1, 3, 10, 30}[std::size_t(test::uniform_int(g, 0, 4))];
   s.scale = boost / std::sqrt(float(s.d));
-  const alignment al = test::uniform_int(g, 0, 3) == 0 ? alignment::top_left : alignment::bottom_right;
-  const index_t w = test::uniform_int(g, 1, 80);
-  switch (test::uniform_int(g, 0, 5)) {
-    case 0: s.mask = no_mask{}; break;
-    case 1:
-    case 2: s.mask = causal{al}; break;
-    case 3: s.mask = sliding_window{w, al}; break;
-    case 4: s.mask = sinks_window{test::uniform_int(g, 0, 6), w, al}; break;
-    default: s.mask = chunk_local{test::uniform_int(g, 1, 70), al}; break;
-  }
+  s.mask = test::random_mask(g);
   const index_t h = s.h_kv * s.group;
   s.q = test::random_floats(g, std::size_t(s.b * h * s.n_q * s.d));
   s.k = test::random_floats(g, std::size_t(s.b * s.h_kv * s.n_kv * s.d));
