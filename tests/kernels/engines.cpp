@@ -250,6 +250,68 @@ void invariants() {
     for (index_t c = 0; c < d; ++c) CHECK(os[std::size_t(i * d + c)] == 1.0f);  // V rows all 1: exact in bf16
 }
 
+// Every storage type (f16 and int8 widen exactly, times the row scale,
+// then round once) and head dims past 512 (packed in slices of 512): the
+// engine against the f32 engine on the same stored K/V, within the bound.
+template <class E, class KV>
+void storage_and_wide_heads(index_t d) {
+  test::rng_t g(test::seed_for(67, std::uint64_t(d)));
+  const index_t n_q = 70, n_kv = 90;
+  const auto q = test::random_floats(g, std::size_t(n_q * d)), kf = test::random_floats(g, std::size_t(n_kv * d)),
+             vf = test::random_floats(g, std::size_t(n_kv * d), -2, 2);
+  stored_rows<KV> k(n_kv, d), v(n_kv, d);
+  for (index_t j = 0; j < n_kv; ++j) {
+    kv_storage_traits<KV>::template store_row<default_arch>(kf.data() + j * d, k.row(j), d);
+    kv_storage_traits<KV>::template store_row<default_arch>(vf.data() + j * d, v.row(j), d);
+  }
+  using E4 = typename tensor4_view<const KV>::extents_type;
+  const tensor4_view<const KV> kv_k(k.row(0), E4(1, 1, n_kv, d), {n_kv * k.stride(), n_kv * k.stride(), k.stride(), 1});
+  const tensor4_view<const KV> kv_v(v.row(0), E4(1, 1, n_kv, d), {n_kv * v.stride(), n_kv * v.stride(), v.stride(), 1});
+  std::vector<float> o16(std::size_t(n_q * d)), o32(o16.size());
+  const float scale = 1.0f / std::sqrt(float(d));
+  const auto qv = from_bhnd(q.data(), 1, 1, n_q, d);
+  prefill_attention_with<E, KV>(qv, kv_k, kv_v, from_bhnd(o16.data(), 1, 1, n_q, d), scale, causal{}, lse_view{},
+                                serial_executor{});
+  prefill_attention_with<f32_engine<default_arch>, KV>(qv, kv_k, kv_v, from_bhnd(o32.data(), 1, 1, n_q, d), scale,
+                                                       causal{}, lse_view{}, serial_executor{});
+  // Tight: the f32 engine on the operands the engine multiplies (K and V
+  // widened, times the row scale, rounded to bf16; q times scale rounded),
+  // which leaves only P's rounding: u V + fp32.
+  std::vector<float> kr(std::size_t(n_kv * d)), vr(kr.size()), qr(q.size()), ref(o16.size());
+  double max_v = 0, max_logit = 0;
+  for (index_t j = 0; j < n_kv; ++j) {
+    kv_storage_traits<KV>::template load_row<default_arch>(k.row(j), kr.data() + j * d, d);
+    kv_storage_traits<KV>::template load_row<default_arch>(v.row(j), vr.data() + j * d, d);
+  }
+  for (float& x : kr) x = round_bf16(x);
+  for (float& x : vr) x = round_bf16(x), max_v = std::max(max_v, double(std::abs(x)));
+  for (std::size_t i = 0; i < q.size(); ++i) qr[i] = round_bf16(q[i] * scale);
+  for (index_t i = 0; i < n_q; ++i)
+    for (index_t j = 0; j < n_kv; ++j) {
+      double t = 0;
+      for (index_t p = 0; p < d; ++p) t += double(qr[std::size_t(i * d + p)]) * kr[std::size_t(j * d + p)];
+      max_logit = std::max(max_logit, std::abs(t));
+    }
+  prefill_attention_with<f32_engine<default_arch>, float>(
+      from_bhnd(static_cast<const float*>(qr.data()), 1, 1, n_q, d), from_bhnd(static_cast<const float*>(kr.data()), 1, 1, n_kv, d),
+      from_bhnd(static_cast<const float*>(vr.data()), 1, 1, n_kv, d), from_bhnd(ref.data(), 1, 1, n_q, d), 1.0f, causal{},
+      lse_view{}, serial_executor{});
+  INFO("engine " << E::name << " KV " << kv_storage_traits<KV>::name << " d " << d);
+  CHECK(std::all_of(o16.begin(), o16.end(), [](float x) { return std::isfinite(x); }));
+  CHECK(test::max_abs_diff(o16, ref) <= u_bf16 * max_v + 2 * test::attention_tolerance(max_logit, max_v));
+  CHECK(test::max_abs_diff(o16, o32) > 0);  // rounded to bf16: not the f32 result
+}
+
+template <class E>
+void every_storage() {
+  for (index_t d : {5, 64, 600}) {
+    storage_and_wide_heads<E, float>(d);
+    storage_and_wide_heads<E, bf16>(d);
+    storage_and_wide_heads<E, f16>(d);
+    storage_and_wide_heads<E, q8>(d);
+  }
+}
+
 using emulated_amx = decltype(std::tuple_cat(std::tuple<amx_engine<scalar, false>>{}
 #if LONGCTX_HAS_AVX512
                                              , std::tuple<amx_engine<avx512, false>>{}
@@ -269,6 +331,11 @@ TEMPLATE_LIST_TEST_CASE("engines: the AMX engine on the emulated tile unit again
 
 TEMPLATE_LIST_TEST_CASE("engines: invariants of the emulated AMX engine", "[kernels][engines]", emulated_amx) {
   invariants<TestType>();
+}
+
+TEMPLATE_LIST_TEST_CASE("engines: every K/V storage type and head dims past 512 on the emulated AMX engine",
+                        "[kernels][engines]", emulated_amx) {
+  every_storage<TestType>();
 }
 
 TEST_CASE("engines: compute_precision selects the engine, and f32 is the old kernel bit for bit", "[kernels][engines]") {
@@ -306,12 +373,14 @@ TEST_CASE("engines: compute_precision selects the engine, and f32 is the old ker
 TEST_CASE("engines: the AVX512_BF16 engine against the double oracle", "[.][hw_avx512_bf16]") {
   sweep<bf16_dot_engine>(63, test::scaled(300));
   invariants<bf16_dot_engine>();
+  every_storage<bf16_dot_engine>();
 }
 #endif
 #if LONGCTX_HAS_AMX
 TEST_CASE("engines: the AMX engine on the tile unit against the double oracle", "[.][hw_amx]") {
   sweep<amx_engine<avx512, true>>(64, test::scaled(300));
   invariants<amx_engine<avx512, true>>();
+  every_storage<amx_engine<avx512, true>>();
 }
 #endif
 

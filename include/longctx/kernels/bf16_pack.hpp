@@ -31,16 +31,21 @@ namespace detail {
 // 32-bit words in bf16 buffers, without type punning through pointers.
 inline void store_word(bf16* p, std::uint32_t w) noexcept { std::memcpy(static_cast<void*>(p), &w, sizeof w); }
 
-// n values of a storage row as bf16 into dst, zero-padded to np; tmp holds
-// n floats (unused for bf16 storage, which is copied).
+// Values [c0, c0 + n) of the storage row starting at `row` as bf16 into
+// dst, zero-padded to np; tmp holds n floats (unused for bf16 storage, which
+// is copied). The row scale (q8) is read from the row's own prefix, so a
+// slice (c0 > 0: head dims past 512) is scaled like the whole row.
 template <arch_tag Arch, class KV>
-inline void row_to_bf16(const KV* src, index_t n, index_t np, bf16* dst, float* tmp) noexcept {
+inline void row_to_bf16(const KV* row, index_t c0, index_t n, index_t np, bf16* dst, float* tmp) noexcept {
   if constexpr (std::is_same_v<KV, bf16>) {
-    std::memcpy(static_cast<void*>(dst), src, sizeof(bf16) * std::size_t(n));
+    std::memcpy(static_cast<void*>(dst), row + c0, sizeof(bf16) * std::size_t(n));
   } else if constexpr (std::is_same_v<KV, float>) {
-    from_float_row<Arch>(src, dst, n);
+    from_float_row<Arch>(row + c0, dst, n);
   } else {
-    kv_storage_traits<KV>::template load_row<Arch>(src, tmp, n);
+    to_float_row<Arch>(row + c0, tmp, n);  // exact (q8: the integers)
+    const float s = kv_storage_traits<KV>::row_scale(row);
+    if (s != 1.0f)
+      for (index_t i = 0; i < n; ++i) tmp[i] *= s;  // as load_row: one rounding
     from_float_row<Arch>(tmp, dst, n);
   }
   std::fill(dst + n, dst + np, bf16{});
@@ -76,7 +81,7 @@ inline void pack_kt_vnni(const KV* k, index_t ldk, index_t d, index_t dp, index_
       for (index_t jj = 0; jj < B; ++jj) {
         bf16* r = rows.data() + jj * max_d;
         if (jj < nb)
-          row_to_bf16<Arch>(k + (j + jj) * ldk + c0, dv, cd, r, tmp.data());
+          row_to_bf16<Arch>(k + (j + jj) * ldk, c0, dv, cd, r, tmp.data());
         else
           std::fill(r, r + cd, bf16{});
       }
@@ -106,7 +111,7 @@ inline void pack_v_vnni(const KV* v, index_t ldv, index_t d_v, index_t dvp, inde
       for (index_t jj = 0; jj < 2; ++jj) {
         bf16* r = rows.data() + jj * max_d;
         if (j + jj < nk)
-          row_to_bf16<Arch>(v + (j + jj) * ldv + c0, dv, cd, r, tmp.data());
+          row_to_bf16<Arch>(v + (j + jj) * ldv, c0, dv, cd, r, tmp.data());
         else
           std::fill(r, r + cd, bf16{});
       }
