@@ -312,6 +312,16 @@ void every_storage() {
   }
 }
 
+// The 16-bit engine's name, in a template so that the branch naming a
+// missing engine is discarded.
+template <class Arch>
+const char* bf16_engine_name() {
+  if constexpr (has_bf16_engine<Arch>)
+    return bf16_engine_for<Arch>::name;
+  else
+    return "f32";
+}
+
 using emulated_amx = decltype(std::tuple_cat(std::tuple<amx_engine<scalar, false>>{}
 #if LONGCTX_HAS_AVX512
                                              , std::tuple<amx_engine<avx512, false>>{}
@@ -363,7 +373,7 @@ TEST_CASE("engines: compute_precision selects the engine, and f32 is the old ker
     CHECK(a == b);
     CHECK(std::string(active_engine(compute_precision::bf16)) == "f32");
   } else {
-    CHECK(std::string(active_engine(compute_precision::bf16)) == bf16_engine_for<default_arch>::name);
+    CHECK(std::string(active_engine(compute_precision::bf16)) == bf16_engine_name<default_arch>());
   }
 }
 
