@@ -348,6 +348,60 @@ TEMPLATE_LIST_TEST_CASE("hostile: inputs of extreme magnitude give the exact (fi
   REQUIRE(std::isfinite(o[std::size_t(n * d)]));  // the other head's first row
 }
 
+// A visible key whose float dot product overflows to -inf (exact logit
+// finite) must be flagged for the exact recomputation even when a key the
+// mask hides has a NaN dot product (inf - inf) in the same tile: the check
+// for -inf once used a max that a NaN lane made drop the -inf, and the
+// returned logit stayed -inf (fuzz-scalar, 2026-12-03). Keys: 0 visible
+// (a sink, float dot -inf), 1 hidden (float dot NaN), 2 visible (moderate).
+TEMPLATE_LIST_TEST_CASE("hostile: a -inf dot product beside a masked NaN one is still recomputed exactly",
+                        "[core][hostile]", compiled_archs) {
+  using Arch = TestType;
+  const index_t d = 64, n = 3;
+  const float scale = 0.125f;
+  test::rng_t g(test::seed_for(405, 0));
+  std::vector<float> q(std::size_t(n * d), 0.0f), k = test::random_floats(g, std::size_t(n * d)),
+                     v = test::random_floats(g, std::size_t(n * d));
+  for (index_t i = 0; i < n; ++i) q[std::size_t(i * d)] = q[std::size_t(i * d + 1)] = 2e19f;  // every row the same
+  for (index_t i = 0; i < n; ++i)
+    for (index_t c = 2; c < d; ++c) q[std::size_t(i * d + c)] = 0.5f;
+  k[0] = k[1] = -1e19f;  // two lanes (or accumulators) of -2e38: their sum -inf
+  k[std::size_t(d)] = 1e20f, k[std::size_t(d + 1)] = -1e20f;  // +inf and -inf lanes: NaN
+  k[std::size_t(2 * d)] = k[std::size_t(2 * d + 1)] = 0.0f;
+  const sinks_window mask{.sinks = 1, .window = 1};  // the last row sees keys 0 and 2
+  const auto head = [&](const std::vector<float>& t, index_t rows) {
+    return make_matrix<dynamic_extent, const float>(t.data(), rows, d);
+  };
+  const auto ref = reference::attention_head(head(q, n), head(k, n), head(v, n), scale, mask);
+  constexpr double fmax = std::numeric_limits<float>::max();
+  const index_t last = n - 1;
+  REQUIRE(std::isfinite(ref.logits[std::size_t(last * n)]));  // the exact logit of key 0 is finite
+  REQUIRE(ref.logits[std::size_t(last * n)] < -fmax * 0.1 / 8);
+  // Prefill with the last row's logits, and decode of the last row.
+  const auto un = static_cast<std::size_t>(n), ud = static_cast<std::size_t>(d);
+  std::vector<float> o(un * ud), lg(un), o1(ud), lg1(un), lse1(1);
+  attention<Arch>(view4(q, 1, 1, n, d), view4(k, 1, 1, n, d), view4(v, 1, 1, n, d), from_bhnd(o.data(), 1, 1, n, d),
+                  scale, mask, {}, {}, row_logits{.first = last, .logits = from_bhnd(lg.data(), 1, 1, 1, n)});
+  std::vector<float> q1(q.begin() + last * d, q.end());
+  decode<Arch>(view4(q1, 1, 1, 1, d), view4(k, 1, 1, n, d), view4(v, 1, 1, n, d), from_bhnd(o1.data(), 1, 1, 1, d),
+               scale, mask, lse_view(lse1.data(), dextents<index_t, 3>(1, 1, 1)), {}, from_bhnd(lg1.data(), 1, 1, 1, n));
+  for (const auto* l : {&lg, &lg1}) {
+    INFO("arch " << TestType::name << (l == &lg ? " prefill" : " decode"));
+    for (index_t j = 0; j < n; ++j) {
+      const double want = j == 1 ? -INFINITY : std::clamp(ref.logits[std::size_t(last * n + j)], -fmax, fmax);
+      CAPTURE(j, (*l)[std::size_t(j)], want);
+      if (j == 1) REQUIRE((*l)[std::size_t(j)] == neg_inf);
+      else REQUIRE(std::abs(double((*l)[std::size_t(j)]) - want) <= 1e-6 * std::abs(want) + 1e-6);
+    }
+  }
+  for (index_t c = 0; c < d; ++c) {
+    const double want = ref.o[std::size_t(last * d + c)];
+    REQUIRE(std::abs(double(o[std::size_t(last * d + c)]) - want) <= 1e-6);
+    REQUIRE(std::abs(double(o1[std::size_t(c)]) - want) <= 1e-6);
+  }
+  REQUIRE(std::abs(double(lse1[0]) - ref.lse[std::size_t(last)]) <= 1e-5);
+}
+
 // decode() over an empty cache: k and v may have null data (the views are
 // empty) and logits is (b, h, n_q, 0); every row is fully masked. It offset
 // the null pointer and tripped an assertion on the logits row (fuzz findings

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <longctx/kernels/online_softmax.hpp>
@@ -57,6 +58,30 @@ TEMPLATE_LIST_TEST_CASE("softmax_block and merge_partial against double", "[kern
       REQUIRE(std::abs(acc[0][std::size_t(c)] * parts[0].inv_l() - ref[std::size_t(c)] / l) <=
               8 * test::eps_f32 * (1 + spread) * 1.0);
   }
+}
+
+// A NaN logit poisons its row in every position of a block, including where
+// the max reduction drops it (x86 max returns one operand when the other is
+// NaN), and huge logits beside it stay defined behaviour (fuzz-scalar found
+// exp2_weight(+inf) reaching a float-to-int cast when the max missed the NaN).
+TEMPLATE_LIST_TEST_CASE("softmax_block: a NaN anywhere in a block poisons the row", "[kernels]", compiled_archs) {
+  constexpr index_t W = TestType::width;
+  const float big = std::numeric_limits<float>::max(), inf = std::numeric_limits<float>::infinity();
+  for (index_t n : {W, 2 * W, 3 * W})
+    for (index_t at = 0; at < n; ++at)
+      for (float first : {neg_inf, 0.0f, 3.0f})
+        for (float other : {big, inf, 1e28f, 5.0f}) {
+          softmax_state st;
+          std::vector<float> s0(std::size_t(W), neg_inf);
+          s0[0] = first;
+          softmax_block<TestType>(st, s0.data(), W);
+          std::vector<float> s(std::size_t(n), other);
+          s[std::size_t(at)] = std::numeric_limits<float>::quiet_NaN();
+          softmax_block<TestType>(st, s.data(), n);
+          INFO("arch " << TestType::name << " n " << n << " NaN at " << at << " first " << first << " other " << other);
+          CHECK(std::isnan(st.l));
+          CHECK(std::isnan(st.lse()));
+        }
 }
 
 TEMPLATE_LIST_TEST_CASE("probabilities_from_logits", "[kernels]", compiled_archs) {

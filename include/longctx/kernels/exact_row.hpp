@@ -50,17 +50,21 @@ inline bool needs_exact_row(const softmax_state& st, const float* o, index_t d_v
 // a dot product that overflowed below -FLT_MAX (or an infinite input). Such
 // a key would read as masked, although its exact logit may be the row's
 // largest (mixed signs: the float sum met the overflowed term first); the
-// caller poisons the row's state (poison_row) so it is recomputed. One
-// subtract and max per vector of logits, about 1/d of the Q K^T work.
+// caller poisons the row's state (poison_row) so it is recomputed. A
+// compare, a select and a max per vector of logits, about 1/d of the Q K^T
+// work. Compare and select, not a max over -s: a NaN logit beside the -inf
+// (a mixed-sign overflow, inf - inf, on a key the mask then hides) would
+// make max drop the running value, and the -inf would go unseen (fuzz).
 template <arch_tag Arch>
 inline bool has_neg_inf(const float* s, index_t n) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
-  V m = V::broadcast(neg_inf);
+  const V lowest = V::broadcast(std::numeric_limits<float>::lowest()), one = V::broadcast(1.0f);
+  V hit = V::zero();  // 1 in each lane that saw a -inf; never NaN
   index_t j = 0;
-  for (; j + W <= n; j += W) m = max(m, V::zero() - V::load(s + j));
-  if (j < n) m = max(m, V::zero() - V::load_partial(s + j, int(n - j)));
-  return reduce_max(m) == std::numeric_limits<float>::infinity();
+  for (; j + W <= n; j += W) hit = max(hit, select(cmp_lt(V::load(s + j), lowest), one, V::zero()));
+  if (j < n) hit = max(hit, select(cmp_lt(V::load_partial(s + j, int(n - j)), lowest), one, V::zero()));
+  return reduce_max(hit) == 1.0f;
 }
 // Marks a row for exact_attention_row: a NaN state stays NaN through every
 // later block and merge, and needs_exact_row flags it.

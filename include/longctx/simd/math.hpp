@@ -43,11 +43,15 @@ inline vec<float, Arch> exp(vec<float, Arch> x) noexcept {
 // n >= -127 and the result is 0 (n = -127, pow2i gives +0) or a normal float
 // >= 2^-126: no subnormal weight ever reaches the sums or the P V product
 // (the largest weight of a row is 1, so a dropped one is below 2^-126 of
-// it). NaN propagates.
+// it). x > 0 is outside the domain and clamped to 0 (weight 1): softmax_block
+// only passes one when a NaN logit hid from the row max, and that row's sum
+// is NaN anyway, but an unclamped +inf or 1e28 would reach pow2i's
+// float-to-int conversion (undefined in C++, UBSan's float-cast-overflow in
+// the scalar backend). NaN propagates.
 template <arch_tag Arch>
 inline vec<float, Arch> exp2_weight(vec<float, Arch> x) noexcept {
   using V = vec<float, Arch>;
-  x = max(V::broadcast(-126.5f), x);
+  x = min(V::zero(), max(V::broadcast(-126.5f), x));
   const V n = round_nearest(x - V::broadcast(0.5f));
   const V r = x - n;
   V p = V::broadcast(2.161291486e-4f);
