@@ -37,7 +37,7 @@ double chunk_tolerance(index_t d, index_t c_k, double bound) {
 }  // namespace
 
 TEMPLATE_LIST_TEST_CASE("chunk_attention: random shapes against the double oracle", "[chunk_attention]",
-                        test::archs) {
+                        compiled_archs) {
   using Arch = TestType;
   static const std::vector<int> lens = test::odd_sizes({48, 96, 8, 16}, 300);
   static const std::vector<int> dims{1, 2, 7, 8, 16, 17, 59, 64, 111, 128};
@@ -83,7 +83,7 @@ TEMPLATE_LIST_TEST_CASE("chunk_attention: random shapes against the double oracl
 }
 
 TEMPLATE_LIST_TEST_CASE("chunk_attention: a row alone has the bits of the row in the block", "[chunk_attention]",
-                        test::archs) {
+                        compiled_archs) {
   using Arch = TestType;
   for (int cs = 0; cs < test::scaled(6); ++cs) {
     const auto seed = test::seed_for(102, std::uint64_t(cs));

@@ -114,7 +114,7 @@ struct product<std::tuple<Cs...>, std::tuple<As...>> {
   using row = std::tuple<pair_of<C, As>...>;
   using type = decltype(std::tuple_cat(row<Cs>{}...));
 };
-using pairs = product<cases, test::archs>::type;
+using pairs = product<cases, compiled_archs>::type;
 
 struct stream {
   attention_dims dims{2, 4, 2, 16, 8};

@@ -131,7 +131,7 @@ TEST_CASE("storage types: f16 to float is exact, subnormals included", "[simd][c
 }
 
 TEMPLATE_LIST_TEST_CASE("storage types: vector loads and stores give the scalar bits on every backend",
-                        "[simd][convert]", test::archs) {
+                        "[simd][convert]", compiled_archs) {
   using Arch = TestType;
   constexpr int W = Arch::width;
   const auto check = [&]<class T>(T) {
@@ -170,7 +170,7 @@ TEMPLATE_LIST_TEST_CASE("storage types: vector loads and stores give the scalar 
 }
 
 TEMPLATE_LIST_TEST_CASE("storage types: int8 loads give the integers on every backend; rows quantise within a half step",
-                        "[simd][convert]", test::archs) {
+                        "[simd][convert]", compiled_archs) {
   using Arch = TestType;
   constexpr int W = Arch::width;
   std::vector<q8> all(256 + W);
@@ -211,7 +211,7 @@ TEMPLATE_LIST_TEST_CASE("storage types: int8 loads give the integers on every ba
 }
 
 TEMPLATE_LIST_TEST_CASE("storage types: int8 stores and row quantisation give the scalar formula's bits on every backend",
-                        "[simd][convert]", test::archs) {
+                        "[simd][convert]", compiled_archs) {
   using Arch = TestType;
   constexpr int W = Arch::width;
   using V = vec<float, Arch>;

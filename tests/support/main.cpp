@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstring>
 #include <tuple>
-#include <type_traits>
 #include <vector>
 
 #include <longctx/kernels/amx_tiles.hpp>
@@ -57,11 +56,6 @@ int main(int argc, char* argv[]) {
   argv = args.data();
   std::printf("longctx %s tests; backends:", longctx::version().string);
   print_archs(static_cast<longctx::compiled_archs*>(nullptr));
-  if constexpr (!std::is_same_v<longctx::test::archs, longctx::compiled_archs>) {
-    std::printf(" (tested here:");
-    print_archs(static_cast<longctx::test::archs*>(nullptr));
-    std::printf(", LONGCTX_TEST_ARCHS=default)");
-  }
   std::printf("; default %s; LONGCTX_TEST_SCALE %.3g\n", longctx::default_arch::name,
               longctx::test::scale());
   return Catch::Session().run(argc, argv);

@@ -10,8 +10,6 @@
 #include <cstring>
 #include <limits>
 #include <random>
-#include <tuple>
-#include <type_traits>
 #include <vector>
 
 #include <longctx/simd.hpp>
@@ -28,17 +26,6 @@ inline double scale() {
   return s;
 }
 inline int scaled(int n) { return std::max(1, static_cast<int>(std::lround(n * scale()))); }
-
-// The backends the tests instantiate: every compiled one (compiled_archs), or
-// only scalar and the default backend when built with
-// LONGCTX_TEST_DEFAULT_ARCH_ONLY (cmake -DLONGCTX_TEST_ARCHS=default: the
-// sanitizer configuration, where every backend costs a third of the
-// compile time; the other configurations test every backend, unsanitized).
-#if defined(LONGCTX_TEST_DEFAULT_ARCH_ONLY) && LONGCTX_TEST_DEFAULT_ARCH_ONLY
-using archs = std::conditional_t<std::is_same_v<default_arch, scalar>, std::tuple<scalar>, std::tuple<scalar, default_arch>>;
-#else
-using archs = compiled_archs;
-#endif
 
 using rng_t = std::mt19937_64;
 // One stream per test case index, reproducible: INFO the seed.
