@@ -35,7 +35,11 @@
 //     (o and lse); a key whose exact logit is -inf weighs 0 (README: as if
 //     masked); NaN (inf) in a weighed v gives NaN (non-finite) in its
 //     column; every output no non-finite input reaches is finite and
-//     matches the oracle over the weighed keys.
+//     matches the oracle over the weighed keys;
+//   - attention() with compute_precision::bf16 (one case in two, check_bf16):
+//     the f32 call's bits where no 16-bit engine is compiled, else within
+//     the engines' bf16 bound of the f32 result on moderate values, and
+//     the structural properties above on any values.
 // Any other exception, a sanitizer report or a broken property aborts.
 //
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude \
@@ -251,6 +255,7 @@ struct call_case {
   int mode = 0;  // 0 moderate, 1 large, 2 non-finite injected, 3 raw bits
   bool mixed = false;  // large: signs per element (q . k may overflow as inf - inf), else per row
   float amp = 1;
+  bool bf16 = false;  // attention() only: the call again with compute_precision::bf16
   int mutation = 0;
   std::uint8_t mparam = 0;
 };
@@ -265,7 +270,7 @@ std::string describe(const call_case& c) {
                         " misaligned ", c.mis[0], c.mis[1], c.mis[2], c.mis[3], c.share_inputs ? " shared" : "",
                         c.with_lse ? " lse stride " : " no lse", c.with_lse ? c.lse_stride : 0,
                         c.with_logits ? " logits first " : " no logits", c.first, " w ", c.w, " mode ", c.mode,
-                        c.mixed ? " mixed" : "",
+                        c.mixed ? " mixed" : "", c.bf16 ? " bf16" : "",
                         " amp ", c.amp, " mutation ", c.mutation, "/", int(c.mparam));
 }
 
@@ -330,6 +335,7 @@ call_case decode_header(reader& r) {
   }
   const float amps[4] = {1.0f, 0.125f, 4.0f, 1.0f};
   c.amp = amps[(md >> 3) % 4];
+  c.bf16 = !c.decode && (md & 0x20);  // decode has no compute option (it is f32, bandwidth-bound)
   const std::uint8_t mu = r.u8();
   c.mutation = mu < 128 ? 0 : 1 + (mu - 128) % 19;
   c.mparam = r.u8();
@@ -379,6 +385,7 @@ struct setup {
   any_mask mask;
   row_logits rows{};
   expect want = expect::accept;
+  compute_precision compute = compute_precision::f32;
 };
 
 // Builds the views of case c (valid), then applies its mutation.
@@ -650,7 +657,7 @@ void call(setup& s, Exec& exec) {
         } else {
           row_logits rows = s.rows;
           rows.logits = view4(s.lg);
-          attention(q, k, v, o, c.scale, m, lse, exec, rows);
+          attention(q, k, v, o, c.scale, m, lse, exec, rows, s.compute);
         }
       },
       s.mask);
@@ -961,6 +968,134 @@ NO_COVERAGE void check_values(const setup& s) {
     }
 }
 
+// The accepted attention() call again with compute_precision::bf16 (one
+// case in two): accepted too (or longctx::unsupported, writing nothing,
+// where the AMX engine is compiled and the CPU or OS refuses it), writing
+// only its outputs, serial and 2-thread bits equal; with no 16-bit engine
+// compiled (scalar, AVX2) the f32 call's bits; with one, on moderate
+// values, within the engines' bound of the f32 result (tests/kernels/
+// engines.cpp: bf16 rounding of the operands, u = 2^-9, A the row's largest
+// |scale| sum_p |q_p k_p|, V its largest |v|): o within
+// (expm1(4 u A) + 2 u) V plus twice the f32 tolerance, logits within
+// 4 u A + 1e-6, lse within 4 u A plus the f32 tolerance; fully masked rows
+// 0 and -inf as in f32, on any values.
+NO_COVERAGE void check_bf16(setup& s, block* const (&blocks)[6], const std::vector<float> (&before)[6],
+                            const std::vector<char> (&out)[6], const std::vector<float> (&f32)[6]) {
+  const auto restore = [&] {
+    for (int i = 0; i < 6; ++i)
+      if (blocks[i]->n) std::memcpy(blocks[i]->p, before[i].data(), blocks[i]->n * 4);
+  };
+  const auto attempt = [&](auto&& exec) {
+    s.compute = compute_precision::bf16;
+    bool ran = true;
+    try {
+      call(s, exec);
+    } catch (const longctx::unsupported&) {
+      ran = false;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "exception: %s\n", e.what());
+      fail("bf16 compute threw on a call f32 accepted");
+    }
+    s.compute = compute_precision::f32;
+    return ran;
+  };
+  restore();
+  serial_executor serial;
+  if (!attempt(serial)) {
+    for (int i = 0; i < 6; ++i)
+      if (!blocks[i]->same(before[i])) fail("a bf16 call refused as unsupported wrote to its arguments");
+    return;
+  }
+  for (int i = 0; i < 6; ++i)
+    for (std::size_t j = 0; j < blocks[i]->n; ++j)
+      if (!out[i][j] && std::memcmp(&blocks[i]->p[j], &before[i][j], 4) != 0)
+        fail("an accepted bf16 call wrote outside its output elements");
+  std::vector<float> bits[6];
+  for (int i = 0; i < 6; ++i) bits[i] = blocks[i]->bits();
+  restore();
+  if (!attempt(pool())) fail("the 2-thread bf16 run was refused where the serial one ran");
+  for (int i = 0; i < 6; ++i)
+    if (!blocks[i]->same(bits[i])) fail("serial and 2-thread bf16 runs differ");
+  if constexpr (!has_bf16_engine<default_arch>) {
+    for (int i = 0; i < 6; ++i)
+      if (!blocks[i]->same(f32[i])) fail("bf16 compute without a 16-bit engine differs from f32");
+    return;
+  } else {
+    // The shapes as the call saw them (a valid mutation may have emptied an axis).
+    const call_case& c = s.c;
+    const index_t B = s.o.e[0], H = s.o.e[1], n_q = s.o.e[2], n_kv = s.k.e[2], d = c.d, d_v = c.d_v;
+    if (B * H * n_q == 0) return;
+    const visibility vis{c.mask_kind, c.align == alignment::bottom_right ? n_kv - n_q : 0, c.window, c.sinks, c.chunk,
+                         n_kv};
+    // f32's value of an output element: the same offset in the f32 copy of its block.
+    const auto f32_of = [&](int blk, const float* p) { return f32[blk][std::size_t(p - blocks[blk]->p)]; };
+    constexpr double u = 1.0 / 512, eps = std::numeric_limits<float>::epsilon();
+    const bool has_lg = s.lg.data && !s.lg.empty();
+    for (index_t bi = 0; bi < B; ++bi)
+      for (index_t hi = 0; hi < H; ++hi) {
+        const index_t hk = hi / c.group;
+        for (index_t i = 0; i < n_q; ++i) {
+          double A = 0, V = 0;
+          bool any = false;
+          for (index_t j = 0; j < n_kv; ++j) {
+            if (!vis(i, j)) continue;
+            any = true;
+            double a = 0;
+            for (index_t p = 0; p < d; ++p) {
+              const index_t iq[4] = {bi, hi, i, p}, ik[4] = {bi, hk, j, p};
+              a += std::abs(double(s.q.at(iq)) * double(s.k.at(ik)));
+            }
+            A = std::max(A, std::abs(double(c.scale)) * a);
+            for (index_t x = 0; x < d_v; ++x) {
+              const index_t iv[4] = {bi, hk, j, x};
+              V = std::max(V, std::abs(double(s.v.at(iv))));
+            }
+          }
+          const index_t il[3] = {bi, hi, i};
+          if (!any) {  // fully masked: what f32 gives, on any values
+            for (index_t x = 0; x < d_v; ++x) {
+              const index_t io[4] = {bi, hi, i, x};
+              if (s.o.at(io) != 0.0f) fail("bf16: a fully masked row's output is not 0");
+            }
+            if (s.lse.data && s.lse.at(il) != neg_inf) fail("bf16: a fully masked row's lse is not -inf");
+            continue;
+          }
+          if (c.mode != 0 || !std::isfinite(A) || !std::isfinite(V)) continue;
+          const double f32_tol = (1e-3 + 16 * eps * (1 + A)) * V + 1e-30;
+          const double tol = (std::expm1(4 * u * A) + 2 * u) * V + 2 * f32_tol;
+          for (index_t x = 0; x < d_v; ++x) {
+            const index_t io[4] = {bi, hi, i, x};
+            const float* p = &s.o.at(io);
+            if (!(std::abs(double(*p) - double(f32_of(3, p))) <= tol))
+              fail("bf16 compute is off the f32 result by more than the bf16 bound",
+                   "b %ld h %ld row %ld col %ld: %.9g, f32 %.9g, tol %g (A %g, V %g)", long(bi), long(hi), long(i),
+                   long(x), double(*p), double(f32_of(3, p)), tol, A, V);
+          }
+          if (s.lse.data) {
+            const float* p = &s.lse.at(il);
+            if (!(std::abs(double(*p) - double(f32_of(4, p))) <= 4 * u * A + 1e-4 * (1 + std::abs(double(*p))) + 16 * eps * (1 + A)))
+              fail("bf16: an lse is off the f32 one by more than the bf16 bound", "b %ld h %ld row %ld: %.9g, f32 %.9g",
+                   long(bi), long(hi), long(i), double(*p), double(f32_of(4, p)));
+          }
+          if (has_lg && i >= s.rows.first && i < s.rows.first + s.lg.e[2])
+            for (index_t j = 0; j < n_kv; ++j) {
+              const index_t ig[4] = {bi, hi, i - s.rows.first, j};
+              const float* p = &s.lg.at(ig);
+              const float w32 = f32_of(5, p);
+              if (!vis(i, j)) {
+                if (*p != neg_inf) fail("bf16: a masked key's logit is not -inf");
+                continue;
+              }
+              if (!(std::abs(double(*p) - double(w32)) <= 4 * u * A + 4 * double(d + 2) * eps * A + 1e-6))
+                fail("bf16: a logit is off the f32 one by more than the bf16 bound",
+                     "b %ld h %ld row %ld key %ld: %.9g, f32 %.9g (A %g)", long(bi), long(hi), long(i), long(j),
+                     double(*p), double(w32), A);
+            }
+        }
+      }
+  }
+}
+
 NO_COVERAGE void exercise(setup& s) {
   block* blocks[6] = {&s.bq, &s.bk, &s.bv, &s.bo, &s.bl, &s.bg};
   std::vector<float> before[6];
@@ -1010,6 +1145,10 @@ NO_COVERAGE void exercise(setup& s) {
     if (!blocks[i]->same(serial_bits[i])) fail("serial and 2-thread runs differ");
   if (s.want == expect::accept) check_values(s);
   lap("values");
+  if (s.c.bf16) {
+    check_bf16(s, blocks, before, out, serial_bits);
+    lap("bf16");
+  }
 }
 
 // The seed corpus: a header per entry point, mask, value kind, option set and
@@ -1037,6 +1176,9 @@ std::vector<std::vector<std::uint8_t>> seeds() {
     make(std::uint8_t(entry | 0x18 | 2), 3, 30, 150, 9, 4, 0, 0, 600);
   }
   make(0x20 | 2, 1, 12, 12, 6, 0, 0, 0, 300);  // q = k = v on one buffer
+  for (std::uint8_t mask = 0; mask < 5; ++mask)  // attention() with compute_precision::bf16 as well
+    for (std::uint8_t mode : {0x20, 0x24, 0x26}) make(std::uint8_t(2 | 4), mask, 20, 33, 13, mode, 0, 0, 600);
+  make(std::uint8_t(0x18 | 6), 1, 70, 200, 15, 0x20, 0, 0, 600);  // long, bf16
   for (std::uint8_t mu = 1; mu <= 19; ++mu) make(std::uint8_t(6 | (mu & 1)), std::uint8_t(mu % 5), 7, 11, 6, 0, std::uint8_t(127 + mu), next(), 64);
   return out;
 }

@@ -2,9 +2,9 @@
 // input bytes pick a policy (every bounded-cache rule, in f32, bf16, f16 and
 // int8 storage, with its options: budget, prefill mode, score aggregation,
 // kept current token, layout, cache-relative positions, per-channel key
-// scales, scale; dense in f32 and f16; Infini with the linear and delta
-// rules in f32, bf16, f16, int8 storage and double memory, with its gates,
-// feature map, sharing and read-only memory; FLASH causal and non-causal
+// scales, scale, bf16 compute; dense in f32 and f16; Infini with the linear
+// and delta rules in f32, bf16, f16, int8 storage and double memory, with
+// its gates, feature map, sharing, read-only memory and bf16 compute; FLASH causal and non-causal
 // with each norm, scale and bias), small dims (odd sizes, b = 0 too), a
 // stream of up to 40 tokens (values from a seeded generator in one of
 // several distributions, then byte-chosen overrides: subnormal to FLT_MAX
@@ -386,6 +386,7 @@ void tweak(P& p, const options& o, std::vector<float>& bias) {
       p.rule.pooling = (o.o2 >> 7) & 1 ? snapkv_pooling::average : snapkv_pooling::max;
       if (p.rule.reselect_every > 0) p.rule.reselect_every = 1 + index_t(o.o2 % 6);
     }
+    if ((o.o1 >> 6) & 1) p.compute = compute_precision::bf16;  // prefill products (f32 where no engine)
     if ((o.o2 >> 5) & 1 && !P::unbounded && p.budget >= 1) {
       bool ok = true;
       if constexpr (std::is_same_v<Rule, sinks_rule>) ok = p.rule.sinks < p.budget;
@@ -406,6 +407,7 @@ void tweak(P& p, const options& o, std::vector<float>& bias) {
     if ((o.o1 >> 4) & 1) p.phi = feature_map::identity;
     if ((o.o1 >> 5) & 1) p.sharing = memory_sharing::per_query_head;
     if ((o.o1 >> 6) & 1) p.memory = memory_mode::read_only;
+    if ((o.o1 >> 7) & 1) p.compute = compute_precision::bf16;  // local attention's products
     if ((o.o2 >> 2) & 1) p.epsilon = 1e-3f;
     if ((o.o2 >> 3) & 1) p.scale = 0.5f;
   }

@@ -81,6 +81,20 @@ struct infini_q8_case {  // int8 segment buffer: rows with their scales
   static basic_infini<float, q8> make() { return {.segment = 6, .update = update_rule::linear}; }
   static constexpr bool bounded = true;
 };
+struct infini_bf16_compute_case {  // bf16 products in the local attention (f32 where no 16-bit engine)
+  static basic_infini<float, bf16> make() {
+    // An engine this CPU cannot run (the amx build without AMX) throws
+    // unsupported, which the engines test checks; here it is f32.
+    compute_precision c = compute_precision::bf16;
+    try {
+      require_engine<default_arch>(c);
+    } catch (const unsupported&) {
+      c = compute_precision::f32;
+    }
+    return {.segment = 6, .update = update_rule::delta, .compute = c};
+  }
+  static constexpr bool bounded = true;
+};
 struct dense_case {
   static dense make() { return {}; }
   static constexpr bool bounded = false;
@@ -98,7 +112,7 @@ struct flash_case {
 using cases =
     std::tuple<tova_case, h2o_case, window_case, sinks_case, snapkv_case, snapkv_reselect_case, dense_case, infini_case,
                flash_case, tova_bf16_case, sinks_f16_relative_case, tova_q8_relative_case, tova_q8_channels_case,
-               dense_f16_case, infini_bf16_case, infini_q8_case>;
+               dense_f16_case, infini_bf16_case, infini_q8_case, infini_bf16_compute_case>;
 
 // (case, arch) pairs for TEMPLATE_LIST_TEST_CASE.
 template <class C, class A>
