@@ -762,6 +762,26 @@ NO_COVERAGE bool agree(const std::vector<double>& a, const std::vector<double>& 
   return true;
 }
 
+// The f32 kernel's tolerances against the double oracle, for a row whose
+// largest |scale| sum_p |q_p k_p| is `a` and largest |v| is `v`; the bf16
+// bounds of check_bf16 add to these.
+NO_COVERAGE double f32_output_tol(double a, double v) { return (1e-3 + 16 * eps * (1 + a)) * v + 1e-30; }
+NO_COVERAGE double f32_lse_tol(double lse, double a) { return 1e-4 * (1 + std::abs(lse)) + 16 * eps * (1 + a); }
+
+// Puts every block back to the bits it held before the call.
+NO_COVERAGE void restore(block* const (&blocks)[6], const std::vector<float> (&before)[6]) {
+  for (int i = 0; i < 6; ++i)
+    if (blocks[i]->n) std::memcpy(blocks[i]->p, before[i].data(), blocks[i]->n * 4);
+}
+
+// Fails unless the call changed nothing but the elements `out` marks.
+NO_COVERAGE void check_wrote_only(block* const (&blocks)[6], const std::vector<float> (&before)[6],
+                                  const std::vector<char> (&out)[6], const char* what) {
+  for (int i = 0; i < 6; ++i)
+    for (std::size_t j = 0; j < blocks[i]->n; ++j)
+      if (!out[i][j] && std::memcmp(&blocks[i]->p[j], &before[i][j], 4) != 0) fail(what);
+}
+
 NO_COVERAGE void check_values(const setup& s) {
   // The shapes as the call saw them (a valid mutation may have emptied an axis).
   call_case c = s.c;
@@ -883,7 +903,7 @@ NO_COVERAGE void check_values(const setup& s) {
           }
         }
         if (!any || c.mode == 3) continue;
-        const double tol = (1e-3 + 16 * eps * (1 + s_max)) * max_v + 1e-30;
+        const double tol = f32_output_tol(s_max, max_v);
         if (c.mode == 2) {
           if (poison) {  // a NaN or +inf logit: the row is NaN
             for (index_t x = 0; x < d_v; ++x)
@@ -913,7 +933,7 @@ NO_COVERAGE void check_values(const setup& s) {
           if (s.lse.data) {
             const double rl = ref.lse[sz(i)];
             if (!std::isfinite(lse)) fail("a row with finite logits has a non-finite lse");
-            if (!(std::abs(double(lse) - rl) <= 1e-4 * (1 + std::abs(rl)) + 16 * eps * (1 + s_max)))
+            if (!(std::abs(double(lse) - rl) <= f32_lse_tol(rl, s_max)))
               fail("an lse is off the oracle's");
           }
           continue;
@@ -955,7 +975,7 @@ NO_COVERAGE void check_values(const setup& s) {
         if (s.lse.data) {
           if (!std::isfinite(lse)) fail("a row that sees a key has a non-finite lse on finite input", "b %ld h %ld row %ld: %g", long(bi), long(hi), long(i), double(lse));
           const double rl = ref.lse[sz(i)];
-          if (c.mode == 0 && !(std::abs(double(lse) - rl) <= 1e-4 * (1 + std::abs(rl)) + 16 * eps * (1 + s_max)))
+          if (c.mode == 0 && !(std::abs(double(lse) - rl) <= f32_lse_tol(rl, s_max)))
             fail("an lse is off the oracle's");
           const double rs = std::clamp(rl, -big, big);  // saturated, as returned
           if (decisive && !(std::abs(double(lse) - rs) <= 2 * delta + 4 * eps * std::abs(rs) + 1e-5))
@@ -981,10 +1001,6 @@ NO_COVERAGE void check_values(const setup& s) {
 // 0 and -inf as in f32, on any values.
 NO_COVERAGE void check_bf16(setup& s, block* const (&blocks)[6], const std::vector<float> (&before)[6],
                             const std::vector<char> (&out)[6], const std::vector<float> (&f32)[6]) {
-  const auto restore = [&] {
-    for (int i = 0; i < 6; ++i)
-      if (blocks[i]->n) std::memcpy(blocks[i]->p, before[i].data(), blocks[i]->n * 4);
-  };
   const auto attempt = [&](auto&& exec) {
     s.compute = compute_precision::bf16;
     bool ran = true;
@@ -999,20 +1015,17 @@ NO_COVERAGE void check_bf16(setup& s, block* const (&blocks)[6], const std::vect
     s.compute = compute_precision::f32;
     return ran;
   };
-  restore();
+  restore(blocks, before);
   serial_executor serial;
   if (!attempt(serial)) {
     for (int i = 0; i < 6; ++i)
       if (!blocks[i]->same(before[i])) fail("a bf16 call refused as unsupported wrote to its arguments");
     return;
   }
-  for (int i = 0; i < 6; ++i)
-    for (std::size_t j = 0; j < blocks[i]->n; ++j)
-      if (!out[i][j] && std::memcmp(&blocks[i]->p[j], &before[i][j], 4) != 0)
-        fail("an accepted bf16 call wrote outside its output elements");
+  check_wrote_only(blocks, before, out, "an accepted bf16 call wrote outside its output elements");
   std::vector<float> bits[6];
   for (int i = 0; i < 6; ++i) bits[i] = blocks[i]->bits();
-  restore();
+  restore(blocks, before);
   if (!attempt(pool())) fail("the 2-thread bf16 run was refused where the serial one ran");
   for (int i = 0; i < 6; ++i)
     if (!blocks[i]->same(bits[i])) fail("serial and 2-thread bf16 runs differ");
@@ -1029,7 +1042,7 @@ NO_COVERAGE void check_bf16(setup& s, block* const (&blocks)[6], const std::vect
                          n_kv};
     // f32's value of an output element: the same offset in the f32 copy of its block.
     const auto f32_of = [&](int blk, const float* p) { return f32[blk][std::size_t(p - blocks[blk]->p)]; };
-    constexpr double u = 1.0 / 512, eps = std::numeric_limits<float>::epsilon();
+    constexpr double u = 1.0 / 512;  // bf16 unit roundoff (eps is float's)
     const bool has_lg = s.lg.data && !s.lg.empty();
     for (index_t bi = 0; bi < B; ++bi)
       for (index_t hi = 0; hi < H; ++hi) {
@@ -1061,7 +1074,7 @@ NO_COVERAGE void check_bf16(setup& s, block* const (&blocks)[6], const std::vect
             continue;
           }
           if (c.mode != 0 || !std::isfinite(A) || !std::isfinite(V)) continue;
-          const double f32_tol = (1e-3 + 16 * eps * (1 + A)) * V + 1e-30;
+          const double f32_tol = f32_output_tol(A, V);
           const double tol = (std::expm1(4 * u * A) + 2 * u) * V + 2 * f32_tol;
           for (index_t x = 0; x < d_v; ++x) {
             const index_t io[4] = {bi, hi, i, x};
@@ -1073,7 +1086,7 @@ NO_COVERAGE void check_bf16(setup& s, block* const (&blocks)[6], const std::vect
           }
           if (s.lse.data) {
             const float* p = &s.lse.at(il);
-            if (!(std::abs(double(*p) - double(f32_of(4, p))) <= 4 * u * A + 1e-4 * (1 + std::abs(double(*p))) + 16 * eps * (1 + A)))
+            if (!(std::abs(double(*p) - double(f32_of(4, p))) <= 4 * u * A + f32_lse_tol(double(*p), A)))
               fail("bf16: an lse is off the f32 one by more than the bf16 bound", "b %ld h %ld row %ld: %.9g, f32 %.9g",
                    long(bi), long(hi), long(i), double(*p), double(f32_of(4, p)));
           }
@@ -1128,16 +1141,11 @@ NO_COVERAGE void exercise(setup& s) {
     if (s.lg.data && blocks[i]->p && s.lg.data >= blocks[i]->p && s.lg.data < blocks[i]->p + blocks[i]->n)
       mark(out[i], *blocks[i], s.lg);
   }
-  for (int i = 0; i < 6; ++i)
-    for (std::size_t j = 0; j < blocks[i]->n; ++j)
-      if (!out[i][j] && std::memcmp(&blocks[i]->p[j], &before[i][j], 4) != 0)
-        fail("an accepted call wrote outside its output elements");
+  check_wrote_only(blocks, before, out, "an accepted call wrote outside its output elements");
   // The same call on two threads gives the same bits.
   std::vector<float> serial_bits[6];
-  for (int i = 0; i < 6; ++i) {
-    serial_bits[i] = blocks[i]->bits();
-    if (blocks[i]->n) std::memcpy(blocks[i]->p, before[i].data(), blocks[i]->n * 4);
-  }
+  for (int i = 0; i < 6; ++i) serial_bits[i] = blocks[i]->bits();
+  restore(blocks, before);
   lap("marked");
   if (!run(s, pool())) fail("the 2-thread run rejected what the serial run accepted");
   lap("pool");
