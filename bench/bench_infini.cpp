@@ -3,10 +3,16 @@
 // (constant memory; Complexity should fit O(n)), linear and delta rules, and
 // dense causal attention over the same lengths where it is affordable
 // (quadratic; 2K is the reference pass for the FLOP-rate target).
+// bm_infini_stream_bf16 streams 64K and 256K tokens with bf16 K/V and bf16
+// compute: the local attention runs on the 16-bit engine (its label names
+// it), the memory's retrieval and update stay f32. Its `peak` is, like every
+// row's here, the fraction of the fp32 FMA peak (the work mixes engines).
 // The stream replays one segment of random Q, K, V: every segment costs the
 // same whatever its values, and 1M tokens of inputs would need 12 GB.
 // Rates are per wall-clock second; the CPU column is the process's CPU time
 // (both threads), which stays meaningful when the machine is shared.
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include <longctx/attention.hpp>
@@ -42,9 +48,21 @@ double flops_per_token(update_rule rule) {
   return (attn + retrieve + update) * H;
 }
 
-void bm_infini_stream(benchmark::State& st, update_rule rule) {
+// KV: the unfinished segment's storage; compute: the local attention's
+// products (bf16 runs the 16-bit engine where one is compiled, else f32).
+template <class KV = float>
+void bm_infini_stream(benchmark::State& st, update_rule rule, compute_precision compute = compute_precision::f32) {
   const index_t n = st.range(0);
-  const infini pol{.segment = N, .beta = std::vector<float>(H, 0.0f), .update = rule};
+  const basic_infini<float, KV> pol{
+      .segment = N, .beta = std::vector<float>(H, 0.0f), .update = rule, .compute = compute};
+  if (compute == compute_precision::bf16) {
+    try {
+      require_engine<default_arch>(compute);
+    } catch (const unsupported& e) {
+      st.SkipWithError(e.what());
+      return;
+    }
+  }
   const attention_dims dims{1, H, H, D, D};
   std::vector<float> q = random_data(std::size_t(H * N * D), 1), k = random_data(std::size_t(H * N * D), 2),
                      v = random_data(std::size_t(H * N * D), 3), o(std::size_t(H * N * D));
@@ -65,7 +83,16 @@ void bm_infini_stream(benchmark::State& st, update_rule rule) {
   st.counters["ns/token"] = benchmark::Counter(double(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate |
                                                                         benchmark::Counter::kInvert);
   st.SetComplexityN(n);
-  bench::label(st, rule == update_rule::delta ? "delta" : "linear");
+  std::string label = rule == update_rule::delta ? "delta" : "linear";
+  if (!std::is_same_v<KV, float>) label += ", bf16 K/V";
+  if (compute == compute_precision::bf16)
+    label += std::string(", bf16 compute (") + active_engine(compute) + ")";
+  bench::label(st, label.c_str());
+}
+
+// The same stream with bf16 K/V and bf16 compute in the local attention.
+void bm_infini_stream_bf16(benchmark::State& st, update_rule rule) {
+  bm_infini_stream<bf16>(st, rule, compute_precision::bf16);
 }
 
 // Streaming decode: one token per forward() call for a whole segment (the
@@ -136,6 +163,22 @@ BENCHMARK_CAPTURE(bm_infini_stream, delta, longctx::update_rule::delta)
     ->UseRealTime()
     ->MeasureProcessCPUTime()
     ->Complexity(benchmark::oN);
+// bf16 K/V and bf16 compute against the f32 rows above, 64K and 256K tokens
+// (the f32 rows at the same n are the same-run baseline).
+BENCHMARK_CAPTURE(bm_infini_stream_bf16, linear, longctx::update_rule::linear)
+    ->Arg(64 << 10)
+    ->Arg(256 << 10)
+    ->ArgName("n")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime();
+BENCHMARK_CAPTURE(bm_infini_stream_bf16, delta, longctx::update_rule::delta)
+    ->Arg(64 << 10)
+    ->Arg(256 << 10)
+    ->ArgName("n")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime();
 BENCHMARK(bm_infini_decode)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
 // Dense beyond 16K costs minutes per pass on two cores (32K: ~20 s, 1M:
 // ~6 hours by the O(n^2) fit), so it stops there; the fit gives the rest.
