@@ -145,40 +145,34 @@ void bm_dense_causal(benchmark::State& st) {
   bench::label(st, "dense causal");
 }
 
+// Every stream row: n tokens, milliseconds, wall-clock rates beside the
+// process's CPU time.
+void stream_timing(benchmark::internal::Benchmark* b) {
+  b->ArgName("n")->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+}
+
 }  // namespace
 
 BENCHMARK_CAPTURE(bm_infini_stream, linear, longctx::update_rule::linear)
     ->RangeMultiplier(4)
     ->Range(16 << 10, 1 << 20)
-    ->ArgName("n")
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime()
+    ->Apply(stream_timing)
     ->Complexity(benchmark::oN);
 BENCHMARK_CAPTURE(bm_infini_stream, delta, longctx::update_rule::delta)
     ->RangeMultiplier(4)
     ->Range(16 << 10, 1 << 20)
-    ->ArgName("n")
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime()
+    ->Apply(stream_timing)
     ->Complexity(benchmark::oN);
-// bf16 K/V and bf16 compute against the f32 rows above, 64K and 256K tokens
-// (the f32 rows at the same n are the same-run baseline).
+// bf16 K/V and bf16 compute at 64K and 256K tokens: the f32 rows at the
+// same n are the same-run baseline.
 BENCHMARK_CAPTURE(bm_infini_stream_bf16, linear, longctx::update_rule::linear)
     ->Arg(64 << 10)
     ->Arg(256 << 10)
-    ->ArgName("n")
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime();
+    ->Apply(stream_timing);
 BENCHMARK_CAPTURE(bm_infini_stream_bf16, delta, longctx::update_rule::delta)
     ->Arg(64 << 10)
     ->Arg(256 << 10)
-    ->ArgName("n")
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime();
+    ->Apply(stream_timing);
 BENCHMARK(bm_infini_decode)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
 // Dense beyond 16K costs minutes per pass on two cores (32K: ~20 s, 1M:
 // ~6 hours by the O(n^2) fit), so it stops there; the fit gives the rest.
