@@ -134,8 +134,7 @@ void attention(tensor4_view<const float> q, std::type_identity_t<tensor4_view<co
     require_views("attention", "logits", lg);
     require_disjoint("attention", "logits", lg, "q", q, "k", k, "v", v, "o", o);
   }
-  require(compute == compute_precision::f32 || compute == compute_precision::bf16, "attention", "compute",
-          "unknown compute_precision ", int(compute));
+  require_compute_precision("attention", compute);
   prefill_attention<Arch, KV>(q, k, v, o, scale, mask, lse, exec, rows, compute);
 }
 

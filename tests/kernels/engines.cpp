@@ -3,7 +3,8 @@
 // (odd lengths, head dims 1..128, GQA, every mask and alignment, both
 // layouts, logit scales up to 30x), f32 and bf16 K/V, plus the invariants.
 //
-// Tolerances, u = 2^-9 (bf16's unit roundoff) and V = max |v|:
+// Tolerances, u = 2^-8 (bf16's unit roundoff: 8 significant bits, so
+// rounding to nearest moves a value by up to 2^-8 of it) and V = max |v|:
 //   tight  against the oracle run on the operands the engine multiplies
 //          (scale q, k and v rounded to bf16): only P's rounding and fp32
 //          accumulation remain, |o - o_ref| <= u V + the fp32 tolerance
@@ -35,6 +36,7 @@
 #include <longctx/policies/tova.hpp>
 #include <longctx/reference.hpp>
 
+#include "../support/engines.hpp"
 #include "../support/masks.hpp"
 #include "../support/support.hpp"
 
@@ -43,7 +45,8 @@ using namespace longctx;
 namespace {
 
 using test::any_mask;
-constexpr double u_bf16 = 0x1p-9;
+using test::emulated_amx;
+constexpr double u_bf16 = 0x1p-8;
 
 float round_bf16(float x) { return bf16::from_float(x).to_float(); }
 template <class KV>
@@ -321,16 +324,6 @@ const char* bf16_engine_name() {
   else
     return "f32";
 }
-
-using emulated_amx = decltype(std::tuple_cat(std::tuple<amx_engine<scalar, false>>{}
-#if LONGCTX_HAS_AVX512
-                                             , std::tuple<amx_engine<avx512, false>>{}
-#elif LONGCTX_HAS_AVX2
-                                             , std::tuple<amx_engine<avx2, false>>{}
-#elif LONGCTX_HAS_NEON
-                                             , std::tuple<amx_engine<neon, false>>{}
-#endif
-                                             ));
 
 }  // namespace
 

@@ -171,3 +171,58 @@ TEMPLATE_LIST_TEST_CASE("gau: FLASH-Quad's relative-position bias enters as relu
   REQUIRE_THROWS_WITH(wrong.forward<Arch>(sm, xv, make_matrix(y.data(), n, dm)),
                       Catch::Contains("'quad_bias'") && Catch::Contains("mixed.bias"));
 }
+
+// mixed.compute = bf16 serves both attentions (FLASH's quadratic part and
+// FLASH-Quad) on this build's 16-bit engine. The precise bound is checked
+// on the kernel (tests/kernels/chunk_attention.cpp) and the policy
+// (tests/policies/flash.cpp); here, the layer: not the fp32 output, and
+// within 8 u (u = 2^-8: q, k rounded, relu^2 doubling, P and v rounded) of
+// the attention's largest effect on the oracle. No 16-bit engine in the
+// build: the fp32 layer bit for bit. An engine that cannot run here: forward
+// throws unsupported, the state still fresh.
+TEST_CASE("gau: bf16 compute in both attentions", "[gau]") {
+  test::rng_t g(test::seed_for(208, 0));
+  const index_t dm = 16, e = 48, s = 16, n = 70;
+  const gau_weights w = random_weights(g, dm, e, s, gau_norm::layer_norm);
+  std::vector<float> x = test::random_floats(g, std::size_t(n * dm)), y(std::size_t(n * dm)), y32(y.size());
+  const auto xv = make_matrix<dynamic_extent, const float>(x.data(), n, dm);
+  for (const auto att : {gau_attention::mixed_chunk, gau_attention::flash_quad}) {
+    CAPTURE(att == gau_attention::flash_quad);
+    const gau f32{.norm = gau_norm::layer_norm, .attention = att, .mixed = {.chunk = 16}};
+    gau b16 = f32;
+    b16.mixed.compute = compute_precision::bf16;
+    auto s32 = f32.make_state(w), s16 = b16.make_state(w);
+    f32.forward(s32, xv, make_matrix(y32.data(), n, dm));
+    bool refused = false;
+    try {
+      require_engine(compute_precision::bf16);
+    } catch (const unsupported&) {
+      refused = true;
+    }
+    if (refused) {  // the amx build on a CPU without AMX
+      CHECK_THROWS_AS(b16.forward(s16, xv, make_matrix(y.data(), n, dm)), unsupported);
+      CHECK(s16.position() == 0);
+      continue;
+    }
+    b16.forward(s16, xv, make_matrix(y.data(), n, dm));
+    if constexpr (!has_bf16_engine<default_arch>) {
+      CHECK(y == y32);
+    } else {
+      const matrix_d want = reference::gau_forward(b16, w, reference::to_double(xv));
+      double err = 0, mag = 0;
+      for (index_t i = 0; i < n; ++i)
+        for (index_t c = 0; c < dm; ++c) {
+          const std::size_t k = std::size_t(i * dm + c);
+          err = std::max(err, std::abs(want(i, c) - double(y[k])));
+          mag = std::max(mag, std::abs(want(i, c) - double(x[k])));
+        }
+      INFO("error " << err << " max |Y - X| " << mag);
+      CHECK(y != y32);
+      CHECK(err <= 8 * 0x1p-8 * mag);
+    }
+  }
+  gau bad{.norm = gau_norm::layer_norm};
+  bad.mixed.compute = compute_precision(5);
+  auto sb = gau{.norm = gau_norm::layer_norm}.make_state(w);
+  CHECK_THROWS_AS(bad.forward(sb, xv, make_matrix(y.data(), n, dm)), invalid_argument);
+}

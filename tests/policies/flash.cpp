@@ -3,12 +3,14 @@
 // non-causal, the three normalisations, caller bias; causal n <= C is the
 // quadratic part alone; streaming in any segmentation gives the bits of one
 // call; GQA equals each query head run alone; snapshot/restore continues bit
-// for bit, bad snapshots and foreign states are rejected. (GAU:
-// tests/models/gau.cpp.)
+// for bit, bad snapshots and foreign states are rejected; bf16 compute
+// (the quadratic part on the 16-bit engine) within the bf16 bound, with the
+// same streaming and NaN bit-identities. (GAU: tests/models/gau.cpp.)
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include <longctx/policies/flash.hpp>
@@ -306,6 +308,114 @@ TEMPLATE_LIST_TEST_CASE("flash: non-causal token_count divides the linear part b
       REQUIRE(std::abs(double(count[k]) - double(mean[k]) * ratio) <= 1e-5 * (1 + std::abs(double(count[k]))));
     if (n % C == 0) REQUIRE(count == mean);
   }
+}
+
+// compute_precision::bf16: the quadratic part on this build's 16-bit engine
+// (tests/kernels/chunk_attention.cpp tests the kernel on every engine).
+// Within the bf16 bound of the exact result (reference::chunk_attention_bf16_bounds
+// per chunk, plus twice the fp32 tolerance), not the fp32 result, and the
+// fp32 policy's bit-identities: any split of the stream, and a NaN in a
+// later V. Where the build has no 16-bit engine it is the fp32 policy bit
+// for bit; where the engine cannot run here, forward throws unsupported
+// before the state changes.
+TEST_CASE("flash: bf16 compute within the bf16 bound, streaming any split bit for bit", "[flash]") {
+  const auto bf16_of = [](flash p) {
+    p.compute = compute_precision::bf16;
+    return p;
+  };
+  {
+    test::rng_t g(test::seed_for(217, 0));
+    const inputs in(g, 20, 8, 5);
+    const flash pol = bf16_of(flash{.chunk = 6});
+    try {
+      require_engine(compute_precision::bf16);
+    } catch (const unsupported&) {  // the amx build on a CPU without AMX
+      auto st = pol.make_state(in.dims());
+      std::vector<float> out(100, -7.0f);
+      CHECK_THROWS_AS(pol.forward(st, in.all(), out1(out.data(), 20, 5)), unsupported);
+      CHECK(st.tokens_seen() == 0);
+      CHECK(out == std::vector<float>(100, -7.0f));
+      return;
+    }
+  }
+  constexpr double u = 0x1p-8;  // bf16's unit roundoff
+  thread_pool pool(2);
+  for (int cs = 0; cs < test::scaled(12); ++cs) {
+    const auto seed = test::seed_for(218, std::uint64_t(cs));
+    test::rng_t g(seed);
+    const index_t C = std::vector<index_t>{1, 7, 31, 64, 300}[std::size_t(test::uniform_int(g, 0, 4))];
+    const index_t n = test::uniform_int(g, 1, 400), s = std::vector<index_t>{3, 17, 64}[std::size_t(cs % 3)];
+    const index_t e = std::vector<index_t>{5, 33, 130}[std::size_t(test::uniform_int(g, 0, 2))];
+    const bool causal = cs % 4 != 3, with_bias = cs % 2 == 0;
+    INFO("seed " << seed << " n " << n << " C " << C << " s " << s << " e " << e << " causal " << causal << " bias "
+                 << with_bias);
+    inputs in(g, n, s, e);
+    std::vector<float> bias = test::random_floats(g, std::size_t(C * C), -0.2f, 0.2f);
+    const flash f32pol{.chunk = C,
+                       .mode = causal ? flash_mode::causal : flash_mode::non_causal,
+                       .bias = with_bias ? make_matrix<dynamic_extent, const float>(bias.data(), C, C)
+                                         : matrix_view<const float>{}};
+    const flash pol = bf16_of(f32pol);
+    std::vector<float> out(std::size_t(n * e)), out32(out.size());
+    auto st = pol.make_state(in.dims()), st32 = f32pol.make_state(in.dims());
+    pol.forward(st, in.all(), out1(out.data(), n, e), pool);
+    f32pol.forward(st32, in.all(), out1(out32.data(), n, e));
+    if constexpr (!has_bf16_engine<default_arch>) {
+      REQUIRE(out == out32);  // no 16-bit engine in this build: fp32
+      continue;
+    }
+    if (n > 2 * C || C > 7) CHECK(out != out32);  // rounded to bf16 (small chunks may round to the same bits)
+    const matrix_d bd = reference::to_double(make_matrix<dynamic_extent, const float>(bias.data(), C, C));
+    const reference::flash_params p{C, causal, pol.norm, 1.0 / double(C), with_bias ? &bd : nullptr};
+    const auto ref = in.oracle(p);
+    const matrix_d qq = reference::to_double(in.m(in.qq, s)), kq = reference::to_double(in.m(in.kq, s)),
+                   vd = reference::to_double(in.m(in.v, e));
+    double worst = 0;
+    for (index_t c0 = 0; c0 < n; c0 += C) {  // the quadratic part's bound, chunk by chunk
+      const index_t len = std::min(C, n - c0);
+      const matrix_d bc = bd.topLeftCorner(len, len);
+      const auto b16 = reference::chunk_attention_bf16_bounds(qq.middleRows(c0, len), kq.middleRows(c0, len),
+                                                              vd.middleRows(c0, len), 1.0 / double(C),
+                                                              chunk_mask{causal, 0}, with_bias ? &bc : nullptr, u);
+      for (index_t i = c0; i < c0 + len; ++i)
+        for (index_t c = 0; c < e; ++c) {
+          const double tol = b16.operands(i - c0, c) + 2 * flash_tolerance(s, C, n, ref.quad_bound(i, c),
+                                                                           ref.lin_bound(i, c)) + double(C) * 0x1p-126;
+          worst = std::max(worst, std::abs(double(out[std::size_t(i * e + c)]) - ref.o(i, c)) / tol);
+        }
+    }
+    REQUIRE(worst <= 1.0);
+    if (!causal) continue;
+    // Token by token and in random segments: the bits of one call; then a
+    // NaN in a later V leaves the earlier outputs' bits alone.
+    std::vector<float> tok(out.size()), seg(out.size());
+    auto st1 = pol.make_state(in.dims()), st2 = pol.make_state(in.dims());
+    for (index_t t = 0; t < n; ++t) pol.forward(st1, in.rows(t, 1), out1(tok.data() + t * e, 1, e));
+    REQUIRE(tok == out);
+    for (index_t t = 0; t < n;) {
+      const index_t len = std::min<index_t>(n - t, test::uniform_int(g, 0, int(2 * C + 3)));
+      pol.forward(st2, in.rows(t, len), out1(seg.data() + t * e, len, e), pool);
+      t += len;
+    }
+    REQUIRE(seg == out);
+    const index_t t_bad = test::uniform_int(g, 0, int(n) - 1);
+    in.v[std::size_t(t_bad * e)] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> nan_whole(out.size()), nan_seg(out.size());
+    auto st3 = pol.make_state(in.dims()), st4 = pol.make_state(in.dims());
+    pol.forward(st3, in.all(), out1(nan_whole.data(), n, e), pool);
+    for (index_t t = 0; t < n;) {
+      const index_t len = std::min<index_t>(n - t, test::uniform_int(g, 1, int(C + 2)));
+      pol.forward(st4, in.rows(t, len), out1(nan_seg.data() + t * e, len, e));
+      t += len;
+    }
+    for (index_t i = 0; i < t_bad * e; ++i) {
+      REQUIRE(std::memcmp(&nan_whole[std::size_t(i)], &out[std::size_t(i)], 4) == 0);
+      REQUIRE(std::memcmp(&nan_seg[std::size_t(i)], &out[std::size_t(i)], 4) == 0);
+    }
+  }
+  flash bad{.chunk = 4};
+  bad.compute = compute_precision(9);
+  CHECK_THROWS_AS(bad.make_state({.d = 4}), invalid_argument);
 }
 
 TEST_CASE("flash: argument checks", "[flash]") {

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "amx_engine.hpp"
+#include "../error.hpp"
 #include "bf16_dot_engine.hpp"
 #include "gemm_engine.hpp"
 
@@ -57,6 +58,13 @@ using bf16_engine_for = typename detail::bf16_engine_of<Arch>::type;
 /// Whether backend Arch has a 16-bit engine in this build.
 template <arch_tag Arch>
 inline constexpr bool has_bf16_engine = !std::is_void_v<bf16_engine_for<Arch>>;
+
+/// Throws invalid_argument naming `where` and "compute" unless compute is
+/// one of the enumerators (a value cast from an integer may not be).
+inline void require_compute_precision(const char* where, compute_precision compute) {
+  require(compute == compute_precision::f32 || compute == compute_precision::bf16, where, "compute",
+          "unknown compute_precision ", int(compute));
+}
 
 /// Throws now, before anything changes, when `compute` selects an engine
 /// that cannot run on this machine (AMX without the CPU or the OS

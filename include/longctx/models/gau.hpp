@@ -93,7 +93,7 @@ tensor4_view<T> single_head(matrix_view<T> m) {
 struct gau {
   gau_norm norm = gau_norm::scale_norm;  ///< scale_norm (the paper) or layer_norm
   gau_attention attention = gau_attention::mixed_chunk;  ///< FLASH or FLASH-Quad
-  flash mixed{};                       ///< mixed_chunk: chunk, mode, normalisation, bias
+  flash mixed{};  ///< mixed_chunk: chunk, mode, normalisation, bias; its compute serves flash_quad too
   std::optional<float> quad_scale{};   ///< flash_quad: logit scale; default 1/n
   /// flash_quad: the relative-position bias B of relu(Q K^T / n + B)^2,
   /// (n_max, n_max) over positions 0..n_max-1 of the sequence; a call of n
@@ -197,6 +197,8 @@ struct gau {
     // Every check passed: from here the call completes. (A whole-sequence
     // call used to close the state before the attention's own checks, so a
     // rejected call left it consumed; fuzz finding layers-gau-closed.)
+    require_compute_precision(where, mixed.compute);  // flash_quad uses it too
+    require_engine<Arch>(mixed.compute);
     if (whole) st.closed_ = true;
     if (n == 0) return;
     using row_map = Eigen::Map<const gau_weights::matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
@@ -251,13 +253,11 @@ struct gau {
         const index_t r0 = blk * flash::quad_rows_per_task, nr = std::min(flash::quad_rows_per_task, n - r0);
         const index_t keys = causal ? r0 + nr : n;
         thread_local scratch_buffer<float> buf;
-        const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
-        float* scratch = buf.grow(pack + chunk_rows_scratch<Arch>(keys, e));
-        const chunk_operands ops = prepare_chunk<Arch>(view_of(st.q_[1]).rows(0, keys), v.rows(0, keys), scratch);
+        const packed_chunk<Arch> chunk(mixed.compute, view_of(st.q_[1]).rows(0, keys), v.rows(0, keys),
+                                       buf.grow(packed_chunk<Arch>::scratch_floats(mixed.compute, keys, s, e)));
         // The bias rows of this block; the kernel reads columns [0, keys).
         const matrix_view<const float> bias = quad_bias.data() ? quad_bias.rows(r0, nr) : matrix_view<const float>{};
-        chunk_attention_rows<Arch, false>(view_of(st.q_[0]).rows(r0, nr), ops, a.rows(r0, nr), sc, bias,
-                                          chunk_mask{causal, r0}, scratch + pack);
+        chunk.attend(view_of(st.q_[0]).rows(r0, nr), a.rows(r0, nr), sc, bias, chunk_mask{causal, r0});
       });
     }
 

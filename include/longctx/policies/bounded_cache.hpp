@@ -283,8 +283,7 @@ struct bounded_cache {
     require(p >= 0 && p <= 2, where, "prefill", "unknown prefill_mode ", p);
     require(keep || current == current_token::evictable, where, "current", "unknown current_token value");
     require(layout == kv_layout::slots || layout == kv_layout::compacted, where, "layout", "unknown layout");
-    require(compute == compute_precision::f32 || compute == compute_precision::bf16, where, "compute",
-            "unknown compute_precision ", int(compute));
+    require_compute_precision(where, compute);
     require(positions == position_mode::absolute || positions == position_mode::cache_relative, where,
             "positions", "unknown position_mode value");
     require(positions == position_mode::absolute || (std::isfinite(rope_theta) && rope_theta > 0), where,

@@ -117,6 +117,12 @@ struct flash {
   /// configuration a state records, its values are not (they are read live:
   /// keep the memory alive and unchanged while states use it).
   matrix_view<const float> bias{};
+  /// The quadratic part's products: bf16 runs the AMX or AVX512_BF16 engine
+  /// on bf16-rounded Q, K, V and P, relu^2 and the sums in fp32
+  /// (kernels/chunk_attention.hpp; fp32 where the build has no 16-bit
+  /// engine). The linear part stays fp32. Not in the fingerprint (rounding
+  /// only): a state may be continued with either.
+  compute_precision compute = compute_precision::f32;
 
   // Value columns per task of the linear part: the state is split by columns
   // so the causal scan over chunks runs in parallel without changing a bit
@@ -328,6 +334,7 @@ struct flash {
     require_like(where, "q_lin", q_lin, "q", in.q);
     require_like(where, "k_lin", k_lin, "k", in.k);
     require_disjoint(where, "out", out, "q_lin", q_lin, "k_lin", k_lin);
+    require_engine<Arch>(compute);  // an engine that cannot run here throws before the state changes
     const index_t n = in.q.extent(2);
     if (mode == flash_mode::non_causal) {
       require(st.tokens_seen() == 0, where, "state", "non-causal attention needs the whole sequence in one call on "
@@ -383,13 +390,11 @@ struct flash {
         b = matrix_view<const float>(bias.data() + (pc.p0 + r0) * bias.stride(0),
                                      matrix_view<const float>::extents_type(nr, keys), {bias.stride(0), 1});
       thread_local scratch_buffer<float> buf;
-      const index_t pack = chunk_pack_scratch<Arch>(keys, s, e);
-      float* scratch = buf.grow(pack + chunk_rows_scratch<Arch>(keys, e));
-      const chunk_operands ops = prepare_chunk<Arch>(k, v, scratch, nr * group > 2);
+      const packed_chunk<Arch> chunk(compute, k, v, buf.grow(packed_chunk<Arch>::scratch_floats(compute, keys, s, e)),
+                                     nr * group > 2);
       for (index_t hi = hk * group; hi < (hk + 1) * group; ++hi)
-        chunk_attention_rows<Arch, false>(matrix_view<const float>(in.q.head(bi, hi)).rows(pc.t0 + r0, nr), ops,
-                                          matrix_view<float>(out.head(bi, hi)).rows(pc.t0 + r0, nr), sc, b,
-                                          chunk_mask{causal, pc.p0 + r0}, scratch + pack);
+        chunk.attend(matrix_view<const float>(in.q.head(bi, hi)).rows(pc.t0 + r0, nr),
+                     matrix_view<float>(out.head(bi, hi)).rows(pc.t0 + r0, nr), sc, b, chunk_mask{causal, pc.p0 + r0});
     });
 
     // Linear part: per (lane, column slice of S), the scan over chunks in
@@ -457,6 +462,7 @@ struct flash {
  private:
   void check_params(const char* where) const {
     require(chunk > 0, where, "chunk", "must be > 0, got ", chunk);
+    require_compute_precision(where, compute);
     require(!scale || std::isfinite(*scale), where, "scale", "must be finite, got ", scale.value_or(0.0f));
     if (bias.data()) {
       require(bias.extent(0) == chunk && bias.extent(1) == chunk, where, "bias", "must be (C, C) = (", chunk, ", ",

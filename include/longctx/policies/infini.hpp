@@ -537,8 +537,7 @@ struct basic_infini {
     const int u = int(update), f = int(phi), s = int(sharing), m = int(memory);
     require(u >= 0 && u <= 1, where, "update", "unknown update_rule ", u);
     require(f >= 0 && f <= 1, where, "phi", "unknown feature_map ", f);
-    require(compute == compute_precision::f32 || compute == compute_precision::bf16, where, "compute",
-            "unknown compute_precision ", int(compute));
+    require_compute_precision(where, compute);
     require(s >= 0 && s <= 1, where, "sharing", "unknown memory_sharing ", s);
     require(m >= 0 && m <= 1, where, "memory", "unknown memory_mode ", m);
     require(std::isfinite(epsilon) && epsilon > 0, where, "epsilon", "must be finite and > 0, got ", epsilon);

@@ -62,6 +62,41 @@ inline chunk_result chunk_attention(const matrix_d& q, const matrix_d& k, const 
   return r;
 }
 
+// The accuracy of chunk attention with compute_precision::bf16 (bf16 q, k,
+// v and P, fp32 sums), u the unit roundoff of bf16 (2^-8), beyond fp32
+// rounding. Each logit's dot product moves by at most e = (2u + u^2)
+// |scale| sum_p |q_p k_p| (q and k rounded, the products exact), so x =
+// relu(scale q.k + b) moves by at most e (relu is 1-Lipschitz) and x^2 by at
+// most y^2 - x^2 (y = x + e); P = x^2 and v are then rounded:
+//   operands(i, c) = sum_j [(y^2 - x^2) + (2u + u^2) y^2] |v_jc|
+// bounds |o - o_exact| on the caller's operands, and u rounding(i, c), with
+//   rounding(i, c) = sum_j x^2 |v_jc|,
+// bounds what P's rounding alone moves: the check against this oracle run on
+// operands already rounded to bf16.
+struct chunk_bf16_bounds {
+  matrix_d operands, rounding;  // (c_q, d_v)
+};
+inline chunk_bf16_bounds chunk_attention_bf16_bounds(const matrix_d& q, const matrix_d& k, const matrix_d& v,
+                                                     double scale, chunk_mask mask, const matrix_d* bias, double u) {
+  const index_t c_q = q.rows(), c_k = k.rows(), d = q.cols(), d_v = v.cols();
+  chunk_bf16_bounds r{matrix_d::Zero(c_q, d_v), matrix_d::Zero(c_q, d_v)};
+  const double du = 2 * u + u * u;
+  for (index_t i = 0; i < c_q; ++i)
+    for (index_t j = 0; j < c_k; ++j) {
+      if (mask.causal && j > mask.q_offset + i) continue;
+      double dot = 0, mag = 0;
+      for (index_t c = 0; c < d; ++c) dot += q(i, c) * k(j, c), mag += std::abs(q(i, c) * k(j, c));
+      const double x = std::max(0.0, dot * scale + (bias ? (*bias)(i, j) : 0.0));
+      const double y = x + du * mag * std::abs(scale);
+      const double moved = (y * y - x * x) + du * y * y;
+      for (index_t c = 0; c < d_v; ++c) {
+        r.operands(i, c) += moved * std::abs(v(j, c));
+        r.rounding(i, c) += x * x * std::abs(v(j, c));
+      }
+    }
+  return r;
+}
+
 // The divisor of row i's linear term, 0 meaning "the term is 0".
 // n: the sequence's tokens.
 inline double flash_divisor(const flash_params& p, index_t chunk_i, index_t chunks, index_t n) {
