@@ -186,7 +186,7 @@ TEST_CASE("rope_rotate: rotate-half with global positions against double", "[chu
 
 namespace {
 
-constexpr double u_bf16 = 0x1p-8;  // bf16 keeps 8 significant bits
+using test::u_bf16;
 
 matrix_d rounded_bf16(const matrix_d& m) {
   matrix_d r = m;

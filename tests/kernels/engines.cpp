@@ -46,7 +46,7 @@ namespace {
 
 using test::any_mask;
 using test::emulated_amx;
-constexpr double u_bf16 = 0x1p-8;
+using test::u_bf16;
 
 float round_bf16(float x) { return bf16::from_float(x).to_float(); }
 template <class KV>

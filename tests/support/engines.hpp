@@ -12,6 +12,10 @@
 
 namespace longctx::test {
 
+// bf16's unit roundoff: 8 significant bits, so rounding to nearest moves a
+// value by up to 2^-8 of it.
+inline constexpr double u_bf16 = 0x1p-8;
+
 using emulated_amx = decltype(std::tuple_cat(std::tuple<amx_engine<scalar, false>>{}
 #if LONGCTX_HAS_AVX512
                                              , std::tuple<amx_engine<avx512, false>>{}
