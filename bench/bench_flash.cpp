@@ -7,8 +7,12 @@
 //  - bm_dense_causal: exact softmax attention with the same shapes (q, k
 //    (n, 128), v (n, 1536)) over the same n where affordable (O(n^2));
 //  - bm_gau_layer: the whole GAU layer (d_model 768) tokens/s;
-//  - bm_chunk_kernel: the relu^2 chunk kernel alone, FLOP/s vs FMA peak.
+//  - bm_chunk_kernel: the relu^2 chunk kernel alone, FLOP/s vs FMA peak;
+//    bm_chunk_kernel_bf16 the same with compute_precision::bf16, FLOP/s vs
+//    the peak of the engine that ran (the label names it: "f32" where the
+//    build has no 16-bit engine).
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include <longctx/attention.hpp>
@@ -130,8 +134,8 @@ void bm_gau_layer(benchmark::State& st) {
 }
 
 // 16 independent chunks per iteration, causal (useful FLOPs: visible pairs
-// only) or not, on `th` threads.
-void bm_chunk_kernel(benchmark::State& st) {
+// only) or not, on `th` threads, with the products in `compute`.
+void chunk_kernel(benchmark::State& st, compute_precision compute) {
   const bool causal_chunk = st.range(0) != 0;
   const int th = int(st.range(1));
   constexpr index_t chunks = 16;
@@ -143,14 +147,30 @@ void bm_chunk_kernel(benchmark::State& st) {
       chunk_attention(make_matrix<dynamic_extent, const float>(q.data() + c * C * S, C, S),
                       make_matrix<dynamic_extent, const float>(k.data() + c * C * S, C, S),
                       make_matrix<dynamic_extent, const float>(v.data() + c * C * E, C, E),
-                      make_matrix(o.data() + c * C * E, C, E), 1.0f / float(C), chunk_mask{causal_chunk, 0});
+                      make_matrix(o.data() + c * C * E, C, E), 1.0f / float(C), chunk_mask{causal_chunk, 0}, {},
+                      false, compute);
     });
     benchmark::DoNotOptimize(o.data());
     benchmark::ClobberMemory();
   }
   const double pairs = causal_chunk ? double(C) * double(C + 1) / 2.0 : double(C) * double(C);
-  bench::set_flops(st, 2.0 * pairs * double(S + E) * chunks, th);
-  bench::label(st, causal_chunk ? "chunk C=256 s=128 e=1536 causal" : "chunk C=256 s=128 e=1536 full");
+  const char* engine = active_engine(compute);
+  bench::set_flops(st, 2.0 * pairs * double(S + E) * chunks, th, engine);
+  const char* shape = causal_chunk ? "chunk C=256 s=128 e=1536 causal" : "chunk C=256 s=128 e=1536 full";
+  if (compute == compute_precision::f32)
+    bench::label(st, shape);
+  else
+    bench::label(st, (std::string(shape) + " " + engine).c_str());
+}
+void bm_chunk_kernel(benchmark::State& st) { chunk_kernel(st, compute_precision::f32); }
+void bm_chunk_kernel_bf16(benchmark::State& st) {
+  try {  // an engine this machine cannot run (AMX build, no AMX): skipped, named
+    require_engine<default_arch>(compute_precision::bf16);
+  } catch (const unsupported& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  chunk_kernel(st, compute_precision::bf16);
 }
 
 }  // namespace
@@ -181,6 +201,11 @@ BENCHMARK(bm_gau_layer)
     ->UseRealTime()
     ->Complexity(benchmark::oN);
 BENCHMARK(bm_chunk_kernel)
+    ->ArgsProduct({{1, 0}, {1, 2}})
+    ->ArgNames({"causal", "threads"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_chunk_kernel_bf16)
     ->ArgsProduct({{1, 0}, {1, 2}})
     ->ArgNames({"causal", "threads"})
     ->Unit(benchmark::kMillisecond)
