@@ -52,9 +52,11 @@ void demo_bf16_prefill(Pool& pool, const std::vector<float>& q, const std::vecto
     for (std::size_t i = 0; i < o.size(); ++i) diff = std::max(diff, double(std::abs(o[i] - o32[i])));
     const int threads = int(pool.concurrency());
     double peak = 0;
+    // Each peak exists only where its instructions are compiled; this branch
+    // only where one of them is (a qualified name is looked up even here).
 #if LONGCTX_HAS_AMX
     peak = longctx::amx_peak(pool, threads);
-#else
+#elif LONGCTX_HAS_AVX512_BF16
     peak = longctx::bf16_dot_peak(pool, threads);
 #endif
     const double flops = 4.0 * H * D * (double(n) * (n + 1) / 2);
