@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -43,30 +44,50 @@ double chunk_tolerance(index_t d, index_t c_k, double bound) {
   return (2.0 * double(d) + double(c_k) + 4.0) * test::eps_f32 * bound + 1e-30;
 }
 
+// One random case of the sweeps: c_k keys (up to max_keys), causal with a
+// query offset (a streaming caller passes a suffix of the chunk's rows) or
+// c_q free rows (up to 300), head dims 1..128, bias, accumulate, scale,
+// padded rows.
+struct sweep_case {
+  index_t c_k;
+  bool causal;
+  index_t q_offset, c_q, d, d_v;
+  bool with_bias, accumulate;
+  float scale;
+  index_t pad;
+  sweep_case(test::rng_t& g, const std::vector<int>& lens, int max_keys) {
+    static const std::vector<int> dims{1, 2, 7, 8, 16, 17, 59, 64, 111, 128};
+    c_k = test::random_size(g, lens, max_keys);
+    causal = test::uniform_int(g, 0, 2) > 0;
+    q_offset = causal ? test::uniform_int(g, 0, int(c_k) - 1) : 0;
+    c_q = causal ? c_k - q_offset : test::random_size(g, lens, 300);
+    d = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
+    d_v = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
+    with_bias = test::uniform_int(g, 0, 1) == 1;
+    accumulate = test::uniform_int(g, 0, 3) == 0;
+    scale = std::vector<float>{1.0f / float(c_k), 0.5f, 3.0f}[std::size_t(test::uniform_int(g, 0, 2))];
+    pad = test::uniform_int(g, 0, 1) * 5;
+  }
+  friend std::ostream& operator<<(std::ostream& os, const sweep_case& c) {
+    return os << " c_q " << c.c_q << " c_k " << c.c_k << " d " << c.d << " d_v " << c.d_v << " causal " << c.causal
+              << " q_offset " << c.q_offset << " bias " << c.with_bias << " acc " << c.accumulate << " scale "
+              << c.scale << " pad " << c.pad;
+  }
+};
+
 }  // namespace
 
 TEMPLATE_LIST_TEST_CASE("chunk_attention: random shapes against the double oracle", "[chunk_attention]",
                         compiled_archs) {
   using Arch = TestType;
   static const std::vector<int> lens = test::odd_sizes({48, 96, 8, 16}, 300);
-  static const std::vector<int> dims{1, 2, 7, 8, 16, 17, 59, 64, 111, 128};
   const int cases = test::scaled(60);
   for (int cs = 0; cs < cases; ++cs) {
     const auto seed = test::seed_for(101, std::uint64_t(cs));
     test::rng_t g(seed);
-    const index_t c_k = test::random_size(g, lens, 300);
-    const bool causal = test::uniform_int(g, 0, 2) > 0;
-    // Causal calls pass a suffix of the chunk's rows (a streaming caller).
-    const index_t q_offset = causal ? test::uniform_int(g, 0, int(c_k) - 1) : 0;
-    const index_t c_q = causal ? c_k - q_offset : test::random_size(g, lens, 300);
-    const index_t d = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
-    const index_t d_v = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
-    const bool with_bias = test::uniform_int(g, 0, 1) == 1, accumulate = test::uniform_int(g, 0, 3) == 0;
-    const float scale = std::vector<float>{1.0f / float(c_k), 0.5f, 3.0f}[std::size_t(test::uniform_int(g, 0, 2))];
-    const index_t pad = test::uniform_int(g, 0, 1) * 5;
-    INFO("seed " << seed << " c_q " << c_q << " c_k " << c_k << " d " << d << " d_v " << d_v << " causal " << causal
-                 << " q_offset " << q_offset << " bias " << with_bias << " acc " << accumulate << " scale " << scale
-                 << " pad " << pad);
+    const sweep_case sc(g, lens, 300);
+    const auto [c_k, causal, q_offset, c_q, d, d_v, with_bias, accumulate, scale, pad] = sc;
+    INFO("seed " << seed << sc);
     mat q(g, c_q, d, pad), k(g, c_k, d, pad), v(g, c_k, d_v, pad), o(g, c_q, d_v, pad), b(g, c_q, c_k, pad, -0.3f, 0.3f);
     const matrix_d o0 = reference::to_double(o.cview());
     const std::vector<float> o_before = o.data;
@@ -214,22 +235,12 @@ void run_engine(const mat& q, const mat& k, const mat& v, mat& o, float scale, c
 template <class E>
 void engine_sweep(std::uint64_t id, int cases) {
   static const std::vector<int> lens = test::odd_sizes({48, 96, 8, 16, 256}, 600);
-  static const std::vector<int> dims{1, 2, 7, 8, 16, 17, 59, 64, 111, 128};
   for (int cs = 0; cs < cases; ++cs) {
     const auto seed = test::seed_for(id, std::uint64_t(cs));
     test::rng_t g(seed);
-    const index_t c_k = test::random_size(g, lens, 600);
-    const bool causal = test::uniform_int(g, 0, 2) > 0;
-    const index_t q_offset = causal ? test::uniform_int(g, 0, int(c_k) - 1) : 0;
-    const index_t c_q = causal ? c_k - q_offset : test::random_size(g, lens, 300);
-    const index_t d = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
-    const index_t d_v = dims[std::size_t(test::uniform_int(g, 0, int(dims.size()) - 1))];
-    const bool with_bias = test::uniform_int(g, 0, 1) == 1, accumulate = test::uniform_int(g, 0, 3) == 0;
-    const float scale = std::vector<float>{1.0f / float(c_k), 0.5f, 3.0f}[std::size_t(test::uniform_int(g, 0, 2))];
-    const index_t pad = test::uniform_int(g, 0, 1) * 5;
-    INFO("engine " << E::name << " seed " << seed << " c_q " << c_q << " c_k " << c_k << " d " << d << " d_v " << d_v
-                   << " causal " << causal << " q_offset " << q_offset << " bias " << with_bias << " acc "
-                   << accumulate << " scale " << scale << " pad " << pad);
+    const sweep_case sc(g, lens, 600);
+    const auto [c_k, causal, q_offset, c_q, d, d_v, with_bias, accumulate, scale, pad] = sc;
+    INFO("engine " << E::name << " seed " << seed << sc);
     mat q(g, c_q, d, pad), k(g, c_k, d, pad), v(g, c_k, d_v, pad), o(g, c_q, d_v, pad), b(g, c_q, c_k, pad, -0.3f, 0.3f);
     const matrix_d o0 = reference::to_double(o.cview());
     const std::vector<float> o_before = o.data;

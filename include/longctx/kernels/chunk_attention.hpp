@@ -139,6 +139,31 @@ inline void relu2_row(float* s, index_t vis, index_t end, float scale, const flo
   }
   std::fill(s + vis, s + end, 0.0f);
 }
+
+// o rows [i0, i0 + nb) = (Accumulate: o +) the accumulator's rows (row
+// stride ld, whole vectors): one rounding per element either way.
+template <arch_tag Arch, bool Accumulate>
+inline void store_rows(const float* acc, index_t ld, matrix_view<float> o, index_t i0, index_t nb) noexcept {
+  using Vf = vec<float, Arch>;
+  constexpr index_t W = Vf::width;
+  const index_t d_v = o.extent(1);
+  for (index_t r = 0; r < nb; ++r) {
+    float* orow = o.data() + (i0 + r) * o.stride(0);
+    const float* arow = acc + r * ld;
+    index_t c = 0;
+    for (; c + W <= d_v; c += W) {
+      Vf x = Vf::load(arow + c);
+      if constexpr (Accumulate) x = Vf::load(orow + c) + x;
+      x.store(orow + c);
+    }
+    if (c < d_v) {
+      const int t = int(d_v - c);
+      Vf x = Vf::load(arow + c);
+      if constexpr (Accumulate) x = Vf::load_partial(orow + c, t) + x;
+      x.store_partial(orow + c, t);
+    }
+  }
+}
 }  // namespace detail
 
 // o (c_q, d_v) = (Accumulate: o +) relu(scale q kt + bias)^2 v for the c_q
@@ -218,24 +243,7 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
           }
         }
     }
-    if (!direct_o) {
-      for (index_t r = 0; r < nb; ++r) {
-        float* orow = o.data() + (i0 + r) * o.stride(0);
-        const float* arow = acc + r * dvp;
-        index_t c = 0;
-        for (; c + W <= d_v; c += W) {
-          Vf x = Vf::load(arow + c);
-          if constexpr (Accumulate) x = Vf::load(orow + c) + x;
-          x.store(orow + c);
-        }
-        if (c < d_v) {
-          const int t = int(d_v - c);
-          Vf x = Vf::load(arow + c);
-          if constexpr (Accumulate) x = Vf::load_partial(orow + c, t) + x;
-          x.store_partial(orow + c, t);
-        }
-      }
-    }
+    if (!direct_o) detail::store_rows<Arch, Accumulate>(acc, dvp, o, i0, nb);
   }
 }
 
@@ -310,9 +318,8 @@ void chunk_attention_rows_with(matrix_view<const float> q, const chunk_engine_op
                                float scale, matrix_view<const float> bias, chunk_mask mask,
                                float* scratch) noexcept {
   using Arch = typename E::arch;
-  using Vf = vec<float, Arch>;
   using T = typename E::operand;
-  constexpr index_t W = Vf::width, BQ = E::block_q, BKV = E::block_kv;
+  constexpr index_t BQ = E::block_q, BKV = E::block_kv;
   const index_t c_q = q.extent(0), c_k = ops.c_k, d = ops.d, d_v = ops.d_v;
   const index_t ql = E::q_ld(d), ld = E::acc_ld(d_v);
   LONGCTX_ASSERT(q.extent(1) == d && o.extent(0) == c_q && o.extent(1) == d_v);
@@ -366,22 +373,7 @@ void chunk_attention_rows_with(matrix_view<const float> q, const chunk_engine_op
         E::load_q(q.data() + (i0 + r) * q.stride(0), d, 1.0f, qs);  // the block's strips are done with qs
         strip_product(qs, 1, i0 + r, vis, acc + r * ld, v_alone);
       }
-    for (index_t r = 0; r < nb; ++r) {
-      float* orow = o.data() + (i0 + r) * o.stride(0);
-      const float* arow = acc + r * ld;
-      index_t c = 0;
-      for (; c + W <= d_v; c += W) {
-        Vf x = Vf::load(arow + c);
-        if constexpr (Accumulate) x = Vf::load(orow + c) + x;
-        x.store(orow + c);
-      }
-      if (c < d_v) {
-        const int t = int(d_v - c);
-        Vf x = Vf::load(arow + c);
-        if constexpr (Accumulate) x = Vf::load_partial(orow + c, t) + x;
-        x.store_partial(orow + c, t);
-      }
-    }
+    detail::store_rows<Arch, Accumulate>(acc, ld, o, i0, nb);
   }
   E::end();
 }
