@@ -468,11 +468,11 @@ void chunk_attention(matrix_view<const float> q, matrix_view<const float> k, mat
   if (q.extent(0) == 0 || v.extent(1) == 0) return;
   float* scratch = detail::thread_scratch<detail::chunk_attention_tag>(
       packed_chunk<Arch>::scratch_floats(compute, k.extent(0), k.extent(1), v.extent(1)));
-  const packed_chunk<Arch> chunk(compute, k, v, scratch);
+  const packed_chunk<Arch> packed(compute, k, v, scratch);
   if (accumulate)
-    chunk.template attend<true>(q, o, scale, bias, mask);
+    packed.template attend<true>(q, o, scale, bias, mask);
   else
-    chunk.template attend<false>(q, o, scale, bias, mask);
+    packed.template attend<false>(q, o, scale, bias, mask);
 }
 
 LONGCTX_NAMESPACE_END

@@ -253,11 +253,11 @@ struct gau {
         const index_t r0 = blk * flash::quad_rows_per_task, nr = std::min(flash::quad_rows_per_task, n - r0);
         const index_t keys = causal ? r0 + nr : n;
         thread_local scratch_buffer<float> buf;
-        const packed_chunk<Arch> chunk(mixed.compute, view_of(st.q_[1]).rows(0, keys), v.rows(0, keys),
+        const packed_chunk<Arch> packed(mixed.compute, view_of(st.q_[1]).rows(0, keys), v.rows(0, keys),
                                        buf.grow(packed_chunk<Arch>::scratch_floats(mixed.compute, keys, s, e)));
         // The bias rows of this block; the kernel reads columns [0, keys).
         const matrix_view<const float> bias = quad_bias.data() ? quad_bias.rows(r0, nr) : matrix_view<const float>{};
-        chunk.attend(view_of(st.q_[0]).rows(r0, nr), a.rows(r0, nr), sc, bias, chunk_mask{causal, r0});
+        packed.attend(view_of(st.q_[0]).rows(r0, nr), a.rows(r0, nr), sc, bias, chunk_mask{causal, r0});
       });
     }
 

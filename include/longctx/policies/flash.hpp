@@ -390,10 +390,10 @@ struct flash {
         b = matrix_view<const float>(bias.data() + (pc.p0 + r0) * bias.stride(0),
                                      matrix_view<const float>::extents_type(nr, keys), {bias.stride(0), 1});
       thread_local scratch_buffer<float> buf;
-      const packed_chunk<Arch> chunk(compute, k, v, buf.grow(packed_chunk<Arch>::scratch_floats(compute, keys, s, e)),
+      const packed_chunk<Arch> packed(compute, k, v, buf.grow(packed_chunk<Arch>::scratch_floats(compute, keys, s, e)),
                                      nr * group > 2);
       for (index_t hi = hk * group; hi < (hk + 1) * group; ++hi)
-        chunk.attend(matrix_view<const float>(in.q.head(bi, hi)).rows(pc.t0 + r0, nr),
+        packed.attend(matrix_view<const float>(in.q.head(bi, hi)).rows(pc.t0 + r0, nr),
                      matrix_view<float>(out.head(bi, hi)).rows(pc.t0 + r0, nr), sc, b, chunk_mask{causal, pc.p0 + r0});
     });
 
