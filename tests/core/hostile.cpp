@@ -282,8 +282,9 @@ extreme_inputs make_extreme(extreme kind, index_t n, index_t d, std::uint64_t se
 }
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("hostile: inputs of extreme magnitude give the exact (finite) result, not NaN, ties or zero",
-                        "[core][hostile]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "hostile: inputs of extreme magnitude give the exact (finite) result, not NaN, ties or zero",
+    "[core][hostile]", test::tested_archs) {
   using Arch = TestType;
   const index_t n = 37, d = 64;
   const float scale = 0.125f;
@@ -354,8 +355,9 @@ TEMPLATE_LIST_TEST_CASE("hostile: inputs of extreme magnitude give the exact (fi
 // for -inf once used a max that a NaN lane made drop the -inf, and the
 // returned logit stayed -inf (fuzz-scalar, 2026-12-03). Keys: 0 visible
 // (a sink, float dot -inf), 1 hidden (float dot NaN), 2 visible (moderate).
-TEMPLATE_LIST_TEST_CASE("hostile: a -inf dot product beside a masked NaN one is still recomputed exactly",
-                        "[core][hostile]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "hostile: a -inf dot product beside a masked NaN one is still recomputed exactly",
+    "[core][hostile]", test::tested_archs) {
   using Arch = TestType;
   const index_t d = 64, n = 3;
   const float scale = 0.125f;
@@ -406,8 +408,8 @@ TEMPLATE_LIST_TEST_CASE("hostile: a -inf dot product beside a masked NaN one is 
 // empty) and logits is (b, h, n_q, 0); every row is fully masked. It offset
 // the null pointer and tripped an assertion on the logits row (fuzz findings
 // attention-decode-null-empty-kv, attention-decode-empty-logits).
-TEMPLATE_LIST_TEST_CASE("hostile: decode over zero keys, null K/V data, empty logits", "[core][hostile]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("hostile: decode over zero keys, null K/V data, empty logits",
+                        "[core][hostile]", test::tested_archs) {
   using Arch = TestType;
   std::vector<float> q(2 * 3 * 8, 0.5f), o(2 * 3 * 8, -1.0f), lse(6, 1.0f), lg(1, -5.0f);
   const tensor4_view<const float> none(nullptr, E4(1, 1, 0, 8), {0, 0, 8, 1});
@@ -420,8 +422,8 @@ TEMPLATE_LIST_TEST_CASE("hostile: decode over zero keys, null K/V data, empty lo
 
 // The one defined exception to "non-finite input gives NaN": an infinite q or
 // k whose logit is exactly -inf weighs its key 0 (the limit), as if masked.
-TEMPLATE_LIST_TEST_CASE("hostile: a logit of exactly -inf from an infinite key weighs 0", "[core][hostile]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("hostile: a logit of exactly -inf from an infinite key weighs 0",
+                        "[core][hostile]", test::tested_archs) {
   using Arch = TestType;
   const index_t n = 5, d = 8;
   test::rng_t g(test::seed_for(403, 0));

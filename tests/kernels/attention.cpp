@@ -154,7 +154,8 @@ void check_shape(test::rng_t& g, const shape& s, bool decode_path) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("attention: random shapes against the double oracle", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("attention: random shapes against the double oracle", "[kernels]",
+                        test::tested_archs) {
   const int cases = test::scaled(1000);
   for (int c = 0; c < cases; ++c) {
     test::rng_t g(test::seed_for(10, std::uint64_t(c)));
@@ -164,7 +165,8 @@ TEMPLATE_LIST_TEST_CASE("attention: random shapes against the double oracle", "[
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("decode: random shapes against the double oracle", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("decode: random shapes against the double oracle", "[kernels]",
+                        test::tested_archs) {
   const int cases = test::scaled(400);
   for (int c = 0; c < cases; ++c) {
     test::rng_t g(test::seed_for(11, std::uint64_t(c)));
@@ -175,7 +177,8 @@ TEMPLATE_LIST_TEST_CASE("decode: random shapes against the double oracle", "[ker
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("decode of the last row equals the prefill's last row", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("decode of the last row equals the prefill's last row", "[kernels]",
+                        test::tested_archs) {
   for (index_t n : {1, 63, 64, 65, 700, 1500}) {
     test::rng_t g(test::seed_for(12, std::uint64_t(n)));
     const index_t d = 64, h = 4, h_kv = 2;
@@ -192,7 +195,7 @@ TEMPLATE_LIST_TEST_CASE("decode of the last row equals the prefill's last row", 
 }
 
 TEMPLATE_LIST_TEST_CASE("attention and decode are bit-identical for any thread count", "[kernels]",
-                        compiled_archs) {
+                        test::tested_archs) {
   test::rng_t g(test::seed_for(13, 0));
   const index_t b = 2, h = 4, h_kv = 2, n = 301, d = 59;
   tensor4 q(g, b, h, n, d, true, 0), k(g, b, h_kv, n, d, true, 0), v(g, b, h_kv, n, d, true, 0),
@@ -210,7 +213,8 @@ TEMPLATE_LIST_TEST_CASE("attention and decode are bit-identical for any thread c
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("decode logits and LSE give the softmax probabilities", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("decode logits and LSE give the softmax probabilities", "[kernels]",
+                        test::tested_archs) {
   test::rng_t g(test::seed_for(14, 0));
   const index_t h = 2, n = 777, d = 17;
   tensor4 q(g, 1, h, 1, d, false, 0), k(g, 1, 1, n, d, false, 0), v(g, 1, 1, n, d, false, 0),
@@ -445,8 +449,8 @@ void check_row_logits(test::rng_t& g, const shape& s, index_t first, index_t w) 
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("attention: row logits against the double oracle on random shapes", "[kernels]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("attention: row logits against the double oracle on random shapes",
+                        "[kernels]", test::tested_archs) {
   const int cases = test::scaled(300);
   for (int c = 0; c < cases; ++c) {
     test::rng_t g(test::seed_for(17, std::uint64_t(c)));
@@ -457,7 +461,8 @@ TEMPLATE_LIST_TEST_CASE("attention: row logits against the double oracle on rand
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("attention: row logits at block and tile edges, every mask", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("attention: row logits at block and tile edges, every mask", "[kernels]",
+                        test::tested_archs) {
   constexpr index_t BQ = attention_blocking<TestType>::block_q, BKV = attention_blocking<TestType>::block_kv;
   // Windows shorter than a tile (whole tiles skipped left of the window, and
   // between sinks and window), longer than one, and chunks on and off the
@@ -492,7 +497,7 @@ TEMPLATE_LIST_TEST_CASE("attention: row logits at block and tile edges, every ma
 }
 
 TEMPLATE_LIST_TEST_CASE("attention: row logits are bit-identical for any thread count", "[kernels]",
-                        compiled_archs) {
+                        test::tested_archs) {
   test::rng_t g(test::seed_for(19, 0));
   const index_t b = 2, h = 4, h_kv = 2, n = 301, d = 59, first = 40, w = 70;
   tensor4 q(g, b, h, n, d, true, 0), k(g, b, h_kv, n, d, true, 0), v(g, b, h_kv, n, d, true, 0),

@@ -77,8 +77,8 @@ struct sweep_case {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("chunk_attention: random shapes against the double oracle", "[chunk_attention]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("chunk_attention: random shapes against the double oracle",
+                        "[chunk_attention]", test::tested_archs) {
   using Arch = TestType;
   static const std::vector<int> lens = test::odd_sizes({48, 96, 8, 16}, 300);
   const int cases = test::scaled(60);
@@ -112,8 +112,8 @@ TEMPLATE_LIST_TEST_CASE("chunk_attention: random shapes against the double oracl
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("chunk_attention: a row alone has the bits of the row in the block", "[chunk_attention]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("chunk_attention: a row alone has the bits of the row in the block",
+                        "[chunk_attention]", test::tested_archs) {
   using Arch = TestType;
   for (int cs = 0; cs < test::scaled(6); ++cs) {
     const auto seed = test::seed_for(102, std::uint64_t(cs));
@@ -319,8 +319,9 @@ void engine_checks(std::uint64_t id, int cases) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("chunk_attention: the 16-bit kernel on f32_engine is the fp32 kernel bit for bit",
-                        "[chunk_attention]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "chunk_attention: the 16-bit kernel on f32_engine is the fp32 kernel bit for bit",
+    "[chunk_attention]", test::tested_archs) {
   using Arch = TestType;
   static const std::vector<int> lens = test::odd_sizes({48, 96, 8, 16, 128}, 400);
   for (int cs = 0; cs < test::scaled(30); ++cs) {

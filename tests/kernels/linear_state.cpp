@@ -174,8 +174,8 @@ void random_case(std::uint64_t seed) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("linear_state: random shapes against the double oracle", "[kernels][linear_state]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("linear_state: random shapes against the double oracle",
+                        "[kernels][linear_state]", test::tested_archs) {
   const int cases = test::scaled(300);
   for (int c = 0; c < cases; ++c) {
     const std::uint64_t seed = test::seed_for(40, std::uint64_t(c));
@@ -186,7 +186,7 @@ TEMPLATE_LIST_TEST_CASE("linear_state: random shapes against the double oracle",
 }
 
 TEMPLATE_LIST_TEST_CASE("linear_state: the linear rule over S blocks equals the closed-form sums",
-                        "[kernels][linear_state]", compiled_archs) {
+                        "[kernels][linear_state]", test::tested_archs) {
   test::rng_t g(test::seed_for(41, 0));
   for (index_t d : {5, 64}) {
     const index_t S_blocks = 7, n = 37 * S_blocks, d_v = d + 3;
@@ -217,7 +217,7 @@ TEMPLATE_LIST_TEST_CASE("linear_state: the linear rule over S blocks equals the 
 }
 
 TEMPLATE_LIST_TEST_CASE("linear_state: delta rule fixed point (values equal to their retrieval)",
-                        "[kernels][linear_state]", compiled_archs) {
+                        "[kernels][linear_state]", test::tested_archs) {
   test::rng_t g(test::seed_for(42, 0));
   for (index_t d_k : {3, 17, 64}) {
     const index_t d_v = 2 * d_k + 1, n = 150;
@@ -284,7 +284,7 @@ TEMPLATE_LIST_TEST_CASE("linear_state: delta rule fixed point (values equal to t
 }
 
 TEMPLATE_LIST_TEST_CASE("linear_state: empty state, tiny denominators, block mean, feature maps",
-                        "[kernels][linear_state]", compiled_archs) {
+                        "[kernels][linear_state]", test::tested_archs) {
   test::rng_t g(test::seed_for(43, 0));
   const index_t d_k = 19, d_v = 21, n = 40;
   std::vector<float> scratch(std::size_t(linear_update_scratch(d_k, d_v)));

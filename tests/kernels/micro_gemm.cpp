@@ -11,7 +11,8 @@
 
 using namespace longctx;
 
-TEMPLATE_LIST_TEST_CASE("block_gemm against double, overwrite and accumulate", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("block_gemm against double, overwrite and accumulate", "[kernels]",
+                        test::tested_archs) {
   constexpr index_t W = TestType::width;
   test::rng_t g(test::seed_for(20, 0));
   for (int rep = 0; rep < test::scaled(300); ++rep) {

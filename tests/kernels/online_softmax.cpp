@@ -12,7 +12,8 @@
 
 using namespace longctx;
 
-TEMPLATE_LIST_TEST_CASE("softmax_block and merge_partial against double", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("softmax_block and merge_partial against double", "[kernels]",
+                        test::tested_archs) {
   constexpr index_t W = TestType::width;
   test::rng_t g(test::seed_for(21, 0));
   for (int rep = 0; rep < test::scaled(200); ++rep) {
@@ -64,7 +65,8 @@ TEMPLATE_LIST_TEST_CASE("softmax_block and merge_partial against double", "[kern
 // the max reduction drops it (x86 max returns one operand when the other is
 // NaN), and huge logits beside it stay defined behaviour (fuzz-scalar found
 // exp2_weight(+inf) reaching a float-to-int cast when the max missed the NaN).
-TEMPLATE_LIST_TEST_CASE("softmax_block: a NaN anywhere in a block poisons the row", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("softmax_block: a NaN anywhere in a block poisons the row", "[kernels]",
+                        test::tested_archs) {
   constexpr index_t W = TestType::width;
   const float big = std::numeric_limits<float>::max(), inf = std::numeric_limits<float>::infinity();
   for (index_t n : {W, 2 * W, 3 * W})
@@ -84,7 +86,7 @@ TEMPLATE_LIST_TEST_CASE("softmax_block: a NaN anywhere in a block poisons the ro
         }
 }
 
-TEMPLATE_LIST_TEST_CASE("probabilities_from_logits", "[kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("probabilities_from_logits", "[kernels]", test::tested_archs) {
   std::vector<float> lg{0.0f, std::log(3.0f), neg_inf, std::log(2.0f), 0.0f};
   const float lse = std::log(7.0f);
   std::vector<float> p(5);

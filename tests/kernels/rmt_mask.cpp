@@ -192,7 +192,8 @@ TEST_CASE("rmt masks: conventions 2 and 3 agree without an XL cache, differ with
   CHECK_FALSE(port.bind(7, 11).visible(0, 0));
 }
 
-TEMPLATE_LIST_TEST_CASE("attention with rmt masks against the double oracle", "[rmt][kernels]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("attention with rmt masks against the double oracle", "[rmt][kernels]",
+                        test::tested_archs) {
   const int cases = test::scaled(120);
   static const std::vector<int> lens = test::odd_sizes({48, 64}, 200);
   for (int c = 0; c < cases; ++c) {

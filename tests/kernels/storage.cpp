@@ -135,8 +135,8 @@ void check_case(test::rng_t& g, bool decode_path, double& worst_ratio) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("attention and decode with bf16 / f16 / int8 K/V against the double oracle", "[kernels][storage]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("attention and decode with bf16 / f16 / int8 K/V against the double oracle",
+                        "[kernels][storage]", test::tested_archs) {
   using Arch = TestType;
   const int cases = test::scaled(40);
   double worst_bf16 = 0, worst_f16 = 0, worst_q8 = 0;

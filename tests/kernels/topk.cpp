@@ -37,8 +37,8 @@ std::vector<float> tied_values(test::rng_t& g, index_t n, int distinct, bool spe
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("argmin: first minimum by (value, order) against brute force", "[kernels][topk]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("argmin: first minimum by (value, order) against brute force",
+                        "[kernels][topk]", test::tested_archs) {
   using Arch = TestType;
   const int cases = test::scaled(400);
   for (int c = 0; c < cases; ++c) {

@@ -39,7 +39,8 @@ gau_weights random_weights(test::rng_t& g, index_t dm, index_t e, index_t s, gau
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("gau: layer forward against the Eigen double oracle", "[gau]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("gau: layer forward against the Eigen double oracle", "[gau]",
+                        test::tested_archs) {
   using Arch = TestType;
   thread_pool pool(2);
   for (int cs = 0; cs < test::scaled(12); ++cs) {
@@ -86,7 +87,8 @@ TEMPLATE_LIST_TEST_CASE("gau: layer forward against the Eigen double oracle", "[
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("gau: token-by-token streaming agrees with the whole sequence", "[gau]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("gau: token-by-token streaming agrees with the whole sequence", "[gau]",
+                        test::tested_archs) {
   using Arch = TestType;
   test::rng_t g(test::seed_for(206, 0));
   const index_t dm = 24, e = 48, s = 16, n = 150, C = 32;
@@ -123,8 +125,9 @@ TEMPLATE_LIST_TEST_CASE("gau: token-by-token streaming agrees with the whole seq
                   invalid_argument);
 }
 
-TEMPLATE_LIST_TEST_CASE("gau: FLASH-Quad's relative-position bias enters as relu(Q K^T / n + B)^2, checked",
-                        "[gau]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "gau: FLASH-Quad's relative-position bias enters as relu(Q K^T / n + B)^2, checked", "[gau]",
+    test::tested_archs) {
   using Arch = TestType;
   test::rng_t g(test::seed_for(207, 0));
   const index_t dm = 16, e = 32, s = 8, n = 40;

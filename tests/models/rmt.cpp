@@ -46,7 +46,8 @@ double backbone_tolerance(index_t layers, index_t segments) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("rmt: random shapes against the double oracle", "[rmt][policies]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("rmt: random shapes against the double oracle", "[rmt][policies]",
+                        test::tested_archs) {
   const int cases = test::scaled(24);
   for (int c = 0; c < cases; ++c) {
     const auto seed = test::seed_for(700, std::uint64_t(c));
@@ -93,7 +94,8 @@ TEMPLATE_LIST_TEST_CASE("rmt: random shapes against the double oracle", "[rmt][p
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("rmt with m = 0 equals the backbone alone", "[rmt][policies]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("rmt with m = 0 equals the backbone alone", "[rmt][policies]",
+                        test::tested_archs) {
   for (auto layout : {rmt_layout::decoder, rmt_layout::encoder}) {
     test::rng_t g(test::seed_for(701, std::uint64_t(layout)));
     const index_t width = 24, n = 150;
@@ -117,8 +119,8 @@ TEMPLATE_LIST_TEST_CASE("rmt with m = 0 equals the backbone alone", "[rmt][polic
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("rmt memory handoff is exactly the last layer's write rows", "[rmt][policies]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("rmt memory handoff is exactly the last layer's write rows",
+                        "[rmt][policies]", test::tested_archs) {
   test::rng_t g(test::seed_for(702, 0));
   const index_t width = 32, m = 4, L = 40, c = L - 2 * m;
   rmt_reference_backbone<TestType> bb({.width = width, .heads = 4, .layers = 2, .seed = 9});
@@ -143,7 +145,8 @@ TEMPLATE_LIST_TEST_CASE("rmt memory handoff is exactly the last layer's write ro
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("rmt token-by-token equals whole segments", "[rmt][policies]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("rmt token-by-token equals whole segments", "[rmt][policies]",
+                        test::tested_archs) {
   for (int conv = 0; conv < 3; ++conv) {
     test::rng_t g(test::seed_for(703, std::uint64_t(conv)));
     const index_t width = 48, m = 5, L = 77, n = 3 * (L - 2 * m) + 11;
@@ -169,8 +172,9 @@ TEMPLATE_LIST_TEST_CASE("rmt token-by-token equals whole segments", "[rmt][polic
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("rmt with an XL cache: token-by-token equals whole segments, xl = 0 is the plain driver",
-                        "[rmt][policies]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "rmt with an XL cache: token-by-token equals whole segments, xl = 0 is the plain driver",
+    "[rmt][policies]", test::tested_archs) {
   for (int conv = 0; conv < 3; ++conv) {
     test::rng_t g(test::seed_for(708, std::uint64_t(conv)));
     const index_t width = 32, m = 3, L = 41, c = L - 2 * m, n = 4 * c + 9;

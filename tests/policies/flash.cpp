@@ -69,7 +69,8 @@ double flash_tolerance(index_t s, index_t c, index_t n, double quad_bound, doubl
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("flash: random shapes against the literal O(n^2) oracle", "[flash]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("flash: random shapes against the literal O(n^2) oracle", "[flash]",
+                        test::tested_archs) {
   using Arch = TestType;
   const int cases = test::scaled(40);
   thread_pool pool(2);
@@ -119,8 +120,9 @@ TEMPLATE_LIST_TEST_CASE("flash: random shapes against the literal O(n^2) oracle"
 // so, like a float matrix product, it is exact while every term fits float
 // and overflows beyond; an overflow reaches the outputs it touches as inf or
 // NaN, never as a silently wrong finite value.
-TEMPLATE_LIST_TEST_CASE("flash: large inputs in range are exact; past float's range no output is a silent finite",
-                        "[flash]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "flash: large inputs in range are exact; past float's range no output is a silent finite",
+    "[flash]", test::tested_archs) {
   using Arch = TestType;
   const index_t C = 8, n = 29, s = 8, e = 5;
   for (const bool causal : {true, false})
@@ -158,8 +160,9 @@ TEMPLATE_LIST_TEST_CASE("flash: large inputs in range are exact; past float's ra
 // causal strip GEMM reads a later token's V row for earlier rows too (their
 // P is 0 there, but 0 x NaN is NaN), which made every output of the call
 // NaN and the result depend on the split (fuzz finding policies-flash-nan-leak).
-TEMPLATE_LIST_TEST_CASE("flash: a NaN in a later token's V leaves earlier outputs as they were, bit for bit",
-                        "[flash]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "flash: a NaN in a later token's V leaves earlier outputs as they were, bit for bit", "[flash]",
+    test::tested_archs) {
   using Arch = TestType;
   for (const index_t s : {1, 8})
     for (const index_t e : {1, 5, 16})
@@ -189,8 +192,8 @@ TEMPLATE_LIST_TEST_CASE("flash: a NaN in a later token's V leaves earlier output
       }
 }
 
-TEMPLATE_LIST_TEST_CASE("flash: causal n <= C is the quadratic part alone (zero linear term)", "[flash]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("flash: causal n <= C is the quadratic part alone (zero linear term)",
+                        "[flash]", test::tested_archs) {
   using Arch = TestType;
   for (int cs = 0; cs < test::scaled(8); ++cs) {
     const auto seed = test::seed_for(202, std::uint64_t(cs));
@@ -211,8 +214,8 @@ TEMPLATE_LIST_TEST_CASE("flash: causal n <= C is the quadratic part alone (zero 
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("flash: streaming in any segmentation equals one call, bit for bit", "[flash]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("flash: streaming in any segmentation equals one call, bit for bit",
+                        "[flash]", test::tested_archs) {
   using Arch = TestType;
   thread_pool pool(2);
   for (int cs = 0; cs < test::scaled(8); ++cs) {
@@ -248,7 +251,8 @@ TEMPLATE_LIST_TEST_CASE("flash: streaming in any segmentation equals one call, b
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("flash: the normalisations differ by their divisors only", "[flash]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("flash: the normalisations differ by their divisors only", "[flash]",
+                        test::tested_archs) {
   using Arch = TestType;
   test::rng_t g(test::seed_for(204, 0));
   const index_t C = 16, n = 90, s = 8, e = 24;
@@ -287,8 +291,9 @@ TEMPLATE_LIST_TEST_CASE("flash: the normalisations differ by their divisors only
   REQUIRE(lin[3] == lin[0]);
 }
 
-TEMPLATE_LIST_TEST_CASE("flash: non-causal token_count divides the linear part by the true n, chunk_mean by C x G",
-                        "[flash]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "flash: non-causal token_count divides the linear part by the true n, chunk_mean by C x G",
+    "[flash]", test::tested_archs) {
   using Arch = TestType;
   // Scale 0 and no bias make the quadratic part relu(0)^2 = 0: the output is
   // the linear part alone, Q_lin S / divisor with S over all n tokens.
@@ -511,7 +516,8 @@ flash random_flash(test::rng_t& g, index_t C, bool causal, std::vector<float>& b
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("flash: GQA equals each query head run alone, bit for bit", "[flash]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("flash: GQA equals each query head run alone, bit for bit", "[flash]",
+                        test::tested_archs) {
   using Arch = TestType;
   thread_pool pool(2);
   for (int cs = 0; cs < test::scaled(10); ++cs) {
@@ -588,7 +594,8 @@ TEST_CASE("flash: flash_input{q, k, v} reads q, k as the linear part's inputs", 
   REQUIRE(sa.snapshot() == sb.snapshot());
 }
 
-TEMPLATE_LIST_TEST_CASE("flash: snapshot and restore continue bit for bit (causal)", "[flash]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("flash: snapshot and restore continue bit for bit (causal)", "[flash]",
+                        test::tested_archs) {
   using Arch = TestType;
   thread_pool pool(2);
   for (int cs = 0; cs < test::scaled(8); ++cs) {

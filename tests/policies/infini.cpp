@@ -211,7 +211,8 @@ void check_streaming_equal(const infini& pol, const problem& pr, const std::vect
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("infini: random shapes against the double oracle", "[policies][infini]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("infini: random shapes against the double oracle", "[policies][infini]",
+                        test::tested_archs) {
   const int cases = test::scaled(1000);
   for (int c = 0; c < cases; ++c) {
     const std::uint64_t seed = test::seed_for(50, std::uint64_t(c));
@@ -220,8 +221,9 @@ TEMPLATE_LIST_TEST_CASE("infini: random shapes against the double oracle", "[pol
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("infini: token by token and any split equal the whole-segment forward, bit for bit",
-                        "[policies][infini]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "infini: token by token and any split equal the whole-segment forward, bit for bit",
+    "[policies][infini]", test::tested_archs) {
   for (int c = 0; c < test::scaled(12); ++c) {
     test::rng_t g(test::seed_for(51, std::uint64_t(c)));
     infini pol{.segment = std::vector<index_t>{1, 7, 64, 65, 100}[std::size_t(c % 5)],
@@ -238,8 +240,9 @@ TEMPLATE_LIST_TEST_CASE("infini: token by token and any split equal the whole-se
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("infini: gate extremes give local causal attention or pure memory retrieval",
-                        "[policies][infini]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "infini: gate extremes give local causal attention or pure memory retrieval",
+    "[policies][infini]", test::tested_archs) {
   test::rng_t g(test::seed_for(52, 0));
   const attention_dims d{1, 4, 2, 32, 24};
   const index_t N = 37, n = 3 * N;
@@ -277,8 +280,8 @@ TEMPLATE_LIST_TEST_CASE("infini: gate extremes give local causal attention or pu
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("infini: first segment and tiny denominators never give NaN", "[policies][infini]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("infini: first segment and tiny denominators never give NaN",
+                        "[policies][infini]", test::tested_archs) {
   test::rng_t g(test::seed_for(53, 0));
   const attention_dims d{1, 2, 1, 16, 16};
   SECTION("first segment: A = (1 - sigmoid(beta)) A_dot exactly") {
@@ -316,7 +319,7 @@ TEMPLATE_LIST_TEST_CASE("infini: first segment and tiny denominators never give 
 }
 
 TEMPLATE_LIST_TEST_CASE("infini: read-only retrieves without updating; GQA memory per KV head",
-                        "[policies][infini]", compiled_archs) {
+                        "[policies][infini]", test::tested_archs) {
   test::rng_t g(test::seed_for(54, 0));
   const attention_dims d{1, 6, 2, 16, 8};
   const infini pol{.segment = 10, .beta = {0, 1, -1, 2, 0.5f, -2}, .update = update_rule::delta};
@@ -368,8 +371,9 @@ TEMPLATE_LIST_TEST_CASE("infini: read-only retrieves without updating; GQA memor
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("infini: snapshot and restore continue bit for bit; bad snapshots are rejected",
-                        "[policies][infini]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "infini: snapshot and restore continue bit for bit; bad snapshots are rejected",
+    "[policies][infini]", test::tested_archs) {
   test::rng_t g(test::seed_for(55, 0));
   const attention_dims d{2, 4, 2, 17, 33};
   const infini pol{.segment = 23, .beta = {0.1f, 0.2f, -0.3f, 1}, .update = update_rule::delta};
@@ -403,8 +407,8 @@ TEMPLATE_LIST_TEST_CASE("infini: snapshot and restore continue bit for bit; bad 
   CHECK(c.snapshot() == fresh);
 }
 
-TEMPLATE_LIST_TEST_CASE("infini: double memory state and thread-count invariance", "[policies][infini]",
-                        compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("infini: double memory state and thread-count invariance",
+                        "[policies][infini]", test::tested_archs) {
   test::rng_t g(test::seed_for(56, 0));
   const attention_dims d{1, 2, 2, 24, 16};
   const basic_infini<double> pol{.segment = 31, .beta = {0.7f, -0.2f}, .update = update_rule::delta};

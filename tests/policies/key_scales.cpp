@@ -15,8 +15,9 @@
 
 using namespace cache_test;
 
-TEMPLATE_LIST_TEST_CASE("int8 caches with per-channel key scales: every rule against the double oracle",
-                        "[policies][storage]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "int8 caches with per-channel key scales: every rule against the double oracle",
+    "[policies][storage]", test::tested_archs) {
   oracle_sweep<TestType, q8>(100, test::scaled(60), key_scales::per_channel);
 }
 
@@ -175,8 +176,9 @@ TEST_CASE("per-channel key scales: lower the error of keys with outlier channels
 // winning key: the bits q_0 = -1e30 (no overflow) gives, in decode steps and
 // in one prefill segment, for a rule that only reads its outputs (sinks),
 // TOVA and H2O (logits observed).
-TEMPLATE_LIST_TEST_CASE("per-channel key scales: a query overflowing its channel scale is attended exactly",
-                        "[policies][storage][hostile]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "per-channel key scales: a query overflowing its channel scale is attended exactly",
+    "[policies][storage][hostile]", test::tested_archs) {
   using Arch = TestType;
   const attention_dims dm{1, 1, 1, 4, 4};
   const std::vector<float> k{1e6f, 1, 1, 1, -1e6f, 1, 1, 1, 1e6f, 1, -1, 1}, v{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0.5f};

@@ -148,8 +148,9 @@ struct product<std::tuple<Cs...>, std::tuple<As...>> {
   using row = std::tuple<pair_of<C, As>...>;
   using type = decltype(std::tuple_cat(row<Cs>{}...));
 };
-using pairs = decltype(std::tuple_cat(typename product<cases, compiled_archs>::type{},
-                                      typename product<variant_cases, std::tuple<default_arch>>::type{}));
+using pairs =
+    decltype(std::tuple_cat(typename product<cases, test::tested_archs>::type{},
+                            typename product<variant_cases, std::tuple<default_arch>>::type{}));
 
 struct token_stream {
   attention_dims dims{2, 4, 2, 16, 8};

@@ -18,13 +18,14 @@
 using namespace cache_test;
 
 TEMPLATE_LIST_TEST_CASE("bounded caches in bf16 and f16: every rule against the double oracle",
-                        "[policies][storage]", compiled_archs) {
+                        "[policies][storage]", test::tested_archs) {
   oracle_sweep<TestType, bf16>(93, test::scaled(60));
   oracle_sweep<TestType, f16>(94, test::scaled(60));
 }
 
-TEMPLATE_LIST_TEST_CASE("bounded caches in bf16 and f16: budget >= n is dense attention over the stored rows",
-                        "[policies][storage]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "bounded caches in bf16 and f16: budget >= n is dense attention over the stored rows",
+    "[policies][storage]", test::tested_archs) {
   dense_sweep<TestType, bf16>(95, test::scaled(12));
   dense_sweep<TestType, f16>(96, test::scaled(12));
 }
@@ -94,8 +95,9 @@ void equals_float_on_rounded(Make make) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("16-bit K/V: a policy equals its float twin fed the rounded K/V, bit for bit",
-                        "[policies][storage]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "16-bit K/V: a policy equals its float twin fed the rounded K/V, bit for bit",
+    "[policies][storage]", test::tested_archs) {
   using Arch = TestType;
   const auto each = [&]<class T>(T) {
     INFO("storage " << kv_storage_traits<T>::name);
@@ -111,8 +113,9 @@ TEMPLATE_LIST_TEST_CASE("16-bit K/V: a policy equals its float twin fed the roun
   each(f16{});
 }
 
-TEMPLATE_LIST_TEST_CASE("bounded caches in int8: every rule against the double oracle; budget >= n is dense",
-                        "[policies][storage]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "bounded caches in int8: every rule against the double oracle; budget >= n is dense",
+    "[policies][storage]", test::tested_archs) {
   oracle_sweep<TestType, q8>(98, test::scaled(60));
   dense_sweep<TestType, q8>(99, test::scaled(12));
 }
@@ -133,8 +136,9 @@ std::vector<float> dequantised(const std::vector<float>& x, index_t dim) {
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("int8 Infini: the memory of the stored K/V bit for bit, outputs to fp32 rounding",
-                        "[policies][storage]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "int8 Infini: the memory of the stored K/V bit for bit, outputs to fp32 rounding",
+    "[policies][storage]", test::tested_archs) {
   using Arch = TestType;
   // The segment buffer stores int8 rows; a finished segment folds the
   // values they hold (exactly what a float Infini fed those values folds),

@@ -24,13 +24,13 @@ using reference::eviction;
 using reference::eviction_name;
 using namespace cache_test;
 
-
 TEMPLATE_LIST_TEST_CASE("tova: every policy, random shapes, step by step against the double oracle",
-                        "[policies][tova]", compiled_archs) {
+                        "[policies][tova]", test::tested_archs) {
   oracle_sweep<TestType, float>(91, test::scaled(150));
 }
 
-TEMPLATE_LIST_TEST_CASE("tova: budget >= n is dense attention, bit for bit", "[policies][tova]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("tova: budget >= n is dense attention, bit for bit", "[policies][tova]",
+                        test::tested_archs) {
   dense_sweep<TestType, float>(92, test::scaled(25));
 }
 
@@ -200,7 +200,8 @@ TEST_CASE("tova: budgets 0 and 1", "[policies][tova]") {
   REQUIRE(run_scalar({.budget = 1, .policy = eviction::h2o, .recent = 1}, keys)[6] == set{6});
 }
 
-TEMPLATE_LIST_TEST_CASE("tova: prefill modes and layouts agree", "[policies][tova]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("tova: prefill modes and layouts agree", "[policies][tova]",
+                        test::tested_archs) {
   using Arch = TestType;
   const int cases = test::scaled(20);
   for (int c = 0; c < cases; ++c) {

@@ -10,7 +10,7 @@
 
 using namespace longctx;
 
-TEMPLATE_LIST_TEST_CASE("blas1 against double", "[simd]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("blas1 against double", "[simd]", test::tested_archs) {
   constexpr int W = TestType::width;
   std::vector<int> lengths;
   for (int n = 0; n <= 4 * W + 1; ++n) lengths.push_back(n);
@@ -49,7 +49,7 @@ TEMPLATE_LIST_TEST_CASE("blas1 against double", "[simd]", compiled_archs) {
 // dot_rows: R dots of one vector against R rows of a padded matrix, each
 // within the summation bound of its own dot, for every tail length; rows are
 // read only up to n (the padding holds NaN, which would poison a sum).
-TEMPLATE_LIST_TEST_CASE("dot_rows against double", "[simd]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("dot_rows against double", "[simd]", test::tested_archs) {
   constexpr int W = TestType::width, R = 4;
   test::rng_t g(test::seed_for(2, 1));
   std::vector<int> lengths;

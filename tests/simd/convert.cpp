@@ -130,8 +130,9 @@ TEST_CASE("storage types: f16 to float is exact, subnormals included", "[simd][c
   REQUIRE(f16::from_float(0x1.8p-24f).bits == 0x0002);
 }
 
-TEMPLATE_LIST_TEST_CASE("storage types: vector loads and stores give the scalar bits on every backend",
-                        "[simd][convert]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "storage types: vector loads and stores give the scalar bits on every backend",
+    "[simd][convert]", test::tested_archs) {
   using Arch = TestType;
   constexpr int W = Arch::width;
   const auto check = [&]<class T>(T) {
@@ -169,8 +170,10 @@ TEMPLATE_LIST_TEST_CASE("storage types: vector loads and stores give the scalar 
   check(f16{});
 }
 
-TEMPLATE_LIST_TEST_CASE("storage types: int8 loads give the integers on every backend; rows quantise within a half step",
-                        "[simd][convert]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "storage types: int8 loads give the integers on every backend; rows quantise within a half "
+    "step",
+    "[simd][convert]", test::tested_archs) {
   using Arch = TestType;
   constexpr int W = Arch::width;
   std::vector<q8> all(256 + W);
@@ -210,8 +213,10 @@ TEMPLATE_LIST_TEST_CASE("storage types: int8 loads give the integers on every ba
   for (float v : back) REQUIRE(std::isnan(v));
 }
 
-TEMPLATE_LIST_TEST_CASE("storage types: int8 stores and row quantisation give the scalar formula's bits on every backend",
-                        "[simd][convert]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE(
+    "storage types: int8 stores and row quantisation give the scalar formula's bits on every "
+    "backend",
+    "[simd][convert]", test::tested_archs) {
   using Arch = TestType;
   constexpr int W = Arch::width;
   using V = vec<float, Arch>;

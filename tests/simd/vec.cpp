@@ -10,7 +10,7 @@
 
 using namespace longctx;
 
-TEMPLATE_LIST_TEST_CASE("vec: load, store and partial tails", "[simd]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("vec: load, store and partial tails", "[simd]", test::tested_archs) {
   using V = vec<float, TestType>;
   constexpr int W = V::width;
   std::vector<float> src(W), dst(W + 1, -7.0f);
@@ -29,7 +29,8 @@ TEMPLATE_LIST_TEST_CASE("vec: load, store and partial tails", "[simd]", compiled
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("vec: arithmetic, fma and reductions match double", "[simd]", compiled_archs) {
+TEMPLATE_LIST_TEST_CASE("vec: arithmetic, fma and reductions match double", "[simd]",
+                        test::tested_archs) {
   using V = vec<float, TestType>;
   constexpr int W = V::width;
   test::rng_t g(test::seed_for(1, 0));
@@ -73,7 +74,7 @@ TEMPLATE_LIST_TEST_CASE("vec: arithmetic, fma and reductions match double", "[si
 TEST_CASE("arch: default and compiled backends are consistent", "[simd]") {
   bool has_default = false;
   std::apply([&](auto... a) { ((has_default |= std::is_same_v<decltype(a), default_arch>), ...); },
-             compiled_archs{});
+             test::tested_archs{});
   CHECK(has_default);
   CHECK(std::is_same_v<std::tuple_element_t<0, compiled_archs>, scalar>);
   STATIC_REQUIRE(arch_tag<scalar>);

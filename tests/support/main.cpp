@@ -1,5 +1,5 @@
-// Catch2 runner: prints the compiled backends and the test scale first, so a
-// log says what was tested.
+// Catch2 runner: prints the compiled backends, those the tests instantiate
+// (LONGCTX_TEST_ARCHS) and the test scale first, so a log says what was tested.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -56,6 +56,8 @@ int main(int argc, char* argv[]) {
   argv = args.data();
   std::printf("longctx %s tests; backends:", longctx::version().string);
   print_archs(static_cast<longctx::compiled_archs*>(nullptr));
+  std::printf("; tested:");
+  print_archs(static_cast<longctx::test::tested_archs*>(nullptr));
   std::printf("; default %s; LONGCTX_TEST_SCALE %.3g\n", longctx::default_arch::name,
               longctx::test::scale());
   return Catch::Session().run(argc, argv);

@@ -14,6 +14,8 @@
 
 #include <longctx/simd.hpp>
 
+#include "archs.hpp"
+
 namespace longctx::test {
 
 // LONGCTX_TEST_SCALE (default 1) shrinks random sweeps, e.g. 0.1 under qemu.
