@@ -16,7 +16,7 @@
 
 namespace longctx::test {
 
-namespace detail {
+namespace archs_detail {
 #if defined(LONGCTX_TEST_ARCHS)
 inline constexpr std::string_view arch_list = LONGCTX_TEST_ARCHS;
 #else
@@ -64,10 +64,10 @@ template <class... A>
 struct filter<std::tuple<A...>> {
   using type = decltype(std::tuple_cat(std::conditional_t<tested<A>(), std::tuple<A>, std::tuple<>>{}...));
 };
-}  // namespace detail
+}  // namespace archs_detail
 
 /// The backends TEMPLATE_LIST_TEST_CASEs run on, scalar first.
-using tested_archs = typename detail::filter<compiled_archs>::type;
+using tested_archs = typename archs_detail::filter<compiled_archs>::type;
 static_assert(std::tuple_size_v<tested_archs> > 0, "LONGCTX_TEST_ARCHS selects no backend");
 
 }  // namespace longctx::test
