@@ -120,6 +120,38 @@ void BM_prefill_compute(benchmark::State& st) {
   bench::label(st, (std::string(Causal ? "causal " : "full ") + engine + " kv " + kv_storage_traits<KV>::name).c_str());
 }
 
+#if LONGCTX_HAS_AVX512_BF16 && (LONGCTX_HAS_AMX || !LONGCTX_BF16_DOT_PAYS)
+// The AVX512_BF16 engine by name, where compute_precision::bf16 selects
+// another (AMX, or f32 where vdpbf16ps runs below the fp32 FMA:
+// LONGCTX_BF16_DOT_PAYS): the measurement behind that ranking.
+template <index_t D, bool Causal>
+void BM_prefill_bf16_dot(benchmark::State& st) {
+  const index_t n = st.range(0);
+  const int threads = int(st.range(1));
+  const auto q = bench::random_floats(std::size_t(H * n * D), 1);
+  const auto k = random_stored<bf16>(n, D, 2), v = random_stored<bf16>(n, D, 3);
+  std::vector<float> o(std::size_t(H * n * D));
+  thread_pool pool{std::size_t(threads)};
+  const float scale = 1.0f / std::sqrt(float(D));
+  const auto out = from_bhnd<D>(o.data(), 1, H, n, D);
+  for (auto _ : st) {
+    if constexpr (Causal)
+      prefill_attention_with<bf16_dot_engine, bf16>(from_bhnd<D>(q.data(), 1, H, n, D),
+                                                    stored_view(k, n), stored_view(v, n), out,
+                                                    scale, causal{}, lse_view{}, pool);
+    else
+      prefill_attention_with<bf16_dot_engine, bf16>(from_bhnd<D>(q.data(), 1, H, n, D),
+                                                    stored_view(k, n), stored_view(v, n), out,
+                                                    scale, no_mask{}, lse_view{}, pool);
+    benchmark::DoNotOptimize(o.data());
+  }
+  bench::set_flops(st, attention_flops(n, n, D, Causal), threads, bf16_dot_engine::name);
+  bench::label(
+      st, (std::string(Causal ? "causal " : "full ") + bf16_dot_engine::name + " (by name) kv bf16")
+              .c_str());
+}
+#endif
+
 // The Eigen version a user would write: per head S = Q K^T * scale, masked
 // row softmax, O = P V; heads spread over the same pool.
 template <index_t D, bool Causal>
@@ -240,7 +272,7 @@ BENCHMARK(BM_prefill_kv<float>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<bf16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<f16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<q8>)->Apply(prefill_kv_args);
-// Per engine: fp32 and, where the build has one, the 16-bit engine, on bf16
+// Per engine: fp32 and, where the build selects one, the 16-bit engine, on bf16
 // K/V (the cache an engine keeps) and on f32 K/V (one conversion per call).
 BENCHMARK(BM_prefill_compute<128, true, compute_precision::bf16, bf16>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_compute<128, false, compute_precision::bf16, bf16>)->Apply(prefill_args);
@@ -248,6 +280,11 @@ BENCHMARK(BM_prefill_compute<64, true, compute_precision::bf16, bf16>)->Apply(pr
 BENCHMARK(BM_prefill_compute<64, false, compute_precision::bf16, bf16>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_compute<128, true, compute_precision::bf16, float>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_compute<128, true, compute_precision::f32, bf16>)->Apply(prefill_kv_args);
+#if LONGCTX_HAS_AVX512_BF16 && (LONGCTX_HAS_AMX || !LONGCTX_BF16_DOT_PAYS)
+BENCHMARK(BM_prefill_bf16_dot<128, true>)->Apply(prefill_kv_args);
+BENCHMARK(BM_prefill_bf16_dot<128, false>)->Apply(prefill_kv_args);
+BENCHMARK(BM_prefill_bf16_dot<64, true>)->Apply(prefill_kv_args);
+#endif
 BENCHMARK(BM_read)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode<float>)->Apply(decode_args);
 BENCHMARK(BM_decode<bf16>)->Apply(decode_args);

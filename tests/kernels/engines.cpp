@@ -360,6 +360,13 @@ TEST_CASE("engines: compute_precision selects the engine, and f32 is the old ker
       lse_view{}, serial_executor{});
   CHECK(a == b);
   CHECK(std::string(active_engine(compute_precision::f32)) == "f32");
+  // The ranking (kernels/compute.hpp): AMX, else vdpbf16ps where it beats
+  // the fp32 FMA on the targeted cores, else f32.
+  const char* expected = LONGCTX_HAS_AMX                                    ? "amx-bf16"
+                         : LONGCTX_HAS_AVX512_BF16 && LONGCTX_BF16_DOT_PAYS ? "avx512-bf16"
+                                                                            : "f32";
+  CHECK(std::string(active_engine<default_arch>(compute_precision::bf16)) ==
+        (std::is_same_v<default_arch, avx512> ? expected : "f32"));
   if constexpr (!has_bf16_engine<default_arch>) {
     // No 16-bit engine in this build: bf16 computes in f32, and says so.
     call(b, compute_precision::bf16);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <longctx/kernels/amx_tiles.hpp>
+#include <longctx/kernels/compute.hpp>
 
 #include "support.hpp"
 
@@ -58,7 +59,11 @@ int main(int argc, char* argv[]) {
   print_archs(static_cast<longctx::compiled_archs*>(nullptr));
   std::printf("; tested:");
   print_archs(static_cast<longctx::test::tested_archs*>(nullptr));
-  std::printf("; default %s; LONGCTX_TEST_SCALE %.3g\n", longctx::default_arch::name,
+  std::printf("; default %s; bf16 compute on %s%s; LONGCTX_TEST_SCALE %.3g\n",
+              longctx::default_arch::name, longctx::active_engine(longctx::compute_precision::bf16),
+              LONGCTX_HAS_AVX512_BF16 && !LONGCTX_HAS_AMX && !LONGCTX_BF16_DOT_PAYS
+                  ? " (LONGCTX_BF16_DOT_PAYS=0: avx512-bf16 compiled, tested by name)"
+                  : "",
               longctx::test::scale());
   return Catch::Session().run(argc, argv);
 }

@@ -2,14 +2,18 @@
 // bf16 compute (compute_precision::bf16, never implied by the storage type:
 // bf16 compute rounds Q and the softmax weights P to bf16 as well, a
 // precision change the caller chooses). Then the best 16-bit engine the
-// compile flags provide for the backend:
+// compile flags provide for the backend, if it beats fp32 there:
 //   AMX-BF16 (LONGCTX_HAS_AMX)            amx_engine<avx512, true>;
-//   else AVX512_BF16 (LONGCTX_HAS_AVX512_BF16)  bf16_dot_engine;
+//   else AVX512_BF16 where vdpbf16ps beats the fp32 FMA
+//     (LONGCTX_HAS_AVX512_BF16 && LONGCTX_BF16_DOT_PAYS)  bf16_dot_engine;
 //   else none: fp32, bit for bit the f32 results (active_engine says so).
-// The ranking is a traits fact, not a CPU-model test: every Intel CPU with
-// AVX512_BF16 since Sapphire Rapids has AMX (where vdpbf16ps runs below the
-// fp32 FMA rate, so AMX must win), and AMD's (Zen 4, Zen 5) have no AMX and
-// run vdpbf16ps at twice the fp32 rate.
+// The ranking is a traits fact of the targeted cores, not a CPU-model test
+// in kernel code (config.hpp): every Intel CPU with AVX512_BF16 since
+// Sapphire Rapids has AMX and runs vdpbf16ps below the fp32 FMA rate, so
+// where its flags lack AMX bf16 computes in f32; AMD's (Zen 4, Zen 5) have
+// no AMX and run vdpbf16ps at twice the fp32 rate. The engines the ranking
+// passes over stay compiled, tested and benchmarked (bf16_dot_engine is
+// usable by name through the *_with<Engine> kernels).
 #pragma once
 
 #include <cstdint>
@@ -25,8 +29,10 @@ LONGCTX_NAMESPACE_BEGIN
 /// operands (bf16, f16 and int8 K/V widened exactly). bf16: bf16 operands,
 /// fp32 accumulation and softmax, on the AMX or AVX512_BF16 engine
 /// (kernels/compute.hpp); Q (times the scale) and P are rounded to bf16,
-/// and so are f32 K/V (bf16 K/V are used as stored). Where no 16-bit engine
-/// is compiled for the backend, bf16 computes in f32 (active_engine()).
+/// and so are f32 K/V (bf16 K/V are used as stored). bf16 permits rounding
+/// for speed: where no 16-bit engine is compiled for the backend, or the
+/// only one runs below fp32 on the targeted CPU (LONGCTX_BF16_DOT_PAYS),
+/// bf16 computes in f32, bit for bit (active_engine() says which).
 enum class compute_precision : std::uint8_t {
   f32,   ///< fp32 products (the default)
   bf16,  ///< bf16 operands, fp32 accumulation
@@ -42,7 +48,7 @@ template <>
 struct bf16_engine_of<avx512> {
   using type = amx_engine<avx512, true>;
 };
-#elif LONGCTX_HAS_AVX512_BF16
+#elif LONGCTX_HAS_AVX512_BF16 && LONGCTX_BF16_DOT_PAYS
 template <>
 struct bf16_engine_of<avx512> {
   using type = bf16_dot_engine;
