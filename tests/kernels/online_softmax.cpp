@@ -2,7 +2,9 @@
 // their LSE, both equal the one-shot softmax in double.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -84,6 +86,52 @@ TEMPLATE_LIST_TEST_CASE("softmax_block: a NaN anywhere in a block poisons the ro
           CHECK(std::isnan(st.l));
           CHECK(std::isnan(st.lse()));
         }
+}
+
+// The fused -inf test of an unmasked tile: the same weights, factor and
+// state as softmax_block, bit for bit, and saw_neg_inf exactly when a -inf
+// is there (the float dot product of a visible key overflowed); with a NaN
+// in the block the state is NaN, whatever saw_neg_inf says (needs_exact_row
+// flags the row either way).
+TEMPLATE_LIST_TEST_CASE(
+    "softmax_block_unmasked: softmax_block's results and the -inf test in one pass", "[kernels]",
+    test::tested_archs) {
+  constexpr index_t W = TestType::width;
+  test::rng_t g(test::seed_for(22, 0));
+  const float big = std::numeric_limits<float>::max(), inf = std::numeric_limits<float>::infinity();
+  for (int rep = 0; rep < test::scaled(400); ++rep) {
+    const index_t n = W * test::uniform_int(g, 1, 5);
+    auto s = test::random_floats(g, std::size_t(n), -30.0f, 30.0f);
+    const int kind =
+        rep % 5;  // 0 ordinary, 1 one -inf, 2 all -inf, 3 +inf and FLT_MAX, 4 a NaN (and a -inf)
+    const auto at = [&] { return std::size_t(test::uniform_int(g, 0, int(n) - 1)); };
+    if (kind == 1) s[at()] = neg_inf;
+    if (kind == 2) std::fill(s.begin(), s.end(), neg_inf);
+    if (kind == 3) s[at()] = inf, s[at()] = big;
+    if (kind == 4) s[at()] = neg_inf, s[at()] = std::numeric_limits<float>::quiet_NaN();
+    softmax_state a, b;
+    if (rep % 2) {  // a state from an earlier block
+      std::vector<float> s0 = test::random_floats(g, std::size_t(W), -30.0f, 30.0f);
+      std::vector<float> s1 = s0;
+      softmax_block<TestType>(a, s0.data(), W);
+      softmax_block<TestType>(b, s1.data(), W);
+    }
+    std::vector<float> sa = s, sb = s;
+    const float fa = softmax_block<TestType>(a, sa.data(), n);
+    bool neg = false;
+    const float fb = softmax_block_unmasked<TestType>(b, sb.data(), n, neg);
+    INFO("arch " << TestType::name << " n " << n << " kind " << kind);
+    const bool had_neg_inf = std::find(s.begin(), s.end(), neg_inf) != s.end();
+    if (kind == 4) {
+      CHECK(std::isnan(a.l));
+      CHECK(std::isnan(b.l));
+      continue;
+    }
+    CHECK(neg == had_neg_inf);
+    CHECK(std::memcmp(&fa, &fb, sizeof fa) == 0);
+    CHECK(std::memcmp(&a, &b, sizeof a) == 0);
+    CHECK(std::memcmp(sa.data(), sb.data(), sizeof(float) * sa.size()) == 0);
+  }
 }
 
 TEMPLATE_LIST_TEST_CASE("probabilities_from_logits", "[kernels]", test::tested_archs) {

@@ -54,6 +54,7 @@ TEMPLATE_LIST_TEST_CASE("vec: arithmetic, fma and reductions match double", "[si
     check(max(va, vb), [&](int i) { return std::max(a[i], b[i]); });
     check(min(va, vb), [&](int i) { return std::min(a[i], b[i]); });
     check(round_nearest(va), [&](int i) { return std::nearbyint(a[i]); });
+    check(round_down(va), [&](int i) { return std::floor(a[i]); });
     check(select(cmp_lt(va, vb), va, vc), [&](int i) { return a[i] < b[i] ? a[i] : c[i]; });
     double s = 0, m = -1e300;
     for (int i = 0; i < W; ++i) s += a[i], m = std::max<double>(m, a[i]);
@@ -69,6 +70,13 @@ TEMPLATE_LIST_TEST_CASE("vec: arithmetic, fma and reductions match double", "[si
   std::vector<float> r(W);
   round_nearest(V::broadcast(2.5f)).store(r.data());
   CHECK(r[0] == 2.0f);
+  // round_down: toward -inf, integers and signed zeros unchanged.
+  for (float x : {-2.5f, -2.0f, -1e-30f, -0.0f, 0.0f, 0.75f, -126.5f}) {
+    round_down(V::broadcast(x)).store(r.data());
+    INFO("x = " << x);
+    CHECK(r[0] == std::floor(x));
+    CHECK(std::signbit(r[0]) == std::signbit(std::floor(x)));
+  }
 }
 
 TEST_CASE("arch: default and compiled backends are consistent", "[simd]") {

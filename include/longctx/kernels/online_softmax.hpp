@@ -26,24 +26,26 @@ struct softmax_state {
   float inv_l() const noexcept { return l == 0.0f ? 0.0f : 1.0f / l; }
 };
 
-// Fold a block of logits (already scaled, masked entries -inf) into `st`:
-// p[j] = exp(s[j] - m_new) (0 or a normal float: exp2_weight) is written over s, and the factor the row's output
-// accumulator must be multiplied by is returned (exp(m_old - m_new), 1 when
-// nothing is visible yet). s must hold a multiple of W floats (padding -inf).
-template <arch_tag Arch>
-inline float softmax_block(softmax_state& st, float* s, index_t n_padded) noexcept {
+namespace detail {
+template <arch_tag Arch, bool FindNegInf>
+inline float softmax_block(softmax_state& st, float* s, index_t n_padded,
+                           bool* saw_neg_inf) noexcept {
   using V = vec<float, Arch>;
   constexpr index_t W = V::width;
   // Logits saturate at FLT_MAX (a finite |q k| beyond float's range would
   // be +inf, and inf - inf NaN); min(big, x) keeps NaN (both operand orders
   // of every backend's min return x when x is NaN, as this one is written).
   const V big = V::broadcast(std::numeric_limits<float>::max());
-  V mv = V::broadcast(neg_inf);
+  V mv = V::broadcast(neg_inf), lo = V::zero();
   for (index_t j = 0; j < n_padded; j += W) {
     const V x = min(big, V::load(s + j));
     x.store(s + j);
     mv = max(mv, x);
+    if constexpr (FindNegInf)
+      lo = min(lo, x);  // -inf stays unless a later NaN in its lane replaces it
   }
+  if constexpr (FindNegInf)
+    *saw_neg_inf = !(reduce_max(V::zero() - lo) <= std::numeric_limits<float>::max());
   const float m_new = std::max(st.m, reduce_max(mv));
   if (m_new == neg_inf) {  // all masked so far (or NaN, which x86 max drops)
     bool nan = false;
@@ -71,6 +73,30 @@ inline float softmax_block(softmax_state& st, float* s, index_t n_padded) noexce
   st.l = st.l * alpha + reduce_add(sum);
   st.m = m_new;
   return alpha;
+}
+}  // namespace detail
+
+// Fold a block of logits (already scaled, masked entries -inf) into `st`:
+// p[j] = exp(s[j] - m_new) (0 or a normal float: exp2_weight) is written over s, and the factor the row's output
+// accumulator must be multiplied by is returned (exp(m_old - m_new), 1 when
+// nothing is visible yet). s must hold a multiple of W floats (padding -inf).
+template <arch_tag Arch>
+inline float softmax_block(softmax_state& st, float* s, index_t n_padded) noexcept {
+  return detail::softmax_block<Arch, false>(st, s, n_padded, nullptr);
+}
+
+// softmax_block for a block no mask touched, with exact_row.hpp's test for
+// a dot product that overflowed to -inf folded into the max pass (one min
+// per vector instead of has_neg_inf's pass: the softmax bookkeeping shares
+// Intel AVX-512's two vector ports with the FMAs). Sets saw_neg_inf when s
+// held a -inf, and may set it, or not, when s also held a NaN: a NaN logit
+// of an unmasked block makes the row's state NaN, which needs_exact_row
+// flags either way. Results otherwise bit for bit softmax_block's. A block
+// the mask touched needs has_neg_inf before the mask writes its -inf.
+template <arch_tag Arch>
+inline float softmax_block_unmasked(softmax_state& st, float* s, index_t n_padded,
+                                    bool& saw_neg_inf) noexcept {
+  return detail::softmax_block<Arch, true>(st, s, n_padded, &saw_neg_inf);
 }
 
 // Merge partial result b into a: outputs (d_v floats, unnormalised, i.e.

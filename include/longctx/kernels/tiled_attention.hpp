@@ -129,12 +129,16 @@ std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const typenam
     const index_t nk = j1 - j0, nkp = round_up(nk, W);
 
     E::qk(nb, nk, d, qs, kt + (j0 / BKV) * E::kt_tile(d), s);
-    std::uint64_t overflowed = 0;  // rows with a -inf logit before the mask (exact_row.hpp)
-    for (index_t r = 0; r < nb; ++r)
-      if (has_neg_inf<Arch>(s + r * BKV, nk)) overflowed |= std::uint64_t(1) << r;
-    if (kind == tile_kind::partial || nk < nkp)
-      for (index_t r = 0; r < nb; ++r)
+    // Rows with a -inf logit before the mask (exact_row.hpp): found by a
+    // pass before the mask writes its -inf, or, in a tile no mask touches
+    // (most of them), by softmax_block_unmasked's max pass.
+    std::uint64_t overflowed = 0;
+    const bool masked = kind == tile_kind::partial || nk < nkp;
+    if (masked)
+      for (index_t r = 0; r < nb; ++r) {
+        if (has_neg_inf<Arch>(s + r * BKV, nk)) overflowed |= std::uint64_t(1) << r;
         detail::mask_row(mask, i0 + r, j0, nk, nkp, kind == tile_kind::partial, s + r * BKV);
+      }
     if (lg) {  // S is final: softmax_block reads exactly these floats, then writes P over them
       hide(j0);
       for (index_t r = l0; r < l1; ++r)
@@ -142,8 +146,12 @@ std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const typenam
       written = j1;
     }
     for (index_t r = 0; r < nb; ++r) {
-      alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
-      if (overflowed >> r & 1) poison_row(st[std::size_t(r)]);
+      bool neg = false;
+      if (masked)
+        alpha[r] = softmax_block<Arch>(st[std::size_t(r)], s + r * BKV, nkp);
+      else
+        alpha[r] = softmax_block_unmasked<Arch>(st[std::size_t(r)], s + r * BKV, nkp, neg);
+      if (neg || (overflowed >> r & 1)) poison_row(st[std::size_t(r)]);
     }
     E::pv(nb, nk, d_v, s, vp + (j0 / BKV) * v_tile_stride, ldv, acc, alpha, engine_scratch);
   }

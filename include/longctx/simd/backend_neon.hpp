@@ -44,6 +44,7 @@ struct vec<float, neon> {
   friend float reduce_add(vec a) noexcept { return vaddvq_f32(a.v); }
   friend float reduce_max(vec a) noexcept { return vmaxvq_f32(a.v); }
   friend vec round_nearest(vec a) noexcept { return {vrndnq_f32(a.v)}; }
+  friend vec round_down(vec a) noexcept { return {vrndmq_f32(a.v)}; }
   friend vec pow2i(vec n) noexcept {
     const int32x4_t e = vaddq_s32(vcvtq_s32_f32(n.v), vdupq_n_s32(127));
     return {vreinterpretq_f32_s32(vshlq_n_s32(e, 23))};

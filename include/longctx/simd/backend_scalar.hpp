@@ -39,6 +39,7 @@ struct vec<float, scalar> {
   friend float reduce_add(vec a) noexcept { return a.v; }
   friend float reduce_max(vec a) noexcept { return a.v; }
   friend vec round_nearest(vec a) noexcept { return {std::nearbyint(a.v)}; }
+  friend vec round_down(vec a) noexcept { return {std::floor(a.v)}; }
   // n integral in [-126, 127]; NaN (exp's reduction of a NaN input, whose
   // polynomial is NaN anyway) gives 1, not an undefined float-to-int cast.
   friend vec pow2i(vec n) noexcept {

@@ -5,7 +5,7 @@
 //   broadcast(x), zero(); + - * / and unary -; fma(a, b, c) = a*b + c (fused),
 //   fnma(a, b, c) = c - a*b; max(a, b) / min(a, b) return b when a lane holds a
 //   NaN on x86 (so put the value whose NaN must propagate second); reduce_add,
-//   reduce_max; round_nearest (ties to even); pow2i(n) = 2^n for integral n in
+//   reduce_max; round_nearest (ties to even), round_down (floor); pow2i(n) = 2^n for integral n in
 //   [-126, 127], and +0 for n = -127; cmp_lt / select for branch-free clamps.
 #pragma once
 
