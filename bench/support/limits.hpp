@@ -29,13 +29,15 @@ struct machine_limits {
   bool measured = false;
 };
 
-// Measured once (the first call), then cached.
+// Measured once (the first call), then cached; engine_peak measures again.
 const machine_limits& limits();
 
 // The figure for t threads (clamped to 1..2; 0 when not measured).
 double fma_peak(int threads);
 // The peak of the GEMM engine named `engine` (compute.hpp's names: "f32",
-// "avx512-bf16", "amx-bf16"): what its "peak" fraction is taken of.
+// "avx512-bf16", "amx-bf16"): what its "peak" fraction is taken of, the
+// larger of the start-up figure and one measured at the call (set_flops
+// calls it right after the benchmark's timed loop).
 double engine_peak(const char* engine, int threads);
 double read_bandwidth(int threads);
 
