@@ -59,13 +59,14 @@
 #endif
 // Whether vdpbf16ps beats the fp32 FMA on the CPUs the flags target: a
 // fact of the core, not of the ISA. AMD Zen 4 and Zen 5 run it at twice the
-// fp32 rate; Intel's Sapphire and Emerald Rapids below it (64 against 168
+// fp32 rate; Intel's Sapphire and Emerald Rapids at half (87 against 177
 // GFLOP/s per core measured on Emerald Rapids), and there AMX is the 16-bit
 // engine, but a build whose flags lack AMX (a hypervisor that hides it from
-// -march=native, -march=cooperlake) would otherwise take the slower one. The
-// flags tell the two apart: AVX512_FP16 is Intel's (Sapphire Rapids on),
-// absent from every AMD core to Zen 5. -DLONGCTX_BF16_DOT_PAYS=0|1 overrides
-// (CMake: the cache variable of the same name).
+// -march=native) would otherwise take the slower one. The flags tell the two
+// apart: AVX512_FP16 is Intel's (Sapphire Rapids on), absent from every AMD
+// core to Zen 5 (a later AMD core that has it would need the override).
+// -DLONGCTX_BF16_DOT_PAYS=0|1 overrides (CMake: the cache variable of the
+// same name).
 #if !defined(LONGCTX_BF16_DOT_PAYS)
 #if defined(__AVX512FP16__)
 #define LONGCTX_BF16_DOT_PAYS 0
