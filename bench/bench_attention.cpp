@@ -1,6 +1,8 @@
 // Exact attention: tiled prefill (causal and not, d = 64 and 128, H = 8;
 // causal d = 128 with K/V stored as f32, bf16, f16, int8) and split-KV decode
-// (d = 128, H = 8, per storage type, hot and cold), 1 and 2 threads; and, in
+// (d = 128, H = 8, per storage type, hot and cold), 1 and 2 threads; per
+// GEMM engine: the one compute_precision::bf16 selects, and AVX512_BF16 by
+// name where the ranking passes it over (kernels/compute.hpp); and, in
 // the same binary, the straightforward Eigen implementation (Q K^T GEMM, row
 // softmax, P V GEMM) a user would otherwise write, as the in-run baseline.
 // Ratios: bench/compare.py. Decode reports the K/V bytes it reads (B/s) and
@@ -70,34 +72,11 @@ tensor4_view<const T> stored_view(const stored_rows<T>& r, index_t n) {
   return tensor4_view<const T>(r.row(0), E(1, H, n, r.n), {H * n * s, n * s, s, 1});
 }
 
-// Causal prefill, d = 128, with K and V stored as KV (Q and O float): the
-// conversion happens once per K/V tile, in the packing.
-template <class KV>
-void BM_prefill_kv(benchmark::State& st) {
-  constexpr index_t D = 128;
-  const index_t n = st.range(0);
-  const int threads = int(st.range(1));
-  const auto q = bench::random_floats(std::size_t(H * n * D), 1);
-  const auto k = random_stored<KV>(n, D, 2), v = random_stored<KV>(n, D, 3);
-  std::vector<float> o(std::size_t(H * n * D));
-  thread_pool pool{std::size_t(threads)};
-  for (auto _ : st) {
-    attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), stored_view(k, n), stored_view(v, n),
-                                from_bhnd<D>(o.data(), 1, H, n, D),
-                                1.0f / std::sqrt(float(D)), causal{}, {}, pool);
-    benchmark::DoNotOptimize(o.data());
-  }
-  bench::set_flops(st, attention_flops(n, n, D, true), threads);
-  bench::label(st, (std::string("causal kv ") + kv_storage_traits<KV>::name).c_str());
-}
-
-// Prefill by the engine `compute` selects (kernels/compute.hpp), K/V stored
-// as KV: "peak" is the fraction of that engine's peak measured in this
-// binary (fp32 FMA, vdpbf16ps or AMX tiles). The bf16 rows are those an
-// inference engine with a bf16 cache runs; f32 inputs with bf16 compute
-// pay one conversion of K and V per call (in the packing).
-template <index_t D, bool Causal, compute_precision C, class KV>
-void BM_prefill_compute(benchmark::State& st) {
+// Causal or full prefill, H heads of n tokens, K/V stored as KV, by
+// `run(q, k, v, o, scale, mask, pool)`; "peak" is the fraction of the peak
+// of `engine` measured in this binary (fp32 FMA, vdpbf16ps or AMX tiles).
+template <index_t D, bool Causal, class KV, class Run>
+void prefill_on(benchmark::State& st, const char* engine, const char* how, Run run) {
   const index_t n = st.range(0);
   const int threads = int(st.range(1));
   const auto q = bench::random_floats(std::size_t(H * n * D), 1);
@@ -105,19 +84,42 @@ void BM_prefill_compute(benchmark::State& st) {
   std::vector<float> o(std::size_t(H * n * D));
   thread_pool pool{std::size_t(threads)};
   const float scale = 1.0f / std::sqrt(float(D));
+  const auto qv = from_bhnd<D>(q.data(), 1, H, n, D);
   const auto out = from_bhnd<D>(o.data(), 1, H, n, D);
   for (auto _ : st) {
     if constexpr (Causal)
-      attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), stored_view(k, n), stored_view(v, n), out, scale,
-                                  causal{}, {}, pool, {}, C);
+      run(qv, stored_view(k, n), stored_view(v, n), out, scale, causal{}, pool);
     else
-      attention<default_arch, KV>(from_bhnd<D>(q.data(), 1, H, n, D), stored_view(k, n), stored_view(v, n), out, scale,
-                                  no_mask{}, {}, pool, {}, C);
+      run(qv, stored_view(k, n), stored_view(v, n), out, scale, no_mask{}, pool);
     benchmark::DoNotOptimize(o.data());
   }
-  const char* engine = active_engine(C);
   bench::set_flops(st, attention_flops(n, n, D, Causal), threads, engine);
-  bench::label(st, (std::string(Causal ? "causal " : "full ") + engine + " kv " + kv_storage_traits<KV>::name).c_str());
+  bench::label(st, (std::string(Causal ? "causal " : "full ") + engine + how + " kv " +
+                    kv_storage_traits<KV>::name)
+                       .c_str());
+}
+
+// Causal prefill, d = 128, with K and V stored as KV (Q and O float): the
+// conversion happens once per K/V tile, in the packing.
+template <class KV>
+void BM_prefill_kv(benchmark::State& st) {
+  prefill_on<128, true, KV>(
+      st, "f32", "",
+      [](auto q, auto k, auto v, auto o, float scale, const auto& mask, thread_pool& pool) {
+        attention<default_arch, KV>(q, k, v, o, scale, mask, {}, pool);
+      });
+}
+
+// Prefill by the engine `compute` selects (kernels/compute.hpp). The bf16
+// rows are those an inference engine with a bf16 cache runs; f32 inputs
+// with bf16 compute pay one conversion of K and V per call (in the packing).
+template <index_t D, bool Causal, compute_precision C, class KV>
+void BM_prefill_compute(benchmark::State& st) {
+  prefill_on<D, Causal, KV>(
+      st, active_engine(C), "",
+      [](auto q, auto k, auto v, auto o, float scale, const auto& mask, thread_pool& pool) {
+        attention<default_arch, KV>(q, k, v, o, scale, mask, {}, pool, {}, C);
+      });
 }
 
 #if LONGCTX_HAS_AVX512_BF16 && (LONGCTX_HAS_AMX || !LONGCTX_BF16_DOT_PAYS)
@@ -126,29 +128,11 @@ void BM_prefill_compute(benchmark::State& st) {
 // LONGCTX_BF16_DOT_PAYS): the measurement behind that ranking.
 template <index_t D, bool Causal>
 void BM_prefill_bf16_dot(benchmark::State& st) {
-  const index_t n = st.range(0);
-  const int threads = int(st.range(1));
-  const auto q = bench::random_floats(std::size_t(H * n * D), 1);
-  const auto k = random_stored<bf16>(n, D, 2), v = random_stored<bf16>(n, D, 3);
-  std::vector<float> o(std::size_t(H * n * D));
-  thread_pool pool{std::size_t(threads)};
-  const float scale = 1.0f / std::sqrt(float(D));
-  const auto out = from_bhnd<D>(o.data(), 1, H, n, D);
-  for (auto _ : st) {
-    if constexpr (Causal)
-      prefill_attention_with<bf16_dot_engine, bf16>(from_bhnd<D>(q.data(), 1, H, n, D),
-                                                    stored_view(k, n), stored_view(v, n), out,
-                                                    scale, causal{}, lse_view{}, pool);
-    else
-      prefill_attention_with<bf16_dot_engine, bf16>(from_bhnd<D>(q.data(), 1, H, n, D),
-                                                    stored_view(k, n), stored_view(v, n), out,
-                                                    scale, no_mask{}, lse_view{}, pool);
-    benchmark::DoNotOptimize(o.data());
-  }
-  bench::set_flops(st, attention_flops(n, n, D, Causal), threads, bf16_dot_engine::name);
-  bench::label(
-      st, (std::string(Causal ? "causal " : "full ") + bf16_dot_engine::name + " (by name) kv bf16")
-              .c_str());
+  prefill_on<D, Causal, bf16>(
+      st, bf16_dot_engine::name, " (by name)",
+      [](auto q, auto k, auto v, auto o, float scale, const auto& mask, thread_pool& pool) {
+        prefill_attention_with<bf16_dot_engine, bf16>(q, k, v, o, scale, mask, lse_view{}, pool);
+      });
 }
 #endif
 
@@ -272,16 +256,16 @@ BENCHMARK(BM_prefill_kv<float>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<bf16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<f16>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_kv<q8>)->Apply(prefill_kv_args);
-// Per engine: fp32 and, where the build selects one, the 16-bit engine, on bf16
-// K/V (the cache an engine keeps) and on f32 K/V (one conversion per call).
+// Per engine: where the build selects one, the 16-bit engine, on bf16 K/V
+// (the cache an engine keeps) and on f32 K/V (one conversion per call); the
+// f32 engine on bf16 K/V is BM_prefill_kv<bf16>.
 BENCHMARK(BM_prefill_compute<128, true, compute_precision::bf16, bf16>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_compute<128, false, compute_precision::bf16, bf16>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_compute<64, true, compute_precision::bf16, bf16>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_compute<64, false, compute_precision::bf16, bf16>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_compute<128, true, compute_precision::bf16, float>)->Apply(prefill_kv_args);
-BENCHMARK(BM_prefill_compute<128, true, compute_precision::f32, bf16>)->Apply(prefill_kv_args);
 #if LONGCTX_HAS_AVX512_BF16 && (LONGCTX_HAS_AMX || !LONGCTX_BF16_DOT_PAYS)
-BENCHMARK(BM_prefill_bf16_dot<128, true>)->Apply(prefill_kv_args);
+BENCHMARK(BM_prefill_bf16_dot<128, true>)->Apply(prefill_args);
 BENCHMARK(BM_prefill_bf16_dot<128, false>)->Apply(prefill_kv_args);
 BENCHMARK(BM_prefill_bf16_dot<64, true>)->Apply(prefill_kv_args);
 #endif
