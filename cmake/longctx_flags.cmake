@@ -33,6 +33,12 @@ function(longctx_configure_target target)
 
   longctx_isa_flags(isa)
   target_compile_options(${target} PRIVATE ${isa})
+  # The amx flags must give the AMX engine (LONGCTX_HAS_AMX): a static
+  # assertion in tests/kernels/engines.cpp (clang spells the AMX macros
+  # differently from GCC, and the engine once went uncompiled unnoticed).
+  if(LONGCTX_ISA STREQUAL "amx" AND NOT LONGCTX_TARGET_IS_AARCH64 AND CMAKE_SYSTEM_NAME STREQUAL "Linux")
+    target_compile_definitions(${target} PRIVATE LONGCTX_EXPECT_AMX=1)
+  endif()
 
   # Eigen, Catch2 and benchmark come in through imported targets, whose
   # include directories CMake passes as -isystem, so these warnings only

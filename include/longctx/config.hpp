@@ -76,7 +76,16 @@
 #elif LONGCTX_BF16_DOT_PAYS != 0 && LONGCTX_BF16_DOT_PAYS != 1
 #error "LONGCTX_BF16_DOT_PAYS must be 0 or 1"
 #endif
-#if LONGCTX_HAS_AVX512_BF16 && defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__linux__)
+// GCC spells the AMX macros __AMX_TILE__ / __AMX_BF16__, clang __AMXTILE__ /
+// __AMXBF16__ (clang 14): either. The amx preset checks that they were seen
+// (LONGCTX_EXPECT_AMX, tests/kernels/engines.cpp).
+#if (defined(__AMX_TILE__) || defined(__AMXTILE__)) &&                                             \
+    (defined(__AMX_BF16__) || defined(__AMXBF16__))
+#define LONGCTX_AMX_FLAGS 1
+#else
+#define LONGCTX_AMX_FLAGS 0
+#endif
+#if LONGCTX_HAS_AVX512_BF16 && LONGCTX_AMX_FLAGS && defined(__linux__)
 #define LONGCTX_HAS_AMX 1
 #else
 #define LONGCTX_HAS_AMX 0

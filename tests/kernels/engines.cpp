@@ -377,6 +377,11 @@ TEST_CASE("engines: compute_precision selects the engine, and f32 is the old ker
   }
 }
 
+#if defined(LONGCTX_EXPECT_AMX)
+static_assert(LONGCTX_HAS_AMX,
+              "LONGCTX_ISA=amx but config.hpp saw no AMX flags: this build has no AMX engine");
+#endif
+
 // Hardware engines: hidden (run by ctest as kernels.engines.*_hardware,
 // which reports them skipped where the CPU or the build lacks them).
 #if LONGCTX_HAS_AVX512_BF16
