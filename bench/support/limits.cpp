@@ -43,7 +43,6 @@ const machine_limits& limits() {
   static const machine_limits m = measure();
   return m;
 }
-double fma_peak(int threads) { return limits().fma_flops[std::clamp(threads, 1, 2)]; }
 double engine_peak(const char* engine, int threads) {
   const int t = std::clamp(threads, 1, 2);
   const machine_limits& m = limits();

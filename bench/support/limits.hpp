@@ -32,8 +32,7 @@ struct machine_limits {
 // Measured once (the first call), then cached; engine_peak measures again.
 const machine_limits& limits();
 
-// The figure for t threads (clamped to 1..2; 0 when not measured).
-double fma_peak(int threads);
+// The figures for t threads (clamped to 1..2; 0 when not measured).
 // The peak of the GEMM engine named `engine` (compute.hpp's names: "f32",
 // "avx512-bf16", "amx-bf16"): what its "peak" fraction is taken of, the
 // larger of the start-up figure and one measured at the call (set_flops
