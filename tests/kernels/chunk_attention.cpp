@@ -306,7 +306,7 @@ void engine_rows_alone(std::uint64_t id, int cases) {
         INFO("row " << i << " col " << cc << " alone " << o1.view()(0, cc) << " block " << o.view()(i, cc));
         REQUIRE(same_bits(o1.view()(0, cc), o.view()(i, cc)));
       }
-      if (i + 1 < c) REQUIRE(row_finite(o.view().data() + i * o.ld, d_v));
+      if (i + 1 < c) REQUIRE(row_finite<typename E::arch>(o.view().data() + i * o.ld, d_v));
     }
   }
 }

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -385,7 +386,45 @@ static_assert(LONGCTX_HAS_AMX,
 // Hardware engines: hidden (run by ctest as kernels.engines.*_hardware,
 // which reports them skipped where the CPU or the build lacks them).
 #if LONGCTX_HAS_AVX512_BF16
+// The engine's own V packing (vcvtne2ps2bf16 and a word interleave) against
+// the shared layout code, word for word, on random tiles with odd key counts
+// and widths: float rows (a float subnormal becomes a zero of its sign:
+// vdpbf16ps reads a bf16 subnormal as that zero anyway) and bf16 rows.
+template <class KV>
+void pack_v_matches_shared_layout(std::uint64_t id, int cases) {
+  constexpr index_t B = bf16_dot_engine::block_kv;
+  test::rng_t g(test::seed_for(id, 0));
+  for (int cs = 0; cs < cases; ++cs) {
+    const index_t nk = test::uniform_int(g, 1, int(B)), d_v = test::uniform_int(g, 1, 100);
+    const index_t ldv = d_v + test::uniform_int(g, 0, 5), dvp = bf16_dot_engine::v_ld(d_v);
+    std::vector<float> src = test::random_floats(g, std::size_t(nk * ldv), -4.0f, 4.0f);
+    for (int t = 0; t < 4; ++t)  // subnormals, infinities and a NaN at random places
+      src[std::size_t(test::uniform_int(g, 0, int(nk * ldv) - 1))] =
+          t == 0   ? 1e-39f
+          : t == 1 ? -1e-40f
+          : t == 2 ? -std::numeric_limits<float>::infinity()
+                   : std::numeric_limits<float>::quiet_NaN();
+    std::vector<KV> v(src.size());
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if constexpr (std::is_same_v<KV, float>)
+        v[i] = src[i];
+      else
+        v[i] = KV::from_float(src[i]);
+    std::vector<bf16> got(std::size_t(B * dvp), bf16{0x5555}), want(got.size(), bf16{0x5555});
+    bf16_dot_engine::pack_v<KV>(v.data(), ldv, d_v, nk, got.data());
+    detail::pack_v_vnni<avx512>(v.data(), ldv, d_v, dvp, nk, B, want.data());
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const std::uint16_t w = want[i].bits,
+                          expect = (w & 0x7f80) == 0 ? std::uint16_t(w & 0x8000) : w;
+      INFO("case " << cs << " nk " << nk << " d_v " << d_v << " word " << i);
+      REQUIRE(got[i].bits == (std::is_same_v<KV, float> ? expect : w));
+    }
+  }
+}
+
 TEST_CASE("engines: the AVX512_BF16 engine against the double oracle", "[.][hw_avx512_bf16]") {
+  pack_v_matches_shared_layout<float>(65, test::scaled(200));
+  pack_v_matches_shared_layout<bf16>(65, test::scaled(200));
   sweep<bf16_dot_engine>(63, test::scaled(300));
   invariants<bf16_dot_engine>();
   every_storage<bf16_dot_engine>();

@@ -1,5 +1,6 @@
 // Online softmax: blocks folded one at a time, and two halves merged through
-// their LSE, both equal the one-shot softmax in double.
+// their LSE, both equal the one-shot softmax in double; the exact-row
+// fallback's finiteness test.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include <longctx/kernels/exact_row.hpp>
 #include <longctx/kernels/online_softmax.hpp>
 
 #include "../support/support.hpp"
@@ -144,4 +146,31 @@ TEMPLATE_LIST_TEST_CASE("probabilities_from_logits", "[kernels]", test::tested_a
   CHECK(p[2] == 0.0f);
   probabilities_from_logits<TestType>(lg.data(), neg_inf, p.data(), 5);
   for (float x : p) CHECK(x == 0.0f);
+}
+
+// row_finite, the exact-row fallback's output test: false exactly when one
+// of the n floats is an infinity or a NaN, at every position of every
+// length through the unrolled body, the vector tail and the partial tail,
+// with the largest finite floats and subnormals counting as finite.
+TEMPLATE_LIST_TEST_CASE("row_finite: any non-finite float, anywhere", "[kernels]",
+                        test::tested_archs) {
+  constexpr index_t W = TestType::width;
+  const float big = std::numeric_limits<float>::max(), inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              tiny = std::numeric_limits<float>::denorm_min();
+  for (index_t n = 0; n <= 5 * W + 3; ++n) {
+    std::vector<float> x(std::size_t(n) + 1, 0.0f);
+    for (index_t i = 0; i < n; ++i) x[std::size_t(i)] = i % 3 == 0 ? big : i % 3 == 1 ? -big : tiny;
+    x[std::size_t(n)] = nan;  // one past the row: never read
+    INFO("arch " << TestType::name << " n " << n);
+    REQUIRE(row_finite<TestType>(x.data(), n));
+    for (index_t at = 0; at < n; ++at)
+      for (float bad : {inf, -inf, nan}) {
+        const float keep = x[std::size_t(at)];
+        x[std::size_t(at)] = bad;
+        INFO("bad " << bad << " at " << at);
+        REQUIRE_FALSE(row_finite<TestType>(x.data(), n));
+        x[std::size_t(at)] = keep;
+      }
+  }
 }

@@ -135,9 +135,13 @@ struct amx_engine {
     detail::probabilities_to_bf16<Arch>(p, block_kv, nb, nbp, nk, kp, p16, block_kv);
     detail::amx_gemm<unit>(nbp, ld, kp / 32, p16, block_kv, v, 2 * v_ld(d_v), prod, ld);
     for (index_t r = 0; r < nb; ++r) {
-      const V a = V::broadcast(alpha[r]);
       float* ar = acc + r * ld;
       const float* pr = prod + r * ld;
+      if (!alpha) {
+        std::copy(pr, pr + ld, ar);
+        continue;
+      }
+      const V a = V::broadcast(alpha[r]);
       for (index_t c = 0; c < ld; c += W) fma(V::load(ar + c), a, V::load(pr + c)).store(ar + c);
     }
   }

@@ -245,7 +245,7 @@ void decode_attention(tensor4_view<const float> q, tensor4_view<const KV> k, ten
       for (; col + Arch::width <= a.d_v; col += Arch::width) (V::load(acc + col) * inv).store(orow + col);
       if (col < a.d_v) (V::load(acc + col) * inv).store_partial(orow + col, int(a.d_v - col));
       if (lse.data()) lse(bi, hi, i) = st.lse();
-      if (needs_exact_row(st, orow, a.d_v))  // extreme magnitudes (exact_row.hpp)
+      if (needs_exact_row<Arch>(st, orow, a.d_v))  // extreme magnitudes (exact_row.hpp)
         exact_attention_row(&q(bi, hi, i, 0), k.head(bi, hk), v.head(bi, hk), scale, bound, i, orow,
                             lse.data() ? &lse(bi, hi, i) : nullptr, logits.data() ? &logits(bi, hi, i, 0) : nullptr);
     }

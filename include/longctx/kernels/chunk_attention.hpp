@@ -233,7 +233,7 @@ void chunk_attention_rows(matrix_view<const float> q, const chunk_operands& ops,
         for (index_t r = 0; r < nb; ++r) {
           const index_t vis = std::min(nk, mask.q_offset + i0 + r + 1), r0 = r / MR * MR;
           float* dr = dst + r * ldd;
-          if (vis == strip_keys(r0, std::min(MR, nb - r0)) || row_finite(dr, d_v)) continue;
+          if (vis == strip_keys(r0, std::min(MR, nb - r0)) || row_finite<Arch>(dr, d_v)) continue;
           const float* pr = s + r * ops.ldkt;
           for (index_t c = 0; c < d_v; ++c) {
             const float* vc = ops.v + (c / P) * ops.v_panel + c % P;
@@ -326,7 +326,7 @@ void chunk_attention_rows_with(matrix_view<const float> q, const chunk_engine_op
   T* qs = reinterpret_cast<T*>(scratch);
   float* s = scratch + round_up(BQ * ql * index_t(sizeof(T)), index_t(cache_line)) / 4;  // (BQ, BKV)
   float* acc = s + BQ * BKV;                                                               // (BQ, ld)
-  float* ones = acc + BQ * ld;  // pv's rescale: acc = 1 acc + P V, exact
+  float* ones = acc + BQ * ld;  // pv's rescale after the first tile: acc = 1 acc + P V, exact
   float* engine_scratch = ones + round_up(BQ, 16);
   T* v_alone = reinterpret_cast<T*>(engine_scratch + E::scratch_floats(d, d_v));  // one V tile
   std::fill(ones, ones + BQ, 1.0f);
@@ -337,7 +337,8 @@ void chunk_attention_rows_with(matrix_view<const float> q, const chunk_engine_op
   // the V tile holding key nk - 1.
   const auto strip_product = [&](const T* qr, index_t rows, index_t g0, index_t nk, float* out,
                                  const T* last_v = nullptr) {
-    for (index_t r = 0; r < rows; ++r) std::fill(out + r * ld, out + (r + 1) * ld, 0.0f);
+    if (nk == 0)  // no key: P V is 0 (a chunk of no keys)
+      for (index_t r = 0; r < rows; ++r) std::fill(out + r * ld, out + (r + 1) * ld, 0.0f);
     for (index_t j0 = 0; j0 < nk; j0 += BKV) {
       const index_t nkt = std::min(BKV, nk - j0);
       E::qk(rows, nkt, d, qr, ops.kt + j0 / BKV * E::kt_tile(d), s);
@@ -345,7 +346,7 @@ void chunk_attention_rows_with(matrix_view<const float> q, const chunk_engine_op
         detail::relu2_row<Arch>(s + r * BKV, std::clamp<index_t>(keys_of(g0 + r) - j0, 0, nkt), nkt, scale,
                                 bias.data() ? bias.data() + (g0 + r) * bias.stride(0) + j0 : nullptr);
       const T* vt = last_v && j0 + BKV >= nk ? last_v : ops.v + j0 / BKV * E::v_tile(d_v);
-      E::pv(rows, nkt, d_v, s, vt, E::v_ld(d_v), out, ones, engine_scratch);
+      E::pv(rows, nkt, d_v, s, vt, E::v_ld(d_v), out, j0 == 0 ? nullptr : ones, engine_scratch);
     }
   };
   E::begin();  // the engine's per-task state (AMX: the tile configuration)
@@ -366,7 +367,7 @@ void chunk_attention_rows_with(matrix_view<const float> q, const chunk_engine_op
     if (mask.causal)
       for (index_t r = 0; r < nb; ++r) {
         const index_t vis = keys_of(i0 + r);
-        if (vis == c_k || vis == 0 || row_finite(acc + r * ld, d_v)) continue;
+        if (vis == c_k || vis == 0 || row_finite<Arch>(acc + r * ld, d_v)) continue;
         const index_t j0 = (vis - 1) / BKV * BKV;
         E::template pack_v<float>(ops.v_src.data() + j0 * ops.v_src.stride(0), ops.v_src.stride(0), d_v, vis - j0,
                                   v_alone);

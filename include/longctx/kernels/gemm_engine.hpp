@@ -18,8 +18,10 @@
 //                      columns up to the engine's padding written (zero
 //                      keys give zero logits), the rest untouched;
 //   pv(nb, nk, d_v, p, v, ldv, acc, alpha, scratch)  acc = diag(alpha) acc
-//                      + P V over the tile's keys [0, nk); p is S after the
-//                      softmax (fp32, zero past nk), the engine may overwrite it;
+//                      + P V over the tile's keys [0, nk), or acc = P V when
+//                      alpha is null (acc not read: a first tile); p is S
+//                      after the softmax (fp32, zero past nk), the engine
+//                      may overwrite it;
 //   prepare()          once per call on the calling thread, before any task;
 //                      throws `unsupported` where the engine cannot run;
 //   begin()/end()      per-task set-up and tear-down (AMX tile configuration);
@@ -85,7 +87,10 @@ struct f32_engine {
   // P's padding columns are 0: k = nk reads no padding row.
   static void pv(index_t nb, index_t nk, index_t d_v, float* p, const float* v, index_t ldv, float* acc,
                  const float* alpha, float*) noexcept {
-    block_gemm<Arch, true>(nb, acc_ld(d_v), nk, p, block_kv, v, ldv, acc, acc_ld(d_v), alpha);
+    if (alpha)
+      block_gemm<Arch, true>(nb, acc_ld(d_v), nk, p, block_kv, v, ldv, acc, acc_ld(d_v), alpha);
+    else
+      block_gemm<Arch, false>(nb, acc_ld(d_v), nk, p, block_kv, v, ldv, acc, acc_ld(d_v));
   }
 };
 

@@ -167,7 +167,7 @@ std::uint64_t tiled_attention_block(matrix_view<const float, D> q, const typenam
     for (; c + W <= d_v; c += W) (V::load(arow + c) * inv).store(orow + c);
     if (c < d_v) (V::load(arow + c) * inv).store_partial(orow + c, int(d_v - c));
     if (lse) lse[(i0 + r) * lse_stride] = st[std::size_t(r)].lse();
-    if (needs_exact_row(st[std::size_t(r)], orow, d_v)) flagged |= std::uint64_t(1) << r;
+    if (needs_exact_row<Arch>(st[std::size_t(r)], orow, d_v)) flagged |= std::uint64_t(1) << r;
   }
   return flagged;
 }
