@@ -27,6 +27,21 @@
 #define LONGCTX_ASSERT(cond) static_cast<void>(0)
 #endif
 
+// ---- Floating-point model ------------------------------------------------
+// The value contract (README, Safety) rests on IEEE infinities and NaN: the
+// kernels find saturated logits, poisoned rows and non-finite outputs by
+// comparisons (x - x, m < FLT_MAX, ...) that -ffinite-math-only, part of
+// -ffast-math, lets the compiler fold to constants, after which extreme or
+// non-finite input gives silently wrong finite results. Refused, unless the
+// caller defines LONGCTX_ALLOW_FINITE_MATH and so accepts that only finite
+// inputs of ordinary magnitude are then supported.
+#if defined(__FINITE_MATH_ONLY__) && !defined(LONGCTX_ALLOW_FINITE_MATH)
+#if __FINITE_MATH_ONLY__
+#error                                                                                             \
+    "longctx: compiled with -ffinite-math-only (implied by -ffast-math): the headers detect overflow, NaN and inf by IEEE comparisons it removes. Add -fno-finite-math-only, or define LONGCTX_ALLOW_FINITE_MATH to accept finite, ordinary inputs only"
+#endif
+#endif
+
 // ---- Instruction sets ------------------------------------------------------
 // ISA detection lives here (layer 0) because the ABI namespace below depends on
 // it; simd/arch.hpp turns these into arch tags. Nothing else tests ISA macros.

@@ -1,8 +1,9 @@
 # Compiles SOURCE and passes only if the compiler rejects it with a message
 # matching EXPECT (a policy that breaks the protocol fails with one line).
-# Usage: cmake -DCXX=.. -DINCLUDE_DIR=.. -DSOURCE=.. -DEXPECT=.. -P check.cmake
+# FLAGS: extra compiler flags, a ;-list (optional).
+# Usage: cmake -DCXX=.. -DINCLUDE_DIR=.. -DSOURCE=.. -DEXPECT=.. [-DFLAGS=..] -P check.cmake
 execute_process(
-  COMMAND "${CXX}" -std=c++20 -fsyntax-only "-I${INCLUDE_DIR}" "${SOURCE}"
+  COMMAND "${CXX}" -std=c++20 -fsyntax-only ${FLAGS} "-I${INCLUDE_DIR}" "${SOURCE}"
   RESULT_VARIABLE rc
   OUTPUT_VARIABLE out
   ERROR_VARIABLE out)
