@@ -35,11 +35,9 @@
 // non-finite input gives silently wrong finite results. Refused, unless the
 // caller defines LONGCTX_ALLOW_FINITE_MATH and so accepts that only finite
 // inputs of ordinary magnitude are then supported.
-#if defined(__FINITE_MATH_ONLY__) && !defined(LONGCTX_ALLOW_FINITE_MATH)
-#if __FINITE_MATH_ONLY__
+#if defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__ && !defined(LONGCTX_ALLOW_FINITE_MATH)
 #error                                                                                             \
     "longctx: compiled with -ffinite-math-only (implied by -ffast-math): the headers detect overflow, NaN and inf by IEEE comparisons it removes. Add -fno-finite-math-only, or define LONGCTX_ALLOW_FINITE_MATH to accept finite, ordinary inputs only"
-#endif
 #endif
 
 // ---- Instruction sets ------------------------------------------------------

@@ -71,6 +71,11 @@ inline void dot_tail(int rows, int nvec, index_t kw, const std::uint32_t* a, ind
   }
 }
 
+// The first clamp(t, 0, 16) of 16 lanes: masked loads of a row's tail.
+inline __mmask16 first_lanes(index_t t) noexcept {
+  return t >= 16 ? __mmask16(0xffff) : t <= 0 ? __mmask16(0) : __mmask16((1u << t) - 1u);
+}
+
 // P rows (fp32, stride ldp) to bf16 rows (stride ldo) by vcvtne2ps2bf16,
 // 32 at a time: columns [0, nk) rounded to nearest even (subnormals flush
 // to zero, which a softmax weight below 2^-126 may), then zeros to the next
@@ -81,10 +86,8 @@ inline void probabilities_to_bf16_ne(const float* p, index_t ldp, index_t nb, in
     const float* pr = p + r * ldp;
     bf16* o = out + r * ldo;
     for (index_t j = 0; j < nk; j += 32) {
-      const index_t t = nk - j;
-      const __mmask16 lo = t >= 16 ? __mmask16(0xffff) : __mmask16((1u << t) - 1u);
-      const __mmask16 hi = t >= 32 ? __mmask16(0xffff) : t <= 16 ? __mmask16(0) : __mmask16((1u << (t - 16)) - 1u);
-      const __m512 a = _mm512_maskz_loadu_ps(lo, pr + j), b = _mm512_maskz_loadu_ps(hi, pr + j + 16);
+      const __m512 a = _mm512_maskz_loadu_ps(first_lanes(nk - j), pr + j),
+                   b = _mm512_maskz_loadu_ps(first_lanes(nk - j - 16), pr + j + 16);
       _mm512_storeu_si512(o + j, (__m512i)_mm512_cvtne2ps_pbh(b, a));
     }
   }
@@ -113,9 +116,8 @@ inline void pack_v_pairs(const KV* v, index_t ldv, index_t d_v, index_t dvp, ind
     const bool ha = j < nk, hb = j + 1 < nk;
     bf16* o = out + j * dvp;
     for (index_t c = 0; c < dvp; c += 16) {
-      const index_t t = std::clamp<index_t>(d_v - c, 0, 16);
-      const __mmask16 m = t == 16 ? __mmask16(0xffff) : __mmask16((1u << t) - 1u);
-      const __mmask16 ma = ha ? m : __mmask16(0), mb = hb ? m : __mmask16(0);
+      const __mmask16 m = first_lanes(d_v - c), ma = ha ? m : __mmask16(0),
+                      mb = hb ? m : __mmask16(0);
       __m512i pair;  // 16-bit lanes 0-15: a[c, c+16) as bf16; lanes 16-31: b's
       if constexpr (std::is_same_v<KV, float>) {
         pair = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mb, b + c),
